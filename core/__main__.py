@@ -1,0 +1,53 @@
+"""The single CLI: `python -m core <command> ...`. Each command lives in the module that owns
+its concept (functions `add_arguments(parser)` and `main(args) -> int`); modules load lazily so
+`python -m core phantom` does not import torch's training stack."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from core.errors import UserError
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "phantom": ("core.phantom", "write procedural phantom chest X-rays (CLASS/*.png + metadata.csv)"),
+    "data-info": ("core.data", "count classes, sizes, patients and skipped files of a data source"),
+    "train-gan": ("core.gan_train", "train a GAN / WGAN / WGAN-GP into a run directory"),
+    "control": ("core.runstore", "steer a running job: lambda, n_critic, lr, pause, resume, stop"),
+    "train-classifier": ("core.classifier_train", "train the COVID-19/NORMAL/PNEUMONIA classifier"),
+    "evaluate": ("core.evaluate", "evaluate a classifier checkpoint on a data source"),
+    "predict": ("core.predict", "predict X-ray files: probabilities, OOD flag, Grad-CAM PNG"),
+    "gan-metrics": ("core.gan_metrics", "FID/KID/relative FD/precision-recall/C2ST of a GAN run"),
+    "ablation": ("core.ablation", "real vs Augmentor vs GAN-augmented classifier training"),
+    "compare": ("core.compare", "train GAN, WGAN and WGAN-GP on the same budget and compare"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in COMMANDS:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"python -m core {argv[0]}",
+                                         description=COMMANDS[argv[0]][1])
+    module.add_arguments(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    try:
+        return int(module.main(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

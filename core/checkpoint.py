@@ -1,0 +1,96 @@
+"""Checkpoints that cannot run code: model snapshots as safetensors with their config as JSON in the
+header, resumable training state through torch.load(weights_only=True); every write is atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, safe_open
+
+from core.errors import CheckpointError
+
+_META_KEY = "xray_gan_studio"
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write an inference snapshot: tensors as safetensors, `meta` (kind, configs, classes, step...)
+    as JSON in the header, so the file alone rebuilds its model. Temp file then rename: a reader
+    (or a crash) never sees half a checkpoint."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    # safetensors refuses shared or non-contiguous storage; BatchNorm's num_batches_tracked is fine.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+    tmp.replace(path)
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    """The JSON metadata of a snapshot without loading its tensors (cheap, for listings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name} is not a readable model checkpoint ({exc})") from None
+    if raw is None:
+        raise CheckpointError(f"{path.name} is a safetensors file but not an X-Ray GAN Studio checkpoint")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path.name} has corrupt metadata") from None
+
+
+def load_model(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, meta) of a snapshot; `kind` (e.g. "generator", "classifier") is checked."""
+    meta = read_meta(path)
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{Path(path).name} holds a {meta.get('kind')!r} model, not a {kind!r}")
+    try:
+        return load_file(str(path), device="cpu"), meta
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{Path(path).name} is corrupt ({exc})") from None
+
+
+def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], name: str = "checkpoint") -> None:
+    """load_state_dict with a clear message instead of a wall of missing-key text."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{name} does not match the model its config describes: {first}") from None
+
+
+def save_training_state(path: str | Path, state: dict) -> Path:
+    """Resumable state (optimisers, RNG states, step, fixed z): plain tensors, numbers and dicts
+    only, so that load_training_state can use weights_only=True."""
+    path = Path(path)
+    tmp = _atomic_target(path)
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Load resumable state without executing code from the file (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training state not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types; all mean "refuse this file"
+        if "Weights only load failed" in str(exc):
+            raise CheckpointError(f"{path.name} was refused: it holds objects other than tensors and "
+                                  "numbers, and loading it could run code") from None
+        raise CheckpointError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None

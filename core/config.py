@@ -1,0 +1,83 @@
+"""Dataclass configs <-> plain dicts, JSON and argparse flags, so every config is saved with its
+weights and every field is a CLI flag without hand-written glue."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready dict of a (possibly nested) dataclass; tuples become lists."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls: type[T], data: dict | None) -> T:
+    """Build `cls` from a dict, ignoring unknown keys (old runs keep loading) and recursing into
+    nested dataclass fields; a missing key takes the field's default."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        ftype = hints.get(field.name)
+        if dataclasses.is_dataclass(ftype) and isinstance(value, dict):
+            value = from_dict(ftype, value)
+        elif typing.get_origin(ftype) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def save_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically (temp file then rename) so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _flag_type(ftype: Any):
+    origin = typing.get_origin(ftype)
+    if origin is typing.Union or str(origin) == "types.UnionType":  # Optional[X] / X | None
+        args = [a for a in typing.get_args(ftype) if a is not type(None)]
+        return _flag_type(args[0]) if args else str
+    if origin is tuple:
+        inner = typing.get_args(ftype)[0]
+        return lambda s: tuple(inner(v) for v in s.split(","))
+    if ftype is bool:
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    return ftype if ftype in (int, float, str) else str
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """Expose every scalar field of dataclass `cls` as `--{prefix}{field-name}` (default None, so
+    only the flags a user gives override a preset). Nested dataclasses are skipped."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for field in dataclasses.fields(cls):
+        ftype = hints[field.name]
+        if dataclasses.is_dataclass(ftype):
+            continue
+        flag = "--" + (prefix + field.name).replace("_", "-")
+        group.add_argument(flag, dest=prefix + field.name, type=_flag_type(ftype), default=None,
+                           help=f"{field.name} (default {field.default!r})"
+                           if field.default is not dataclasses.MISSING else field.name)
+
+
+def override(config: T, args: argparse.Namespace, prefix: str = "") -> T:
+    """A copy of `config` with every field the user set on the command line replaced."""
+    changes = {}
+    for field in dataclasses.fields(config):
+        value = getattr(args, prefix + field.name, None)
+        if value is not None:
+            changes[field.name] = value
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,345 @@
+"""The run directory: the whole contract between a headless job and the app that watches it.
+
+A job writes config, status (with a heartbeat), metrics and events (SQLite in WAL mode, so the app
+reads while the job writes), samples and checkpoints; the app writes control.json to steer it.
+Also the `control` command and `launch`, which starts a job as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from core.config import save_json
+from core.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ACTIVE_STATES = ("queued", "running", "paused")
+STATES = ACTIVE_STATES + ("finished", "stopped", "failed")
+HEARTBEAT_EVERY_S = 1.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS metrics (step INTEGER NOT NULL, name TEXT NOT NULL, value REAL, t REAL);
+CREATE INDEX IF NOT EXISTS metrics_name_step ON metrics (name, step);
+CREATE TABLE IF NOT EXISTS events (step INTEGER, t REAL, kind TEXT, payload TEXT);
+"""
+
+
+def runs_root() -> Path:
+    """Where run directories live: $XRAY_RUNS_DIR, else runs/ beside core/."""
+    return Path(os.environ.get("XRAY_RUNS_DIR") or REPO_ROOT / "runs")
+
+
+def new_run_dir(kind: str, root: str | Path | None = None) -> Path:
+    """A fresh, sortable run directory name such as runs/20261122-130501-wgan-gp-3f2a."""
+    root = Path(root) if root else runs_root()
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(2)}"
+    path = root / name
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    # A zombie (exited, not yet reaped by its parent) still answers kill(0).
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+class RunStore:
+    """Reads and writes one run directory. Writers: the job (config, status, metrics, events,
+    samples, checkpoints) and the app (control). Every file write is atomic."""
+
+    def __init__(self, path: str | Path, create: bool = False):
+        self.path = Path(path)
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "samples").mkdir(exist_ok=True)
+            (self.path / "checkpoints").mkdir(exist_ok=True)
+        elif not self.path.is_dir():
+            raise UserError(f"run directory not found: {self.path}")
+        self._db: sqlite3.Connection | None = None
+        self._last_beat = 0.0
+        self._control_mtime = None
+        self._control_seen: dict = {}
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "job.log"
+
+    # ---- config -------------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        save_json(self.path / "config.json", config)
+
+    def config(self) -> dict:
+        try:
+            return json.loads((self.path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    # ---- status and heartbeat -----------------------------------------------------------
+    def set_status(self, state: str, reason: str | None = None, **fields) -> None:
+        """Merge `fields` into status.json and stamp the heartbeat. The job calls this."""
+        assert state in STATES, state
+        status = self._read_status()
+        status.update(fields, state=state, reason=reason, heartbeat=time.time(), pid=os.getpid())
+        status.setdefault("created", status["heartbeat"])
+        save_json(self.path / "status.json", status)
+        self._last_beat = time.time()
+
+    def heartbeat(self, step: int, force: bool = False, **fields) -> None:
+        """Cheap to call every step: writes at most once per HEARTBEAT_EVERY_S."""
+        now = time.time()
+        if not force and now - self._last_beat < HEARTBEAT_EVERY_S:
+            return
+        status = self._read_status()
+        status.update(fields, step=int(step), heartbeat=now)
+        save_json(self.path / "status.json", status)
+        self._last_beat = now
+
+    def _read_status(self) -> dict:
+        try:
+            return json.loads((self.path / "status.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def status(self) -> dict:
+        """status.json as the app should show it: an active run whose process is gone is
+        reported as failed (killed, out of memory, machine restarted)."""
+        status = self._read_status() or {"state": "queued", "reason": None}
+        if status.get("state") in ACTIVE_STATES and status.get("pid") and not _pid_alive(status["pid"]):
+            status = dict(status, state="failed",
+                          reason="the training process ended without saying why (killed or crashed); "
+                                 "see job.log. The last checkpoint is kept.")
+        status["age_s"] = time.time() - status.get("heartbeat", time.time())
+        return status
+
+    def is_active(self) -> bool:
+        return self.status().get("state") in ACTIVE_STATES
+
+    # ---- metrics and events (SQLite, WAL) -------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect(self.path / "metrics.sqlite", timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        return self._db
+
+    def log_metrics(self, step: int, values: dict[str, float]) -> None:
+        """Append plain floats under stable names (`loss/critic`, `wgan/w_estimate`, ...)."""
+        t = time.time()
+        rows = [(int(step), k, float(v), t) for k, v in values.items()]
+        with self._conn() as db:
+            db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", rows)
+
+    def log_event(self, step: int, kind: str, payload: dict | None = None) -> None:
+        """A discrete event (a live control change, a checkpoint) so plots can mark it."""
+        with self._conn() as db:
+            db.execute("INSERT INTO events VALUES (?, ?, ?, ?)",
+                       (int(step), time.time(), kind, json.dumps(payload or {})))
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop metrics and events logged after the checkpoint's step, so a resumed
+        run's history matches an uninterrupted one."""
+        with self._conn() as db:
+            db.execute("DELETE FROM metrics WHERE step > ?", (int(step),))
+            db.execute("DELETE FROM events WHERE step > ?", (int(step),))
+
+    def _read(self, sql: str, params=()) -> pd.DataFrame:
+        path = self.path / "metrics.sqlite"
+        if not path.exists():
+            return pd.DataFrame()
+        db = sqlite3.connect(path, timeout=10)
+        try:
+            return pd.read_sql_query(sql, db, params=params)
+        except (sqlite3.Error, pd.errors.DatabaseError):
+            return pd.DataFrame()  # the job has not created its tables yet
+        finally:
+            db.close()
+
+    def metrics(self, names: list[str] | None = None, since_step: int = -1) -> pd.DataFrame:
+        """Long table (step, name, value, t), ordered by step."""
+        sql = "SELECT step, name, value, t FROM metrics WHERE step > ?"
+        params: list = [since_step]
+        if names:
+            sql += f" AND name IN ({','.join('?' * len(names))})"
+            params += list(names)
+        df = self._read(sql + " ORDER BY step", params)
+        return df if not df.empty else pd.DataFrame(columns=["step", "name", "value", "t"])
+
+    def metrics_wide(self, names: list[str] | None = None) -> pd.DataFrame:
+        """One row per step, one column per metric name."""
+        df = self.metrics(names)
+        if df.empty:
+            return pd.DataFrame()
+        return df.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+
+    def metric_names(self) -> list[str]:
+        df = self._read("SELECT DISTINCT name FROM metrics ORDER BY name")
+        return df["name"].tolist() if not df.empty else []
+
+    def events(self, kind: str | None = None) -> pd.DataFrame:
+        sql, params = "SELECT step, t, kind, payload FROM events", []
+        if kind:
+            sql, params = sql + " WHERE kind = ?", [kind]
+        df = self._read(sql + " ORDER BY step, t", params)
+        if df.empty:
+            return pd.DataFrame(columns=["step", "t", "kind", "payload"])
+        df["payload"] = df["payload"].map(json.loads)
+        return df
+
+    # ---- control (app -> job) -----------------------------------------------------------
+    def send_control(self, **changes) -> dict:
+        """Merge changes (gp_lambda, n_critic, lr_critic, lr_gen, paused, stop, sample_now) into
+        control.json; `sample_now=True` bumps a counter so repeated requests each count."""
+        control = self.control()
+        if changes.pop("sample_now", False):
+            control["sample_now"] = int(control.get("sample_now", 0)) + 1
+        control.update({k: v for k, v in changes.items() if v is not None})
+        control["seq"] = int(control.get("seq", 0)) + 1
+        save_json(self.path / "control.json", control)
+        return control
+
+    def control(self) -> dict:
+        try:
+            return json.loads((self.path / "control.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def poll_control(self) -> dict:
+        """For the job, every step: {key: new value} of what changed since the last poll; a
+        stat() call when nothing did."""
+        try:
+            st = (self.path / "control.json").stat()
+        except OSError:
+            return {}
+        # Every write is a rename of a new file, so the inode changes even where mtime is coarse.
+        stamp = (st.st_ino, st.st_mtime_ns)
+        if stamp == self._control_mtime:
+            return {}
+        self._control_mtime = stamp
+        control = self.control()
+        changed = {k: v for k, v in control.items()
+                   if k != "seq" and self._control_seen.get(k) != v}
+        self._control_seen = control
+        return changed
+
+    # ---- files --------------------------------------------------------------------------
+    def sample_path(self, step: int) -> Path:
+        return self.samples_dir / f"step_{int(step):07d}.png"
+
+    def samples(self) -> list[tuple[int, Path]]:
+        """(step, path) of the fixed-z sample grids, by step."""
+        out = []
+        for p in self.samples_dir.glob("step_*.png"):
+            try:
+                out.append((int(p.stem.split("_")[1]), p))
+            except (IndexError, ValueError):
+                continue
+        return sorted(out)
+
+    def checkpoints(self) -> list[Path]:
+        """Inference snapshots (*.safetensors), newest step first, `latest` first of all."""
+        files = list(self.checkpoints_dir.glob("*.safetensors"))
+        return sorted(files, key=lambda p: (p.stem != "latest", -p.stat().st_mtime))
+
+    def tail_log(self, n_chars: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - n_chars))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def list_runs(root: str | Path | None = None) -> list[RunStore]:
+    """Every run directory under root, newest first."""
+    root = Path(root) if root else runs_root()
+    if not root.is_dir():
+        return []
+    runs = [RunStore(p) for p in root.iterdir() if p.is_dir() and (p / "status.json").exists()]
+    return sorted(runs, key=lambda r: r.name, reverse=True)
+
+
+def launch(command: list[str], run_dir: str | Path, env: dict | None = None) -> int:
+    """Start `python -m core <command...>` as its own process (own session, so closing the app or
+    a browser tab does not stop it), output to RUN/job.log. Returns the pid."""
+    store = RunStore(run_dir, create=True)
+    log = open(store.log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "core", *command], cwd=REPO_ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, **(env or {})})
+    log.close()
+    # Queued until the job writes its own status; the pid lets the app notice a job that dies
+    # before it starts.
+    save_json(store.path / "status.json",
+              {"state": "queued", "reason": None, "pid": proc.pid, "heartbeat": time.time(),
+               "created": time.time(), "command": command})
+    return proc.pid
+
+
+# ---- `python -m core control` --------------------------------------------------------------
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dir", help="the run directory of a running job")
+    parser.add_argument("--lambda", dest="gp_lambda", type=float, help="gradient-penalty weight")
+    parser.add_argument("--n-critic", type=int, help="critic steps per generator step")
+    parser.add_argument("--lr-critic", type=float)
+    parser.add_argument("--lr-gen", type=float)
+    parser.add_argument("--clip", type=float, help="WGAN weight-clipping bound")
+    parser.add_argument("--pause", action="store_true")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--stop", action="store_true")
+    parser.add_argument("--sample-now", action="store_true", help="write a sample grid at the next step")
+
+
+def main(args) -> int:
+    store = RunStore(args.run_dir)
+    changes = {k: getattr(args, k) for k in ("gp_lambda", "n_critic", "lr_critic", "lr_gen", "clip")}
+    if args.pause or args.resume:
+        changes["paused"] = bool(args.pause)
+    if args.stop:
+        changes["stop"] = True
+    changes["sample_now"] = args.sample_now
+    control = store.send_control(**changes)
+    print(json.dumps(control))
+    return 0

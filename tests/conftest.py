@@ -1,0 +1,30 @@
+"""Shared test fixtures: an isolated runs directory, the real-data folder (skip when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def real_data_dir() -> Path | None:
+    """The licensed real X-rays beside the repo (../shared/data/cxr-real), or $XRAY_REAL_DATA."""
+    path = Path(os.environ.get("XRAY_REAL_DATA") or REPO.parent / "shared" / "data" / "cxr-real")
+    return path if (path / "metadata.csv").is_file() else None
+
+
+@pytest.fixture
+def real_data() -> Path:
+    path = real_data_dir()
+    if path is None:
+        pytest.skip("real X-ray folder ../shared/data/cxr-real not present")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs(tmp_path_factory, monkeypatch):
+    # Jobs launched by tests (and pages under AppTest) write here, never into the repo's runs/.
+    monkeypatch.setenv("XRAY_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))

@@ -1,0 +1,71 @@
+"""The run directory contract: status, metrics in SQLite, control round trip, dead-job detection."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.errors import UserError
+from core.runstore import RunStore, launch, list_runs, new_run_dir
+
+
+def test_metrics_events_and_status_round_trip(tmp_path):
+    job = RunStore(tmp_path / "run", create=True)
+    job.write_config({"loss": "wgan-gp"})
+    job.set_status("running", step=0, total_steps=10)
+    job.log_metrics(1, {"loss/critic": 1.5, "loss/gen": -0.25})
+    job.log_metrics(2, {"loss/critic": 1.0})
+    job.log_event(2, "control", {"gp_lambda": 5.0})
+
+    app = RunStore(tmp_path / "run")  # a second reader, as the dashboard is
+    wide = app.metrics_wide()
+    assert wide.loc[1, "loss/gen"] == -0.25 and wide.loc[2, "loss/critic"] == 1.0
+    assert app.metric_names() == ["loss/critic", "loss/gen"]
+    assert app.events("control")["payload"].tolist() == [{"gp_lambda": 5.0}]
+    assert app.status()["state"] == "running" and app.config() == {"loss": "wgan-gp"}
+
+    job.truncate_after(1)
+    assert app.metrics()["step"].max() == 1 and app.events().empty
+
+
+def test_control_reports_only_changes(tmp_path):
+    job = RunStore(tmp_path / "run", create=True)
+    app = RunStore(tmp_path / "run")
+    assert job.poll_control() == {}
+    app.send_control(gp_lambda=5.0, n_critic=3)
+    assert job.poll_control() == {"gp_lambda": 5.0, "n_critic": 3}
+    assert job.poll_control() == {}
+    app.send_control(gp_lambda=5.0, sample_now=True)  # same lambda: only the sample request is new
+    assert job.poll_control() == {"sample_now": 1}
+    app.send_control(paused=True)
+    assert job.poll_control() == {"paused": True}
+
+
+def test_dead_process_shows_as_failed(tmp_path):
+    store = RunStore(tmp_path / "run", create=True)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    (store.path / "status.json").write_text(json.dumps({"state": "running", "pid": proc.pid, "heartbeat": 0}))
+    status = store.status()
+    assert status["state"] == "failed" and "ended" in status["reason"]
+
+
+def test_launch_runs_a_core_command_in_its_own_process(tmp_path):
+    run_dir = tmp_path / "job"
+    pid = launch(["control", str(run_dir), "--lambda", "3"], run_dir)
+    assert pid > 0
+    for _ in range(200):  # the control command writes control.json and exits
+        if (run_dir / "control.json").exists():
+            break
+        time.sleep(0.05)
+    assert RunStore(run_dir).control()["gp_lambda"] == 3.0
+
+
+def test_listing_and_missing_dirs(tmp_path):
+    a = new_run_dir("wgan-gp", tmp_path)
+    RunStore(a, create=True).set_status("finished")
+    assert [r.path for r in list_runs(tmp_path)] == [a]
+    with pytest.raises(UserError, match="not found"):
+        RunStore(tmp_path / "nope")
