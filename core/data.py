@@ -1,0 +1,709 @@
+"""Data sources -> ImageDataset: one in-memory set of images at one size, with labels, patient ids
+and per-image metadata; patient-level splits; the `data-info` command."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from core import CLASSES
+from core.errors import ImageReadError, UserError
+from core.imageio import read_image, to_uint8
+
+
+@dataclass
+class DataConfig:
+    source: str = "phantom"      # see load_dataset for the accepted specs
+    size: int = 64               # images are resized to (size, size)
+    channels: int = 1            # 1 for X-rays; 3 only for RGB sources that keep colour
+    phantom_per_class: int = 200
+    keep_extra_classes: bool = False  # e.g. Kaggle's Lung_Opacity
+    # Keep only these classes (empty = all). A GAN for augmentation is trained on one class,
+    # e.g. ("COVID-19",), as the report did for the minority class.
+    classes: tuple[str, ...] = ()
+    seed: int = 0
+
+
+class ImageDataset(Dataset):
+    """Images held in memory as uint8 (N, C, S, S); items are (float tensor (C, S, S) in [-1, 1],
+    label, metadata dict). Metadata keys used across the project: "patient", "source", "file",
+    "augmented" (True for Augmentor copies), "synthetic" (True for GAN samples)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                 metas: list[dict] | None = None, skipped: list[tuple[str, str]] | None = None,
+                 name: str = ""):
+        images = np.asarray(images, dtype=np.uint8)
+        if images.ndim == 3:  # (N, S, S) -> (N, 1, S, S)
+            images = images[:, None]
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = list(classes)
+        self.metas = metas if metas is not None else [{} for _ in range(len(images))]
+        self.skipped = skipped or []   # (file, reason) for inputs that could not be used
+        self.name = name
+        assert len(self.images) == len(self.labels) == len(self.metas)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(self.images[i]).float().div_(127.5).sub_(1.0)  # (C, S, S) in [-1, 1]
+        return x, int(self.labels[i]), self.metas[i]
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def patients(self) -> list[str]:
+        """Patient id per item; an item without one is its own patient."""
+        return [str(m.get("patient") or f"item-{i}") for i, m in enumerate(self.metas)]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    def tensor(self) -> torch.Tensor:
+        """All images as one float tensor (N, C, S, S) in [-1, 1], e.g. to keep on the GPU."""
+        return torch.from_numpy(self.images).float().div_(127.5).sub_(1.0)
+
+    def subset(self, indices) -> "ImageDataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageDataset(self.images[idx], self.labels[idx], self.classes,
+                            [self.metas[i] for i in idx], self.skipped, self.name)
+
+    def concat(self, other: "ImageDataset") -> "ImageDataset":
+        if other.classes != self.classes:
+            raise ValueError(f"class lists differ: {self.classes} vs {other.classes}")
+        return ImageDataset(np.concatenate([self.images, other.images]),
+                            np.concatenate([self.labels, other.labels]), self.classes,
+                            self.metas + other.metas, self.skipped + other.skipped, self.name)
+
+
+Progress = Callable[[float, str], None]
+
+# Specs handled by core.natural (issue 7): digits, MNIST, Fashion-MNIST, CIFAR-10, plain folders.
+NATURAL_PREFIXES = ("digits", "mnist:", "fashion-mnist:", "cifar10:", "folder:")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm",
+                  ".ppm", ".dcm", ".dicom"}
+MASK_DIRS = {"mask", "masks", "lung masks", "lung_masks"}     # Kaggle's segmentation masks
+CONTAINER_DIRS = {"images", "image", "imgs", "png", "jpg"}   # Kaggle's CLASS/images/
+SPLIT_DIRS = {"train", "test", "val", "valid", "validation"}  # Kermany's chest_xray/{train,...}
+FRONTAL_VIEWS = {"PA", "AP", "AP SUPINE", "APS"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", str(name).strip().lower())
+
+
+# Folder or column names -> canonical class, compared after _norm (case, '-', '_' ignored).
+CLASS_ALIASES = {
+    **{k: "COVID-19" for k in ("covid", "covid 19", "covid19", "sars cov 2")},
+    **{k: "NORMAL" for k in ("normal", "no finding", "healthy")},
+    **{k: "PNEUMONIA" for k in ("pneumonia", "viral pneumonia", "bacterial pneumonia", "bacterial",
+                                "bacteria", "viral", "virus", "non covid pneumonia")},
+}
+
+# covid-chestxray-dataset `finding` words (old style "Streptococcus", new style
+# "Pneumonia/Bacterial/...") that name a pneumonia, some without the word itself.
+PNEUMONIA_WORDS = ("pneumonia", "bacterial", "viral", "fungal", "sars", "mers", "streptococcus",
+                   "klebsiella", "legionella", "pneumocystis", "chlamydophila", "e.coli",
+                   "mycoplasma", "staphylococcus", "influenza", "varicella", "herpes",
+                   "aspergillosis", "nocardia", "lipoid")
+
+
+def canonical_class(name: str) -> str | None:
+    """COVID-19 / NORMAL / PNEUMONIA for a known alias (case-insensitive), else None."""
+    return CLASS_ALIASES.get(_norm(name))
+
+
+def finding_class(finding: str) -> str | None:
+    """Class of a covid-chestxray-dataset `finding` ("Pneumonia/Viral/COVID-19" -> COVID-19,
+    "No Finding" -> NORMAL, other pneumonias -> PNEUMONIA); None for anything else (TB, ARDS...)."""
+    f = str(finding).strip().lower()
+    if "covid" in f or "sars-cov-2" in f:
+        return "COVID-19"
+    if f in ("no finding", "normal"):
+        return "NORMAL"
+    if any(w in f for w in PNEUMONIA_WORDS):
+        return "PNEUMONIA"
+    return None
+
+
+def _class_order(names) -> list[str]:
+    """core.CLASSES order for those present, extra classes appended alphabetically."""
+    present = set(names)
+    return [c for c in CLASSES if c in present] + sorted(present - set(CLASSES))
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+def _decode_all(items: list[tuple[Path, str, dict]], size: int,
+                progress: Progress | None) -> tuple[list, list, list, list]:
+    """Decode (path, class, meta) items to uint8 (size, size); failures become skipped entries.
+    Pillow and zlib release the GIL, so a few threads help on large folders."""
+    def one(item):
+        path, label, meta = item
+        try:
+            img = read_image(path, name=meta["file"])  # (H, W) float32 in [0, 1]
+        except ImageReadError as exc:
+            return None, (meta["file"], getattr(exc, "reason", str(exc)))
+        meta = {**meta, "orig_shape": [int(img.shape[0]), int(img.shape[1])]}
+        return (to_uint8(img, size), label, meta), None
+
+    images, labels, metas, skipped = [], [], [], []
+    n = len(items)
+    step = max(1, n // 100)
+    workers = 1 if n < 256 else min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, (ok, bad) in enumerate(pool.map(one, items)):
+            if ok is not None:
+                images.append(ok[0])
+                labels.append(ok[1])
+                metas.append(ok[2])
+            else:
+                skipped.append(bad)
+            if progress is not None and (i + 1) % step == 0:
+                progress((i + 1) / n, f"decoded {i + 1:,} of {n:,} images")
+    if progress is not None:
+        progress(1.0, f"decoded {n:,} images, {len(skipped):,} skipped")
+    return images, labels, metas, skipped
+
+
+def _build(images, labels, metas, skipped, config, name: str, where: str) -> ImageDataset:
+    """Checks shared by every X-ray source, then the ImageDataset (N, C, S, S)."""
+    if not images:
+        detail = (f"; {len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]}"
+                  if skipped else "")
+        raise UserError(f"No usable images found in {where}{detail}.")
+    classes = _class_order(labels)
+    if len(classes) < 2:
+        raise UserError(f"{where} has only one class ({classes[0]}, {len(images)} images); "
+                        f"training a classifier or comparing classes needs at least two.")
+    index = {c: k for k, c in enumerate(classes)}
+    arr = np.stack(images)  # (N, S, S) uint8
+    if config.channels == 3:
+        arr = np.repeat(arr[:, None], 3, axis=1)  # (N, 3, S, S): gray repeated for RGB models
+    return ImageDataset(arr, np.array([index[c] for c in labels]), classes, metas, skipped, name)
+
+
+# --- directory layouts -----------------------------------------------------------------------
+
+def _walk(root: Path) -> list[Path]:
+    """Every file under root, sorted, skipping hidden files and folders (.DS_Store, __MACOSX)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+def _filename_patient(stem: str) -> str | None:
+    """Patient ids that Kermany's chest_xray file names carry: person123_bacteria_45 ->
+    person123; IM-0115-0001 / NORMAL2-IM-1427-0001 -> IM-0115 / NORMAL2-IM-1427."""
+    m = re.match(r"^(person\d+)_(?:bacteria|virus)", stem, re.I) or \
+        re.match(r"^((?:NORMAL2-)?IM-\d+)-\d+", stem, re.I)
+    return f"kermany:{m.group(1)}" if m else None
+
+
+def _scan_class_folders(root: Path, config: DataConfig):
+    """(a) CLASS/*, CLASS/images/* (Kaggle; masks ignored) and {train,test,val}/CLASS/*
+    (Kermany)."""
+    items, skipped = [], []
+    masks, others, dropped = 0, Counter(), Counter()
+    for path in _walk(root):
+        rel = path.relative_to(root)
+        suffix = path.suffix.lower()
+        if suffix and suffix not in IMAGE_SUFFIXES:
+            others[suffix] += 1
+            continue
+        label = None
+        for part in reversed(rel.parts[:-1]):  # nearest folder that names a class
+            low = _norm(part)
+            if low in MASK_DIRS:
+                label = "<mask>"
+                break
+            if low not in CONTAINER_DIRS and low not in SPLIT_DIRS:
+                label = canonical_class(part) or part
+                break
+        split = next((_norm(p) for p in rel.parts[:-1] if _norm(p) in SPLIT_DIRS), None)
+        if label == "<mask>":
+            masks += 1
+        elif label is None:
+            skipped.append((str(rel), "not inside a class folder"))
+        elif label not in CLASSES and not config.keep_extra_classes:
+            dropped[label] += 1
+        else:
+            meta = {"file": str(rel), "patient": _filename_patient(path.stem), "source": "folder"}
+            if split:
+                meta["split"] = split
+            items.append((path, label, meta))
+    if masks:
+        skipped.append(("masks/", f"{masks} segmentation masks ignored"))
+    for label, n in sorted(dropped.items()):
+        skipped.append((f"{label}/", f"extra class '{label}' left out ({n} files); "
+                                     f"set keep_extra_classes to keep it"))
+    if others:
+        kinds = ", ".join(f"{k} ({n})" for k, n in sorted(others.items()))
+        skipped.append(("other files", f"not image files: {kinds}"))
+    return items, skipped
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise UserError(f"Cannot read {path}: {exc}") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _listed_file(root: Path, rel: str, skipped: list) -> Path | None:
+    """root/rel if it is a file inside root; otherwise record why not and return None."""
+    path = root / rel
+    if not path.resolve().is_relative_to(root.resolve()):  # a hostile '../../' row
+        skipped.append((rel, "listed in metadata.csv but outside the data folder"))
+    elif not path.is_file():
+        skipped.append((rel, "listed in metadata.csv but missing"))
+    else:
+        return path
+    return None
+
+
+def _scan_metadata_csv(root: Path, df, config: DataConfig):
+    """(c) metadata.csv (file, class, source, patient, ...) next to class folders, as in
+    cxr-real and the phantom writer; every column goes into the item's metadata."""
+    items, skipped, dropped = [], [], Counter()
+    for row in df.to_dict("records"):
+        rel = row["file"].strip()
+        label = canonical_class(row["class"]) or row["class"].strip()
+        if label not in CLASSES and not config.keep_extra_classes:
+            dropped[label] += 1
+            continue
+        path = _listed_file(root, rel, skipped)
+        if path is None:
+            continue
+        meta = {k: v for k, v in row.items() if v != ""}
+        meta.update(file=rel, patient=row.get("patient") or None,
+                    source=row.get("source") or "metadata.csv")
+        items.append((path, label, meta))
+    for label, n in sorted(dropped.items()):
+        skipped.append(("metadata.csv", f"class '{label}' left out ({n} rows); "
+                                        f"set keep_extra_classes to keep it"))
+    return items, skipped
+
+
+def _scan_covid_chestxray(root: Path, df):
+    """(b) ieee8023/covid-chestxray-dataset: metadata.csv + images/; frontal X-rays only,
+    `finding` mapped to a class, patient from `patientid`."""
+    items, skipped, left_out = [], [], Counter()
+    for raw in df.to_dict("records"):
+        row = {k.lower(): str(v).strip() for k, v in raw.items()}
+        get = lambda key: row.get(key, "")  # noqa: E731
+        modality = get("modality")
+        if modality and "x" not in modality.lower():  # CT volumes share the table
+            left_out[f"modality {modality} is not an X-ray"] += 1
+            continue
+        view = get("view").upper()
+        if view not in FRONTAL_VIEWS:
+            left_out[f"view {view or '(none)'} is not frontal (PA, AP, AP Supine)"] += 1
+            continue
+        label = finding_class(get("finding"))
+        if label is None:
+            left_out[f"finding '{get('finding')}' is not COVID-19, normal or pneumonia"] += 1
+            continue
+        rel = f"{get('folder') or 'images'}/{get('filename')}"
+        path = _listed_file(root, rel, skipped)
+        if path is None:
+            continue
+        pid = get("patientid")
+        items.append((path, label, {
+            "file": rel, "patient": f"covid-chestxray:{pid}" if pid else None,
+            "source": "covid-chestxray-dataset", "view": view, "finding": get("finding")}))
+    for reason, n in sorted(left_out.items()):
+        skipped.append(("metadata.csv", f"{n} rows left out: {reason}"))
+    return items, skipped
+
+
+def _load_directory(root: Path, config: DataConfig, progress: Progress | None) -> ImageDataset:
+    """Layout by content: metadata.csv with file,class (c), with finding,filename (b), else
+    class folders (a); a metadata.csv of another shape is ignored."""
+    if progress is not None:
+        progress(0.0, f"listing files in {root}")
+    df = _read_csv(root / "metadata.csv") if (root / "metadata.csv").is_file() else None
+    columns = {c.lower() for c in df.columns} if df is not None else set()
+    if df is not None and {"file", "class"} <= set(df.columns):
+        items, skipped = _scan_metadata_csv(root, df, config)
+    elif {"finding", "filename"} <= columns:
+        items, skipped = _scan_covid_chestxray(root, df)
+    else:
+        items, skipped = _scan_class_folders(root, config)
+    images, labels, metas, bad = _decode_all(items, config.size, progress)
+    return _build(images, labels, metas, skipped + bad, config, str(root), str(root))
+
+
+# --- MedMNIST --------------------------------------------------------------------------------
+
+# MedMNIST v3 on Zenodo (record 10519652): file name -> MD5, from medmnist/info.py.
+MEDMNIST_MD5 = {
+    "pneumoniamnist.npz": "28209eda62fecd6e6a2d98b1501bb15f",
+    "pneumoniamnist_64.npz": "8f4eceb4ccffa70c672198ea285246c6",
+    "pneumoniamnist_128.npz": "05b46931834c231683c68f40c47b2971",
+    "pneumoniamnist_224.npz": "d6a3c71de1b945ea11211b03746c1fe1",
+    "chestmnist.npz": "02c8a6516a18b556561a56cbdd36c4a8",
+    "chestmnist_64.npz": "9de6cd0b934ebb5b7426cfba5efbae16",
+    "chestmnist_128.npz": "db107e5590b27930b62dbaf558aebee3",
+    "chestmnist_224.npz": "45bd33e6f06c3e8cdb481c74a89152aa",
+}
+CHESTMNIST_PNEUMONIA = 6  # index of "pneumonia" among ChestMNIST's 14 NIH ChestX-ray14 labels
+
+
+def download_medmnist(flag: str = "pneumoniamnist", root: str | Path = "~/.medmnist",
+                      size: int = 28) -> Path:
+    """Download a MedMNIST npz (pneumoniamnist or chestmnist; size 28, 64, 128 or 224) from
+    Zenodo into `root`, check its MD5 and return its path. Needs internet; not used offline."""
+    import urllib.request
+
+    fname = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    if fname not in MEDMNIST_MD5:
+        raise UserError(f"Unknown MedMNIST file {fname}; known: {', '.join(MEDMNIST_MD5)}")
+    out = Path(root).expanduser() / fname
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(fname + ".part")
+    url = f"https://zenodo.org/records/10519652/files/{fname}?download=1"
+    try:
+        urllib.request.urlretrieve(url, tmp)
+    except OSError as exc:
+        raise UserError(f"Could not download {url}: {exc}") from exc
+    md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
+    if md5 != MEDMNIST_MD5[fname]:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"Downloaded {fname} is corrupt (MD5 {md5}); try again.")
+    tmp.replace(out)
+    return out
+
+
+def _load_npz(path: Path, config: DataConfig, progress: Progress | None) -> ImageDataset:
+    """MedMNIST npz: {train,val,test}_images (N, H, W[, 3]) uint8 and _labels.
+    pneumoniamnist: 0 -> NORMAL, 1 -> PNEUMONIA. chestmnist (14 NIH labels, multi-label): no
+    finding -> NORMAL, pneumonia (label 6) set -> PNEUMONIA, any other finding only -> left out
+    (class OTHER_FINDING with keep_extra_classes). Other MedMNIST sets: classes "class-K".
+    MedMNIST has no patient ids; the official split goes into meta["split"]."""
+    if not path.is_file():
+        hint = ""
+        flag = path.stem.split("_")[0]
+        if flag in ("pneumoniamnist", "chestmnist"):
+            hint = f" Download it first with core.data.download_medmnist({flag!r})."
+        raise UserError(f"MedMNIST file {path} not found.{hint}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        parts = [s for s in ("train", "val", "test") if f"{s}_images" in npz.files]
+        data = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in parts}
+    except Exception as exc:
+        raise UserError(f"Cannot read {path} as a MedMNIST .npz: {exc}") from exc
+    if not parts:
+        raise UserError(f"{path} is not a MedMNIST file: no train_images/val_images/test_images "
+                        f"arrays (found {', '.join(npz.files) or 'nothing'}).")
+    kind = path.stem.split("_")[0].lower()
+    images, labels, metas, skipped = [], [], [], []
+    left_out = 0
+    total = sum(len(x) for x, _ in data.values())
+    done = 0
+    for split, (x, y) in data.items():
+        y = np.asarray(y).reshape(len(y), -1)  # (N, 1) single-label or (N, 14) multi-label
+        multi = kind == "chestmnist" or y.shape[1] > 1
+        for i in range(len(x)):
+            if multi:
+                if y[i].sum() == 0:
+                    label = "NORMAL"
+                elif y[i, CHESTMNIST_PNEUMONIA] == 1:
+                    label = "PNEUMONIA"
+                elif config.keep_extra_classes:
+                    label = "OTHER_FINDING"
+                else:
+                    left_out += 1
+                    continue
+            elif kind == "pneumoniamnist":
+                label = ("NORMAL", "PNEUMONIA")[int(y[i, 0])]
+            else:
+                label = f"class-{int(y[i, 0])}"
+            img = x[i]
+            if img.ndim == 3:  # (H, W, 3) colour sets -> luma
+                img = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+                img = img / 255.0
+            images.append(to_uint8(img, config.size))
+            labels.append(label)
+            metas.append({"file": f"{path.name}[{split}:{i}]", "patient": None,
+                          "source": "medmnist", "split": split,
+                          "orig_shape": [int(x.shape[1]), int(x.shape[2])]})
+            done += 1
+            if progress is not None and done % 2000 == 0:
+                progress(done / total, f"converted {done:,} of {total:,} images")
+    if left_out:
+        skipped.append((path.name, f"{left_out} images with findings other than pneumonia left "
+                                   f"out; set keep_extra_classes to keep them as OTHER_FINDING"))
+    return _build(images, labels, metas, skipped, config, str(path), str(path))
+
+
+# --- phantom and dispatch --------------------------------------------------------------------
+
+def _load_phantom(per_class: int, config: DataConfig) -> ImageDataset:
+    from core import phantom
+
+    images, labels, metas = phantom.generate(per_class=per_class, size=config.size,
+                                             seed=config.seed)
+    metas = [{"source": "phantom", "file": f"phantom-{i}", **m} for i, m in enumerate(metas)]
+    for m in metas:
+        m["orig_shape"] = [config.size, config.size]
+    names = [CLASSES[k] for k in labels]
+    return _build(list(images), names, metas, [], config, f"phantom:{per_class}",
+                  "the phantom source")
+
+
+def load_dataset(config: DataConfig | str, progress: Progress | None = None) -> ImageDataset:
+    """Load a data source into memory at `config.size`.
+
+    Specs: "phantom" (config.phantom_per_class per class) or "phantom:N"; a folder (class
+    folders incl. Kaggle CLASS/images + masks and Kermany {train,test,val}/CLASS; the
+    covid-chestxray-dataset metadata.csv + images/; a metadata.csv with file,class,... columns
+    next to class folders); a MedMNIST ".npz" path or "medmnist:PATH"; and, through
+    core.natural, "digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "folder:PATH".
+    Unreadable files are skipped into `dataset.skipped`; a missing or empty source, or one with
+    fewer than two classes, raises UserError. `progress(fraction, message)` reports decoding.
+    """
+    if isinstance(config, str):
+        config = DataConfig(source=config)
+    dataset = _load_source(config, progress)
+    return select_classes(dataset, config.classes) if config.classes else dataset
+
+
+def select_classes(dataset: ImageDataset, classes) -> ImageDataset:
+    """Only the items of `classes` (e.g. ("COVID-19",) for a GAN of the minority class), with the
+    class list narrowed and labels renumbered to match."""
+    wanted = [c for c in dataset.classes if c in set(classes)]
+    missing = sorted(set(classes) - set(dataset.classes))
+    if missing or not wanted:
+        raise UserError(f"class(es) {', '.join(missing) or classes} not in this data; it has "
+                        f"{', '.join(dataset.classes)}.")
+    keep = np.flatnonzero(np.isin(dataset.labels, [dataset.classes.index(c) for c in wanted]))
+    remap = np.array([wanted.index(c) if c in wanted else -1 for c in dataset.classes])
+    return ImageDataset(dataset.images[keep], remap[dataset.labels[keep]], wanted,
+                        [dataset.metas[i] for i in keep], dataset.skipped, dataset.name)
+
+
+def _load_source(config: DataConfig, progress: Progress | None) -> ImageDataset:
+    spec = str(config.source).strip()
+    low = spec.lower()
+    if low == "phantom" or low.startswith("phantom:"):
+        n = config.phantom_per_class
+        if ":" in spec:
+            try:
+                n = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise UserError(f"'{spec}': the number after 'phantom:' must be an "
+                                f"integer") from None
+        return _load_phantom(n, config)
+    if low == "digits" or low.startswith(NATURAL_PREFIXES):
+        try:
+            natural = importlib.import_module("core.natural")
+        except ModuleNotFoundError as exc:
+            if exc.name != "core.natural":
+                raise
+            raise UserError(f"The data source '{spec}' is not available in this version "
+                            f"(core.natural is missing).") from None
+        return natural.load(spec, config, progress)
+    if low.startswith("medmnist:"):
+        return _load_npz(Path(spec.split(":", 1)[1]).expanduser(), config, progress)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".npz":
+        return _load_npz(path, config, progress)
+    if not path.exists():
+        raise UserError(f"Data source '{spec}' not found: not a folder, .npz file, or one of "
+                        f"phantom, phantom:N, medmnist:PATH, digits, mnist:ROOT, "
+                        f"fashion-mnist:ROOT, cifar10:ROOT, folder:PATH.")
+    if not path.is_dir():
+        raise UserError(f"'{spec}' is a file; give a folder of images, a MedMNIST .npz, or "
+                        f"'phantom'.")
+    return _load_directory(path, config, progress)
+
+
+# --- splits and summary ----------------------------------------------------------------------
+
+def _group_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held) with about `fraction` of `idx` held out, whole groups only, stratified by
+    class as far as the groups allow (one fold of a StratifiedGroupKFold)."""
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise UserError("Cannot split: all images belong to one patient.")
+    n_splits = int(round(1.0 / fraction))
+    if n_splits >= 2:
+        n_splits = min(n_splits, n_groups)
+        with warnings.catch_warnings():  # "least populated class has only k members"
+            warnings.simplefilter("ignore", UserWarning)
+            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            rest, held = next(folds.split(idx, y, groups))
+    else:  # more than half held out: no K-fold matches, draw groups at random
+        gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        rest, held = next(gss.split(idx, y, groups))
+    return idx[rest], idx[held]
+
+
+def split_by_patient(dataset: ImageDataset, val_fraction: float = 0.2, test_fraction: float = 0.0,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Indices {"train", "val"(, "test")} with no patient in two splits, stratified by class as
+    far as patients allow. Items marked meta["augmented"] or meta["synthetic"] only ever go to
+    "train", and are dropped when their patient landed in val/test (they are copies of a held-out
+    image; keeping them in train would leak it). Items without a patient id count as their own."""
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise UserError(f"Split fractions must be in [0, 1) and sum below 1 "
+                        f"(val {val_fraction}, test {test_fraction}).")
+    patients = np.array(dataset.patients)
+    made = np.array([bool(m.get("augmented") or m.get("synthetic")) for m in dataset.metas], bool)
+    idx = np.flatnonzero(~made)
+    out = {}
+    rest = idx
+    if test_fraction > 0:
+        rest, out["test"] = _group_fold(rest, dataset.labels[rest], patients[rest],
+                                        test_fraction, seed)
+    if val_fraction > 0:
+        frac = val_fraction / (1.0 - test_fraction)
+        rest, out["val"] = _group_fold(rest, dataset.labels[rest], patients[rest], frac, seed + 1)
+    else:
+        out["val"] = np.array([], np.int64)
+    held = set(patients[np.concatenate([out["val"], out.get("test", np.array([], np.int64))])])
+    extra = [i for i in np.flatnonzero(made) if patients[i] not in held]
+    result = {"train": np.sort(np.concatenate([rest, np.array(extra, np.int64)]))}
+    result["val"] = np.sort(out["val"])
+    if "test" in out:
+        result["test"] = np.sort(out["test"])
+    return {k: v.astype(np.int64) for k, v in result.items()}
+
+
+def describe(dataset: ImageDataset) -> dict:
+    """JSON-ready summary: counts per class, stored and original sizes, patients, sources,
+    augmented/synthetic counts, and skipped inputs with reasons."""
+    metas = dataset.metas
+    shapes = Counter(f"{m['orig_shape'][1]}x{m['orig_shape'][0]}"  # "WxH"
+                     for m in metas if m.get("orig_shape"))
+    with_patient = sum(1 for m in metas if m.get("patient"))
+    reasons = Counter(r.split(" (")[0] for _, r in dataset.skipped)
+    by_source: dict[str, dict[str, int]] = {}
+    for m, y in zip(metas, dataset.labels):
+        counts = by_source.setdefault(str(m.get("source", "")), {c: 0 for c in dataset.classes})
+        counts[dataset.classes[y]] += 1
+    return {
+        "name": dataset.name,
+        "n_images": len(dataset),
+        "classes": list(dataset.classes),
+        "class_counts": dataset.class_counts(),
+        "image_size": dataset.size,
+        "channels": int(dataset.images.shape[1]),
+        "sizes_found": dict(shapes.most_common()),  # original "WxH" -> count
+        "n_patients": len(set(dataset.patients)),
+        "n_with_patient_id": with_patient,
+        "sources": dict(Counter(str(m.get("source", "")) for m in metas).most_common()),
+        "class_counts_by_source": by_source,  # the known site/age bias shows up here
+        "n_augmented": sum(1 for m in metas if m.get("augmented")),
+        "n_synthetic": sum(1 for m in metas if m.get("synthetic")),
+        "n_skipped": len(dataset.skipped),
+        "skipped_reasons": dict(reasons.most_common()),
+        "skipped": [{"file": f, "reason": r} for f, r in dataset.skipped],
+    }
+
+
+def format_description(info: dict, max_skipped: int = 20) -> str:
+    """The human-readable `data-info` text of describe()'s dict."""
+    lines = [f"source:   {info['name']}",
+             f"images:   {info['n_images']:,} in {len(info['classes'])} classes, stored at "
+             f"{info['image_size']}x{info['image_size']}x{info['channels']}"]
+    width = max(len(c) for c in info["classes"])
+    for c, n in info["class_counts"].items():
+        lines.append(f"  {c:<{width}}  {n:>7,}  ({100 * n / max(info['n_images'], 1):.1f}%)")
+    sizes = list(info["sizes_found"].items())
+    shown = ", ".join(f"{s} ({n:,})" for s, n in sizes[:8])
+    if len(sizes) > 8:
+        shown += f", ... {len(sizes) - 8} more"
+    lines.append(f"sizes found (WxH): {shown or 'n/a'}")
+    lines.append(f"patients: {info['n_patients']:,} distinct ({info['n_with_patient_id']:,} images "
+                 f"carry a patient id; the others count as their own patient)")
+    names = [s or "(none)" for s in info["sources"]]
+    sw = max(len(n) for n in names)
+    lines.append("by source:")
+    lines.append(f"  {'source':<{sw}}  {'images':>7}  " + "  ".join(
+        f"{c:>{max(len(c), 7)}}" for c in info["classes"]))
+    for name, (src, n) in zip(names, info["sources"].items()):
+        per = info["class_counts_by_source"][src]
+        lines.append(f"  {name:<{sw}}  {n:>7,}  " + "  ".join(
+            f"{per[c]:>{max(len(c), 7)},}" for c in info["classes"]))
+    if info["n_augmented"] or info["n_synthetic"]:
+        lines.append(f"augmented: {info['n_augmented']:,}, synthetic: {info['n_synthetic']:,}")
+    lines.append(f"skipped:  {info['n_skipped']:,}")
+    for item in info["skipped"][:max_skipped]:
+        lines.append(f"  {item['file']}: {item['reason']}")
+    if info["n_skipped"] > max_skipped:
+        lines.append(f"  ... {info['n_skipped'] - max_skipped} more; by reason: "
+                     + "; ".join(f"{r} ({n})" for r, n in info["skipped_reasons"].items()))
+    return "\n".join(lines)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="phantom[:N], a folder, a MedMNIST .npz or medmnist:PATH, "
+                                       "digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, "
+                                       "folder:PATH")
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"resize to SxS (default {DataConfig.size})")
+    parser.add_argument("--keep-extra-classes", action="store_true",
+                        help="keep classes beyond COVID-19/NORMAL/PNEUMONIA (e.g. Lung_Opacity)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the phantom source")
+    parser.add_argument("--json", action="store_true", help="print describe()'s dict as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = DataConfig(source=args.source, keep_extra_classes=args.keep_extra_classes)
+    if args.size is not None:
+        config.size = args.size
+    if args.seed is not None:
+        config.seed = args.seed
+    shown = [-1]
+
+    def progress(frac: float, msg: str) -> None:  # a terminal line per 10%, on stderr
+        if int(frac * 10) > shown[0]:
+            shown[0] = int(frac * 10)
+            print(f"  {100 * frac:3.0f}%  {msg}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    dataset = load_dataset(config, progress if sys.stderr.isatty() else None)
+    info = describe(dataset)
+    info["load_seconds"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_description(info))
+        print(f"loaded in {info['load_seconds']:.2f} s")
+    return 0

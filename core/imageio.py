@@ -1,0 +1,243 @@
+"""Any image file (PNG 8/16-bit, JPEG, RGB/RGBA/palette, DICOM) -> float32 (H, W) grayscale in
+[0, 1], and back to a square uint8 array at the training size. Every failure is an ImageReadError
+whose `reason` says, for a person, what is wrong with the file."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import ImageReadError
+
+# Refuse images above this many pixels (a 7,000 x 7,000 X-ray fits). Pillow's own
+# decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays on as well; we check first so the
+# message is ours and the limit does not depend on a global another library may change.
+MAX_PIXELS = 50_000_000
+# Refuse files above this size before reading them into memory.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def _fail(name: str, reason: str) -> ImageReadError:
+    exc = ImageReadError(f"{name}: {reason}")
+    exc.reason = reason  # the bare reason, for skipped-file lists that already show the name
+    return exc
+
+
+def _read_bytes(src, name: str | None) -> tuple[bytes, str]:
+    """All bytes of `src` and a display name; zero-byte and oversized inputs fail here."""
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        name = name or str(path)
+        if not path.is_file():
+            raise _fail(name, "file not found" if not path.exists() else "not a file")
+        n = path.stat().st_size
+        if n > MAX_FILE_BYTES:
+            raise _fail(name, f"file too large ({n / 2**20:.0f} MiB > "
+                              f"{MAX_FILE_BYTES // 2**20} MiB)")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise _fail(name, f"cannot read file ({exc.strerror or exc})") from exc
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        data, name = bytes(src), name or "<bytes>"
+    else:  # a binary file object, e.g. Streamlit's UploadedFile
+        name = name or getattr(src, "name", None) or "<upload>"
+        if hasattr(src, "seek"):
+            src.seek(0)
+        data = src.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise _fail(name, f"file too large (> {MAX_FILE_BYTES // 2**20} MiB)")
+    if len(data) == 0:
+        raise _fail(name, "zero-byte file")
+    return data, str(name)
+
+
+def is_dicom(data: bytes, name: str = "") -> bool:
+    """DICOM by content (the 'DICM' tag after the 128-byte preamble) or by a .dcm name."""
+    return data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:  # a constant image carries no contrast; keep it black rather than divide by 0
+        return np.zeros(x.shape, np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def _first(value) -> float:
+    """Window centre/width may be multi-valued (alternative windows); use the first."""
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 VOI windowing to [0, 1]."""
+    if function == "SIGMOID":
+        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))).astype(np.float32)
+    if function == "LINEAR_EXACT":
+        y = (x - center) / width + 0.5
+    else:  # LINEAR, the default; width 1 is a hard threshold
+        y = (x - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5
+    return np.clip(y, 0.0, 1.0).astype(np.float32)
+
+
+def _read_dicom(data: bytes, name: str) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        # force=True also reads files without the preamble, which some exporters write.
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:
+        raise _fail(name, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise _fail(name, "DICOM file has no pixel data (a report or structured document?)")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows * cols > MAX_PIXELS:
+        raise _fail(name, f"image too large ({cols}x{rows} pixels > {MAX_PIXELS:,})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        ts_name = getattr(ts, "name", None) or str(ts or "unknown")
+        raise _fail(name, f"cannot decode DICOM pixel data (transfer syntax {ts_name}); compressed "
+                          f"DICOM needs a decoder such as pylibjpeg or gdcm "
+                          f"({type(exc).__name__}: {exc})") from exc
+    if frames > 1:  # (F, R, C[, 3]): a cine or tomosynthesis series; the middle frame is typical
+        arr = arr[frames // 2]
+    if arr.ndim == 3:  # colour (R, C, 3), already RGB after pydicom's YBR conversion
+        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return _minmax(arr)
+    if arr.ndim != 2:
+        raise _fail(name, f"unsupported DICOM pixel array of shape {arr.shape}")
+
+    x = apply_modality_lut(arr, ds).astype(np.float64)  # RescaleSlope/Intercept or Modality LUT
+    if "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) > 0:
+        fn = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        y = _window(x, _first(ds.WindowCenter), _first(ds.WindowWidth), fn)
+    elif "VOILUTSequence" in ds:
+        y = _minmax(apply_voi_lut(arr, ds).astype(np.float64))
+    else:
+        y = _minmax(x)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        y = 1.0 - y  # MONOCHROME1: low values are white; flip so bone is bright as usual
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _open_pil(data: bytes, name: str) -> Image.Image:
+    """A fully decoded Pillow image (first frame), size-checked before decoding."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between MAX_IMAGE_PIXELS and twice that; treat the warning as refusal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise _fail(name, f"image too large ({w}x{h} pixels > {MAX_PIXELS:,}); "
+                                  f"refused as a possible decompression bomb")
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)
+            im.load()
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise _fail(name, "not an image (unrecognised file format)") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _fail(name, f"image too large; refused as a possible decompression bomb "
+                          f"({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _fail(name, f"truncated or corrupt image ({exc})") from exc
+    except Exception as exc:  # a plugin bug must not take a data scan down
+        raise _fail(name, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+    if im.size[0] == 0 or im.size[1] == 0:
+        raise _fail(name, "image has zero width or height")
+    try:
+        return ImageOps.exif_transpose(im)  # phone photos of films carry their rotation in EXIF
+    except Exception:
+        return im
+
+
+def _pil_to_gray(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit PNG/TIFF: full-scale 0..65535
+        return (np.asarray(im, dtype=np.float64) / 65535.0).astype(np.float32)
+    if mode == "I":  # 32-bit int; 16-bit PNGs land here in older Pillow versions
+        a = np.asarray(im, dtype=np.float64)
+        if a.min() >= 0 and a.max() <= 65535:
+            return (a / 65535.0).astype(np.float32)
+        return _minmax(a)
+    if mode == "F":
+        return _minmax(np.asarray(im, dtype=np.float64))
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
+        # Transparent pixels become black, the background of a radiograph.
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+        return (gray * rgba[..., 3]).astype(np.float32)
+    if im.mode != "L":
+        im = im.convert("L")  # RGB, CMYK, YCbCr, 1: ITU-R 601 luma
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def read_image(src: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
+    """Read one image file, path, bytes or binary file object as float32 (H, W) in [0, 1].
+
+    PNG (8/16-bit), JPEG and anything else Pillow reads are converted to grayscale (alpha over
+    black). DICOM (found by its 'DICM' marker or a .dcm name) gets its rescale slope/intercept,
+    the file's window centre/width when present (else min-max), MONOCHROME1 inversion, and the
+    middle frame of a multi-frame file. Raises ImageReadError (with `.reason`) on zero-byte,
+    truncated, non-image, oversized or undecodable input.
+    """
+    data, name = _read_bytes(src, name)
+    if is_dicom(data, name):
+        img = _read_dicom(data, name)
+    else:
+        img = _pil_to_gray(_open_pil(data, name))
+    if not np.isfinite(img).all():
+        img = np.nan_to_num(img, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.ascontiguousarray(np.clip(img, 0.0, 1.0), dtype=np.float32)
+
+
+def read_rgb(src: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
+    """Like read_image but keeps colour: float32 (H, W, 3) in [0, 1]. Grayscale and DICOM inputs
+    are repeated over the three channels; alpha is composited over black."""
+    data, name = _read_bytes(src, name)
+    if is_dicom(data, name):
+        return np.repeat(_read_dicom(data, name)[..., None], 3, axis=2)
+    im = _open_pil(data, name)
+    if im.mode in ("L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "1"):
+        return np.repeat(_pil_to_gray(im)[..., None], 3, axis=2)
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(rgba[..., :3] * rgba[..., 3:4], dtype=np.float32)
+
+
+def to_uint8(img: np.ndarray, size: int | None = None) -> np.ndarray:
+    """float [0, 1] (H, W) or (H, W, 3) (or uint8 0..255) -> uint8 of the same layout, resized
+    straight to (size, size) when `size` is given (aspect ratio not kept, as the real data was).
+
+    Resizing runs on float data with Pillow's BILINEAR filter, which widens its support when
+    shrinking, so downscaling averages over the source area instead of aliasing.
+    """
+    a = np.asarray(img)
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {a.shape}")
+    if size is not None and a.shape[:2] != (size, size):
+        chans = [a] if a.ndim == 2 else [a[..., c] for c in range(a.shape[2])]
+        chans = [Image.fromarray(np.ascontiguousarray(c)) for c in chans]  # mode "F"
+        chans = [np.asarray(c.resize((size, size), Image.BILINEAR)) for c in chans]
+        a = chans[0] if a.ndim == 2 else np.stack(chans, axis=2)
+    return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
