@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,7 +48,7 @@ def save_json(path: str | Path, data: dict) -> None:
 
 def _flag_type(ftype: Any):
     origin = typing.get_origin(ftype)
-    if origin is typing.Union or str(origin) == "types.UnionType":  # Optional[X] / X | None
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] / X | None
         args = [a for a in typing.get_args(ftype) if a is not type(None)]
         return _flag_type(args[0]) if args else str
     if origin is tuple:

@@ -34,3 +34,16 @@ def test_flags_override_only_what_was_given():
     cfg = override(Outer(name="preset"), args)
     assert cfg.steps == 7 and cfg.betas == (0.5, 0.99) and cfg.flag is True
     assert cfg.name == "preset"  # not given on the command line: the preset's value stays
+
+
+@dataclass
+class WithOptional:
+    n_critic: int | None = None
+    lr: float | None = None
+
+
+def test_optional_fields_parse_to_their_inner_type():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, WithOptional)
+    args = parser.parse_args(["--n-critic", "3", "--lr", "1e-4"])
+    assert override(WithOptional(), args) == WithOptional(n_critic=3, lr=1e-4)

@@ -1,0 +1,378 @@
+"""GAN training: the critic losses against a linear critic, one step of each loss with finite
+metrics, live control, exact resume, the non-finite guard, failures, the CLI and a 2-process DDP
+run on CPU (gloo). Tiny nets (8-16 filters, 16 px, batch 4) so the file runs in seconds."""
+
+import math
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import gan_train as gt
+from core import losses
+from core.checkpoint import load_training_state, read_meta
+from core.data import DataConfig, ImageDataset, select_classes
+from core.errors import UserError
+from core.models import CriticConfig, GeneratorConfig, load_generator
+from core.runstore import RunStore
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 16
+EXPECTED = {"loss/critic", "loss/gen", "wgan/w_estimate", "d/real_mean", "d/fake_mean",
+            "time/step_s", "throughput/img_s", "lr/critic", "lr/gen", "lambda", "n_critic"}
+GP_NAMES = {"wgan/gp", "wgan/grad_norm_mean", "wgan/grad_norm_std"}
+
+
+@pytest.fixture(autouse=True)
+def _tiny_world(monkeypatch):
+    # Tiny nets on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    dataset = ImageDataset(rng.integers(0, 256, (24, SIZE, SIZE), dtype=np.uint8),
+                           np.zeros(24, dtype=int), ["NORMAL"])
+    monkeypatch.setattr(gt, "load_dataset", lambda config: dataset)
+    monkeypatch.setitem(gt._SIGNALLED, "stop", False)
+    yield
+    torch.set_num_threads(n)
+
+
+def configs(**train):
+    gen = GeneratorConfig(latent_dim=8, size=SIZE, filters=(16, 8), width=1.0)
+    critic = CriticConfig(size=SIZE, filters=(8, 16, 16), width=1.0)
+    base = dict(loss="wgan-gp", steps=2, batch_size=4, n_critic=2, log_every=1, sample_every=2,
+                checkpoint_every=2, n_samples=4, seed=3)
+    return DataConfig(size=SIZE), gen, critic, gt.TrainConfig(**{**base, **train})
+
+
+def run(path, resume=False, progress=None, **train) -> tuple[str, RunStore]:
+    store = RunStore(path, create=True)
+    state = gt.train(store, *configs(**train), resume=resume, progress=progress)
+    return state, RunStore(path)
+
+
+# ---- critic losses -------------------------------------------------------------------------
+
+class LinearCritic(torch.nn.Module):
+    """f(x) = w . flatten(x): every sample's input gradient is w, so ||grad|| = ||w|| exactly."""
+
+    def __init__(self, shape, scale):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((math.prod(shape),), scale))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("which", ["eager", "functional"])
+def test_critic_loss_penalty_matches_linear_critic(channels, which):
+    shape = (channels, 4, 4)
+    critic = LinearCritic(shape, scale=0.3)
+    real, fake = torch.randn(5, *shape), torch.randn(5, *shape)
+    alpha, lam = torch.rand(5, 1, 1, 1), torch.tensor(10.0)
+    if which == "eager":
+        loss, stats = gt.critic_loss(critic, real, fake, "wgan-gp", lam, alpha)
+    else:
+        params = dict(critic.named_parameters())
+        loss, stats = gt.functional_critic_loss(critic, "wgan-gp")(params, {}, real, fake, alpha, lam)
+    norm = 0.3 * math.sqrt(math.prod(shape))
+    wgan = (fake.flatten(1) @ critic.w - real.flatten(1) @ critic.w).mean()
+    torch.testing.assert_close(stats[2], torch.tensor((norm - 1) ** 2))   # wgan/gp
+    torch.testing.assert_close(stats[3], torch.tensor(norm))              # grad norm mean
+    assert abs(stats[4].item()) < 1e-4                                     # same norm for all
+    torch.testing.assert_close(loss, wgan + 10 * (norm - 1) ** 2)
+    # The penalty reaches the weights: d/dw of lam * (||w|| - 1)^2 plus the Wasserstein part.
+    loss.backward()
+    expected = (fake - real).flatten(1).mean(0) + 10 * 2 * (norm - 1) * critic.w.detach() / norm
+    torch.testing.assert_close(critic.w.grad, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_training_draws_one_alpha_per_sample(channels, monkeypatch):
+    seen = []
+
+    def spy(critic, real, fake, loss_name, lam, alpha, amp_dtype=None):
+        seen.append(alpha.shape)
+        return real.sum() * 0 + critic(real).mean(), torch.zeros(7)
+
+    monkeypatch.setattr(gt, "critic_loss", spy)
+    gen = GeneratorConfig(latent_dim=8, size=SIZE, channels=channels, filters=(8,))
+    critic = CriticConfig(size=SIZE, channels=channels, filters=(8,))
+    images = torch.zeros(6, channels, SIZE, SIZE, dtype=torch.uint8)
+    trainer = gt.GanTrainer(gen, critic, gt.TrainConfig(batch_size=4), images, torch.device("cpu"))
+    trainer._critic_step()
+    assert seen == [torch.Size([4, 1, 1, 1])]
+
+
+def test_eager_and_functional_critic_losses_agree():
+    torch.manual_seed(0)
+    from core.models import Critic
+    critic = Critic(CriticConfig(size=SIZE, filters=(8, 16), norm="layer"))
+    real, fake, alpha, lam = torch.randn(4, 1, SIZE, SIZE), torch.randn(4, 1, SIZE, SIZE), torch.rand(4, 1, 1, 1), torch.tensor(5.0)
+    loss_a, stats_a = gt.critic_loss(critic, real, fake, "wgan-gp", lam, alpha)
+    grads_a = torch.autograd.grad(loss_a, list(critic.parameters()))
+    params, buffers = dict(critic.named_parameters()), dict(critic.named_buffers())
+    loss_b, stats_b = gt.functional_critic_loss(critic, "wgan-gp")(params, buffers, real, fake, alpha, lam)
+    grads_b = torch.autograd.grad(loss_b, list(critic.parameters()))
+    torch.testing.assert_close(loss_a, loss_b)
+    torch.testing.assert_close(stats_a, stats_b)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_resolved_fills_paper_defaults_and_keeps_user_values():
+    cfg = gt.resolved(gt.TrainConfig(loss="wgan", lr_gen=1e-3))
+    assert (cfg.optimizer, cfg.lr_critic, cfg.clip, cfg.n_critic) == ("rmsprop", 5e-5, 0.01, 5)
+    assert cfg.lr_gen == 1e-3
+    gp = gt.resolved(gt.TrainConfig(loss="wgan-gp"))
+    assert (gp.gp_lambda, gp.betas, gp.n_critic) == (10.0, (0.0, 0.9), 5)
+    with pytest.raises(UserError):
+        gt.resolved(gt.TrainConfig(loss="lsgan"))
+    with pytest.raises(UserError):
+        gt.resolved(gt.TrainConfig(n_critic=0))
+
+
+# ---- training runs -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["gan", "wgan", "wgan-gp"])
+def test_one_step_of_each_loss_logs_finite_metrics(tmp_path, loss):
+    state, store = run(tmp_path / loss, loss=loss, steps=1)
+    assert state == "finished"
+    status = store.status()
+    assert (status["state"], status["step"], status["total_steps"], status["path"]) == ("finished", 1, 1, "eager")
+    metrics = store.metrics()
+    names = set(metrics["name"])
+    assert EXPECTED <= names
+    assert (GP_NAMES <= names) == (loss == "wgan-gp")
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics["value"])
+    wide = store.metrics_wide()
+    assert wide.loc[1, "n_critic"] == 2 and wide.loc[1, "lambda"] == (10.0 if loss == "wgan-gp" else 0.0)
+    # Real values, not placeholders: BCE losses are positive; W estimate = real mean - fake mean.
+    assert wide.loc[1, "loss/gen"] != 0 and wide.loc[1, "loss/critic"] != 0
+    if loss == "gan":
+        assert wide.loc[1, "loss/gen"] > 0 and wide.loc[1, "loss/critic"] > 0
+    assert wide.loc[1, "wgan/w_estimate"] == pytest.approx(wide.loc[1, "d/real_mean"] - wide.loc[1, "d/fake_mean"], abs=1e-6)
+    assert [s for s, _ in store.samples()] == [0, 1]
+    # The snapshot alone rebuilds a generator that makes images of the run's size.
+    gen, meta = load_generator(store.checkpoints_dir / "latest.safetensors")
+    assert meta["loss"] == loss and meta["step"] == 1 and meta["classes"] == ["NORMAL"]
+    assert gen(torch.randn(2, 8)).shape == (2, 1, SIZE, SIZE)
+
+
+def test_wgan_clipping_bounds_the_critic(tmp_path):
+    state, store = run(tmp_path / "clip", loss="wgan", clip=0.02, lr_critic=0.5, steps=1)
+    assert state == "finished"
+    critic = load_training_state(store.checkpoints_dir / gt.STATE_FILE)["critic"]
+    biggest = max(t.abs().max().item() for t in critic.values())
+    assert 0.015 < biggest <= 0.02   # clipped, and the large lr really pushed weights to the bound
+
+
+def test_live_control_is_applied_and_recorded(tmp_path):
+    store_path = tmp_path / "live"
+
+    def steer(step, total, metrics):
+        if step == 1:
+            RunStore(store_path).send_control(gp_lambda=3.0, n_critic=1, lr_gen=5e-4, sample_now=True)
+
+    state, store = run(store_path, steps=3, sample_every=10, progress=steer)
+    assert state == "finished"
+    wide = store.metrics_wide()
+    assert wide.loc[1, "lambda"] == 10.0 and wide.loc[1, "n_critic"] == 2
+    assert wide.loc[2, "lambda"] == 3.0 and wide.loc[2, "n_critic"] == 1 and wide.loc[2, "lr/gen"] == 5e-4
+    events = store.events("control")
+    assert len(events) == 1 and events.iloc[0]["step"] == 2
+    assert events.iloc[0]["payload"] == {"gp_lambda": 3.0, "n_critic": 1, "lr_gen": 5e-4}
+    assert len(store.events("sample")) == 1 and 1 in [s for s, _ in store.samples()]
+
+
+def test_invalid_control_is_rejected_not_fatal(tmp_path):
+    store_path = tmp_path / "bad-control"
+    state, store = run(store_path, steps=2,
+                       progress=lambda s, t, m: s == 1 and RunStore(store_path).send_control(n_critic=0))
+    assert state == "finished"
+    assert len(store.events("control-rejected")) == 1 and len(store.events("control")) == 0
+
+
+def test_pause_resume_and_stop_from_control(tmp_path):
+    path = tmp_path / "stop"
+    seen = []
+
+    def later():
+        seen.append(RunStore(path).status()["state"])     # while paused
+        RunStore(path).send_control(paused=False)
+        threading.Timer(0.5, lambda: RunStore(path).send_control(stop=True)).start()
+
+    def pause_at_1(step, total, metrics):
+        if step == 1:
+            RunStore(path).send_control(paused=True)
+            threading.Timer(0.6, later).start()
+
+    state, store = run(path, steps=2000, progress=pause_at_1)
+    assert seen == ["paused"]
+    assert state == "stopped" and store.status()["state"] == "stopped"
+    paused, resumed = store.events("paused"), store.events("resumed")
+    assert list(paused["step"]) == [1] and list(resumed["step"]) == [1]
+    stopped_at = load_training_state(store.checkpoints_dir / gt.STATE_FILE)["step"]
+    assert stopped_at > 1 and store.status()["step"] == stopped_at   # it ran again after resuming
+
+
+def test_sigterm_stops_with_a_checkpoint(tmp_path):
+    def signal_at_1(step, total, metrics):
+        if step == 1:
+            gt._on_sigterm(15, None)
+
+    state, store = run(tmp_path / "term", steps=5, progress=signal_at_1)
+    assert state == "stopped"
+    assert load_training_state(store.checkpoints_dir / gt.STATE_FILE)["step"] == 1
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight_state, straight = run(tmp_path / "straight", steps=4)
+    assert straight_state == "finished"
+    assert run(tmp_path / "split", steps=2)[0] == "finished"
+    # Metrics logged past the checkpoint (a crash after step 2) must be dropped on resume.
+    RunStore(tmp_path / "split").log_metrics(3, {"loss/critic": 123.0})
+    RunStore(tmp_path / "split").send_control(stop=True)     # a stale stop must not end the resume
+    state, split = run(tmp_path / "split", resume=True, steps=4)
+    assert state == "finished" and split.status()["step"] == 4
+    a, b = straight.metrics_wide(), split.metrics_wide()
+    assert list(a.index) == list(b.index) == [1, 2, 3, 4]
+    names = [n for n in a.columns if not n.startswith(("time/", "throughput/"))]
+    np.testing.assert_allclose(a.loc[4, names].to_numpy(float), b.loc[4, names].to_numpy(float), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.loc[3, names].to_numpy(float), b.loc[3, names].to_numpy(float), rtol=1e-5, atol=1e-6)
+    # The fixed-z progression continues: the same images at step 4.
+    assert straight.sample_path(4).read_bytes() == split.sample_path(4).read_bytes()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    assert run(tmp_path / "nan", steps=2, checkpoint_every=1)[0] == "finished"
+    store = RunStore(tmp_path / "nan")
+    before = (store.checkpoints_dir / "latest.safetensors").read_bytes()
+    monkeypatch.setattr(losses, "wgan_generator_loss", lambda scores: scores.mean() * float("nan"))
+    state, store = run(tmp_path / "nan", resume=True, steps=5, checkpoint_every=1)
+    assert state == "failed"
+    status = store.status()
+    assert status["state"] == "failed" and "non-finite" in status["reason"]
+    assert load_training_state(store.checkpoints_dir / gt.STATE_FILE)["step"] == 2
+    assert (store.checkpoints_dir / "latest.safetensors").read_bytes() == before
+    assert read_meta(store.checkpoints_dir / "latest.safetensors")["step"] == 2
+    assert store.metrics()["step"].max() == 2      # nothing logged from the bad step
+
+
+def test_training_exception_sets_failed_with_message(tmp_path, monkeypatch):
+    def boom(self):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(gt.GanTrainer, "step", boom)
+    state, store = run(tmp_path / "boom")
+    assert state == "failed"
+    assert "disk on fire" in store.status()["reason"]
+
+
+def test_user_errors_fail_the_run_and_reach_the_caller(tmp_path):
+    store = RunStore(tmp_path / "mismatch", create=True)
+    data, gen, critic, train = configs()
+    with pytest.raises(UserError, match="generator makes"):
+        gt.train(store, data, GeneratorConfig(latent_dim=8, size=32, filters=(8,)), critic, train)
+    assert store.status()["state"] == "failed"
+
+
+def test_compile_error_falls_back_to_eager(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="training eagerly"):
+        state, store = run(tmp_path / "fallback", steps=1, compile="on")
+    status = store.status()
+    assert state == "finished" and status["path"] == "eager"
+    assert "no compiler here" in status["compile_error"]
+
+
+def test_class_filter_trains_on_the_chosen_class(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    two = ImageDataset(rng.integers(0, 256, (10, SIZE, SIZE), dtype=np.uint8),
+                       np.array([0] * 4 + [1] * 6), ["COVID-19", "NORMAL"])
+    # The real class filter (core.data.select_classes) on a small in-memory source.
+    monkeypatch.setattr(gt, "load_dataset", lambda config: select_classes(two, config.classes))
+    data, gen, critic, train = configs(steps=1)
+    store = RunStore(tmp_path / "covid", create=True)
+    seen = {}
+    real_init = gt.GanTrainer.__init__
+
+    def spy(self, gen_config, critic_config, config, images, *args, **kwargs):
+        seen["n"] = len(images)
+        real_init(self, gen_config, critic_config, config, images, *args, **kwargs)
+
+    monkeypatch.setattr(gt.GanTrainer, "__init__", spy)
+    covid = DataConfig(size=SIZE, classes=("COVID-19",))
+    assert gt.train(store, covid, gen, critic, train) == "finished"
+    assert seen["n"] == 4
+    assert read_meta(store.checkpoints_dir / "latest.safetensors")["classes"] == ["COVID-19"]
+    with pytest.raises(UserError, match="not in this data"):
+        gt.train(store, DataConfig(size=SIZE, classes=("PNEUMONIA",)), gen, critic, train)
+
+
+# ---- CLI and DDP ------------------------------------------------------------------------------
+
+def _parse(argv):
+    import argparse
+    parser = argparse.ArgumentParser()
+    gt.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_flags_override_the_preset():
+    args = _parse(["--data", "phantom:5", "--preset", "cpu-tiny", "--loss", "wgan", "--steps", "7",
+                   "--critic-norm", "layer", "--gen-latent-dim", "32", "--betas", "0.5,0.99",
+                   "--run-dir", "x"])
+    data, gen, critic, train = gt.configs_from_args(args)
+    assert data.source == "phantom:5" and data.size == gen.size == critic.size == 32
+    assert (train.loss, train.steps, train.batch_size, train.betas) == ("wgan", 7, 16, (0.5, 0.99))
+    assert critic.norm == "layer" and gen.latent_dim == 32
+    assert gen.width == gt.PRESETS["cpu-tiny"]["generator"]["width"]
+
+
+def test_cli_resume_without_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        gt.main(_parse(["--run-dir", str(tmp_path / "missing"), "--resume"]))
+    RunStore(tmp_path / "empty", create=True)
+    with pytest.raises(UserError, match="no checkpoint"):
+        gt.main(_parse(["--run-dir", str(tmp_path / "empty"), "--resume"]))
+
+
+def _tiny_cli(run_dir):
+    return ["--data", "phantom:2", "--size", "32", "--steps", "2", "--batch-size", "4",
+            "--n-critic", "1", "--gen-filters", "8", "--gen-latent-dim", "8", "--critic-filters", "4,8",
+            "--log-every", "1", "--sample-every", "2", "--checkpoint-every", "2", "--n-samples", "4",
+            "--run-dir", str(run_dir)]
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "core", "train-gan", *_tiny_cli(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    store = RunStore(tmp_path / "ddp")
+    status = store.status()
+    assert status["state"] == "finished" and status["world_size"] == 2 and status["step"] == 2
+    assert store.config()["world_size"] == 2
+    assert (store.checkpoints_dir / "latest.safetensors").is_file()
+    assert set(store.metrics()["step"]) == {1, 2}     # rank 0 alone wrote: one row per name and step
+    assert len(store.metrics()) == 2 * len(set(store.metrics()["name"]))
+
+
+@pytest.mark.slow
+def test_compiled_path_on_cpu_trains(tmp_path):
+    # torch.compile on CPU (inductor + a C++ compiler) takes minutes on 2 cores, hence slow.
+    state, store = run(tmp_path / "compiled", steps=2, compile="on")
+    assert state == "finished"
+    assert store.status()["path"] == "compiled", store.status().get("compile_error")
+    assert all(math.isfinite(v) for v in store.metrics()["value"])
