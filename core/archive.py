@@ -1,0 +1,118 @@
+"""Safe extraction of an uploaded ZIP of class folders: refuses path traversal, absolute paths,
+symlinks, too many files and zip bombs (total size or compression ratio) with a message for a
+person, and never trusts the sizes the archive claims while writing."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from core.errors import UserError
+
+MAX_FILES = 20_000
+MAX_TOTAL_BYTES = 2 * 1024**3       # uncompressed, all members together
+MAX_RATIO = 200                     # uncompressed / compressed, per member and in total
+_RATIO_MIN_BYTES = 1024 * 1024      # tiny members compress absurdly well and harm nobody
+_SKIP_PARTS = ("__MACOSX",)         # macOS resource-fork folders: never images
+_SKIP_NAMES = (".DS_Store", "Thumbs.db", "desktop.ini")
+_CHUNK = 1024 * 1024
+
+
+def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
+    """The member's safe relative path, or None for entries we skip; raises on unsafe names."""
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise UserError(f"The ZIP file contains an absolute path ({info.filename!r}); refusing to "
+                        "extract it. Zip the class folders with relative paths.")
+    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise UserError(f"The ZIP file contains a path that leaves its folder ({info.filename!r}); "
+                        "refusing to extract it.")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UserError(f"The ZIP file contains a symbolic link ({info.filename!r}); links are "
+                        "not allowed in uploads.")
+    if not parts or any(p in _SKIP_PARTS for p in parts) or parts[-1] in _SKIP_NAMES:
+        return None
+    return PurePosixPath(*parts)
+
+
+def _check_sizes(infos: list[zipfile.ZipInfo], max_files: int, max_total_bytes: int,
+                 max_ratio: float) -> None:
+    files = [i for i in infos if not i.is_dir()]
+    if len(files) > max_files:
+        raise UserError(f"The ZIP file holds {len(files):,} files; the limit is {max_files:,}.")
+    total = sum(i.file_size for i in files)
+    if total > max_total_bytes:
+        raise UserError(f"The ZIP file would unpack to {total / 2**20:,.0f} MiB; the limit is "
+                        f"{max_total_bytes / 2**20:,.0f} MiB.")
+    packed = sum(i.compress_size for i in files)
+    for i in files:
+        if i.file_size > _RATIO_MIN_BYTES and i.file_size > max_ratio * max(i.compress_size, 1):
+            raise UserError(f"{i.filename!r} in the ZIP file expands {i.file_size / max(i.compress_size, 1):,.0f}"
+                            f" times (limit {max_ratio:g}); this looks like a zip bomb.")
+    if total > _RATIO_MIN_BYTES and total > max_ratio * max(packed, 1):
+        raise UserError(f"The ZIP file expands {total / max(packed, 1):,.0f} times (limit "
+                        f"{max_ratio:g}); this looks like a zip bomb.")
+
+
+def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = MAX_FILES,
+                max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO) -> Path:
+    """Extract the ZIP `src` (path or binary file object) into the new folder `dest`.
+
+    Every member is checked before anything is written; while writing, bytes are counted again
+    (the sizes in a ZIP header can lie). On any refusal `dest` is removed and UserError raised.
+    Returns the folder holding the data: `dest`, or its single top-level folder when the archive
+    wraps everything in one (as zipping a folder does).
+    """
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise UserError(f"The upload folder {dest} already exists and is not empty.")
+    try:
+        zf = zipfile.ZipFile(src)
+    except zipfile.BadZipFile:
+        raise UserError("The uploaded file is not a valid ZIP archive.") from None
+    except OSError as exc:
+        raise UserError(f"Cannot read the ZIP file: {exc.strerror or exc}") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with zf:
+            infos = zf.infolist()
+            _check_sizes(infos, max_files, max_total_bytes, max_ratio)
+            plan = [(i, _member_path(i)) for i in infos]
+            written = 0
+            for info, rel in plan:
+                if rel is None:
+                    continue
+                target = dest.joinpath(*rel.parts)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as fin, open(target, "xb") as fout:
+                    while chunk := fin.read(_CHUNK):
+                        written += len(chunk)
+                        if written > max_total_bytes:
+                            raise UserError("The ZIP file unpacks to more than "
+                                            f"{max_total_bytes / 2**20:,.0f} MiB; refusing it.")
+                        fout.write(chunk)
+    except UserError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    except FileExistsError as exc:  # two members with the same name (e.g. 'a/x' and 'a\\x')
+        shutil.rmtree(dest, ignore_errors=True)
+        raise UserError(f"The ZIP file holds the same path twice ({Path(exc.filename).name}).") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, RuntimeError,
+            NotImplementedError) as exc:
+        # RuntimeError: encrypted members; NotImplementedError: unsupported compression
+        shutil.rmtree(dest, ignore_errors=True)
+        raise UserError(f"The ZIP file is damaged or unsupported ({exc}).") from None
+    entries = [p for p in dest.iterdir()]
+    if not entries:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise UserError("The ZIP file holds no files.")
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return dest

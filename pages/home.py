@@ -1,0 +1,39 @@
+"""Home: what X-Ray GAN Studio is, one button that trains the CPU demo and opens its live view, and
+links to every page."""
+
+import streamlit as st
+
+from ui import jobs, nav, state
+from ui.errors import attempt
+
+# The demo: the cpu-tiny preset on the built-in phantoms, the minority class of the report.
+DEMO_ARGS = ["--data", "phantom", "--loss", "wgan-gp", "--preset", "cpu-tiny",
+             "--data-classes", "COVID-19"]
+
+state.init()
+st.title("X-Ray GAN Studio")
+st.markdown(
+    "Generative adversarial networks for **data augmentation of chest X-rays**, following a study "
+    "that grew the COVID-19 class of a small X-ray set with WGAN-GP samples before training a CNN "
+    "classifier.\n\n"
+    "- **Data & augmentation**: built-in phantom radiographs or your own class folders, with "
+    "Augmentor's classic augmentation and class balancing.\n"
+    "- **Train GAN**: GAN, WGAN (weight clipping) or WGAN-GP, with live charts and live steering "
+    "of the gradient-penalty weight, critic steps and learning rates.\n"
+    "- **Samples**, **Classifier**, **Diagnose**: look at what the generator learned, train a "
+    "classifier with and without synthetic images, and try it on one X-ray.\n\n"
+    f"_{nav.DISCLAIMER}_")
+
+if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":material/play_arrow:",
+             help="WGAN-GP, cpu-tiny preset, on phantom COVID-19 images; about two minutes on a "
+                  "laptop CPU. Opens the live view."):
+    run = attempt(jobs.start, "train-gan", DEMO_ARGS, "gan-wgan-gp", what="starting the demo run")
+    if run is not None:
+        st.session_state["gan_run"] = run.name
+        st.switch_page(nav.path("pages/train_gan.py"))
+
+st.subheader("Pages")
+cols = st.columns(4)
+for i, (path, title, icon) in enumerate(p for p in nav.available() if p[0] != "pages/home.py"):
+    with cols[i % 4]:
+        st.page_link(nav.path(path), label=title, icon=icon)

@@ -1,0 +1,152 @@
+"""Samples: what a trained generator makes. A grid of samples from any checkpoint, the same fixed z
+across training (the progression figure of the GAN papers), spherical interpolation between two
+samples, downloads, and export as a class-folder dataset for the classifier."""
+
+import streamlit as st
+
+from core import CLASSES
+from core.checkpoint import read_meta
+from core.runstore import runs_root
+from ui import cache, jobs, state
+from ui.errors import attempt
+from ui.images import (
+    export_dataset,
+    latents,
+    png,
+    sample_u8,
+    slerp,
+    tile,
+    upscale,
+    zip_of_pngs,
+)
+
+state.init()
+st.title("Samples")
+
+runs = [r for r in jobs.gan_runs() if r.checkpoints() or r.samples()]
+if not runs:
+    st.info("No GAN run has saved samples or checkpoints yet. Start one on **Train GAN**.")
+    st.stop()
+names = [r.name for r in runs]
+preferred = st.session_state.get("samples_run") or st.session_state.get("gan_run")
+if st.session_state.get("samples_run_pick") not in names:
+    st.session_state["samples_run_pick"] = preferred if preferred in names else names[0]
+c1, c2 = st.columns([2, 1])
+with c1:
+    name = st.selectbox("GAN run", names, key="samples_run_pick")
+st.session_state["samples_run"] = name
+store = runs[names.index(name)]
+ckpts = store.checkpoints()
+
+
+def _trained_class(meta: dict) -> str:
+    """The class the generator was trained on, from its checkpoint's data config."""
+    data = meta.get("data") or {}
+    classes = meta.get("classes") or data.get("classes") or []
+    return classes[0] if len(classes) == 1 else "synthetic"
+
+
+left, right = st.columns(2, gap="large")
+
+# ---- fixed z across training ---------------------------------------------------------------------
+left.subheader("The same z across training")
+grids = store.samples()
+with left:
+    if grids:
+        steps = [s for s, _ in grids]
+        if st.session_state.get("samples_step") not in steps:
+            st.session_state["samples_step"] = steps[-1]
+        step = st.select_slider("Training step", steps, key="samples_step",
+                                help="Every grid uses the same latent vectors, so you watch the "
+                                     "same samples form as training goes on.") \
+            if len(steps) > 1 else steps[0]
+        path = grids[steps.index(step)][1]
+        st.image(cache.sample_grid(str(path), path.stat().st_mtime_ns), output_format="PNG",
+                 caption=f"Fixed-z samples at step {step:,}", width="stretch")
+    else:
+        st.caption("This run has not written a sample grid yet.")
+
+if not ckpts:
+    right.info("No checkpoint yet: the grids above come from the training process; the generator "
+            "itself appears here once the run saves its first checkpoint.")
+    st.stop()
+
+# ---- a checkpoint's samples ------------------------------------------------------------------------
+right.subheader("Generate from a checkpoint")
+with c2:
+    ck_name = st.selectbox("Checkpoint", [p.name for p in ckpts], key="samples_ckpt")
+ckpt = ckpts[[p.name for p in ckpts].index(ck_name)]
+mtime = ckpt.stat().st_mtime_ns
+meta = attempt(read_meta, ckpt, what="reading the checkpoint")
+loaded = meta and attempt(cache.generator, str(ckpt), mtime, what="loading the generator")
+if not loaded:
+    st.stop()
+model, meta = loaded
+latent_dim, size = int(model.config.latent_dim), int(model.config.size)
+label = _trained_class(meta)
+right.caption(f"Step {meta.get('step', '?')} · loss {meta.get('loss', '?')} · {size}x{size} px · "
+              f"trained on: {label}")
+
+g1, g2 = right.columns([1, 1])
+with g1:
+    state.seed("samples_n", 32)
+    n = st.slider("How many", 8, 64, step=8, key="samples_n")
+with g2:
+    state.seed("samples_seed", 0)
+    seed = st.number_input("Seed", 0, 10**6, key="samples_seed")
+images = attempt(cache.generate, str(ckpt), mtime, latents(int(seed), n, latent_dim),
+                 what="generating samples")
+if images is None:
+    st.stop()
+grid = tile(images, ncol=8)
+scale = max(1, 96 // size)
+right.image(upscale(grid, scale), output_format="PNG", caption=f"{n} samples, seed {seed}",
+            width="stretch")
+
+# ---- interpolation -------------------------------------------------------------------------------
+st.header("Interpolation")
+i1, i2, i3 = st.columns(3)
+with i1:
+    state.seed("samples_z0", 1)
+    s0 = st.number_input("From seed", 0, 10**6, key="samples_z0")
+with i2:
+    state.seed("samples_z1", 2)
+    s1 = st.number_input("To seed", 0, 10**6, key="samples_z1")
+with i3:
+    state.seed("samples_interp_steps", 8)
+    k = st.slider("Steps", 3, 12, key="samples_interp_steps")
+path_z = slerp(latents(int(s0), 1, latent_dim)[0], latents(int(s1), 1, latent_dim)[0], k)
+between = attempt(cache.generate, str(ckpt), mtime, path_z, what="interpolating")
+if between is not None:
+    st.image(upscale(tile(between, ncol=k), scale), output_format="PNG",
+             caption="Spherical interpolation (slerp) in z")
+
+# ---- download and export ---------------------------------------------------------------------------
+st.header("Download and export")
+d1, d2, d3 = st.columns(3)
+with d1:
+    st.download_button("PNG of the sample grid", png(grid), file_name=f"{name}-seed{seed}.png",
+                       mime="image/png", key="samples_dl_png", icon=":material/download:")
+with d2:
+    state.seed("samples_zip_n", 100)
+    zip_n = st.number_input("Images in the ZIP", 1, 5000, key="samples_zip_n")
+
+    zip_z = latents(10**6 + int(seed), int(zip_n), latent_dim)
+    # Built only when clicked, on Streamlit's download thread: no st.* in there.
+    _zip = lambda: zip_of_pngs(sample_u8(model, zip_z), prefix=label)
+    st.download_button(f"ZIP of {zip_n} samples", _zip, file_name=f"{name}-samples.zip",
+                       mime="application/zip", key="samples_dl_zip", icon=":material/folder_zip:")
+with d3:
+    state.seed("samples_export_n", 200)
+    export_n = st.number_input("Images to export", 1, 20000, key="samples_export_n")
+    options = list(dict.fromkeys([label, *CLASSES]))
+    export_class = st.selectbox("As class", options, key="samples_export_class")
+    if st.button("Export as a dataset", key="samples_export", icon=":material/save:"):
+        z = latents(2 * 10**6 + int(seed), int(export_n), latent_dim)
+        made = attempt(sample_u8, model, z, what="generating the export")
+        if made is not None:
+            out = attempt(export_dataset, made, export_class, runs_root() / "exports", name,
+                          what="writing the dataset")
+            if out is not None:
+                st.success(f"Wrote {len(made)} images to `{out}` (class folder {export_class}/). "
+                           "Use it as synthetic data on the Classifier page.")

@@ -1,0 +1,115 @@
+"""Train GAN: start a GAN / WGAN / WGAN-GP run on the chosen data, pause, resume or stop it, steer
+lambda, n_critic and learning rates while it runs, and watch it live (charts with markers where
+each change landed, progress, the latest fixed-z samples). The run is its own process; this page
+only reads and writes its run directory."""
+
+import streamlit as st
+
+from core import CLASSES
+from core.data import DataConfig
+from core.losses import LOSS_DEFAULTS
+from core.runstore import RunStore
+from ui import jobs, live, state
+from ui.errors import attempt
+
+state.init()
+st.title("Train GAN")
+
+LOSS_NAMES = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (weight clipping)", "gan": "GAN"}
+SIZES = [32, 64, 128, 256]
+data_cfg: DataConfig = st.session_state["data_config"]
+runs = jobs.gan_runs()
+active = [r for r in runs if r.is_active()]
+
+# ---- a new run -----------------------------------------------------------------------------------
+with st.expander("New run", expanded=not active, icon=":material/add_circle:"):
+    presets = jobs.gan_presets()
+    c = st.columns([2, 1, 1, 1])
+    with c[0]:
+        state.seed("gan_loss", "wgan-gp")
+        loss = st.radio("Loss", list(LOSS_NAMES), format_func=LOSS_NAMES.get, horizontal=True,
+                        key="gan_loss")
+    with c[1]:
+        state.seed("gan_preset", "cpu-tiny")
+        preset = st.radio("Preset", list(presets), horizontal=True, key="gan_preset",
+                          help="cpu-tiny: a small network that shows lung-like samples within "
+                               "minutes on a laptop CPU; gpu: the report's network at 128 px and up.")
+    p = presets[preset]
+    with c[2]:
+        state.seed(f"gan_size_{preset}", int(p.get("size", 64)))
+        size = st.select_slider("Resolution", SIZES, key=f"gan_size_{preset}")
+    with c[3]:
+        choices = ["all classes", *CLASSES]
+        state.seed("gan_class", "COVID-19")
+        klass = st.selectbox("Train on", choices, key="gan_class",
+                             help="A GAN for augmentation learns one class, e.g. the minority "
+                                  "COVID-19 class as in the report.")
+    # Defaults as the command line resolves them: the preset's values, else the loss's paper ones.
+    d = {**LOSS_DEFAULTS[loss], **p}
+    k = f"{loss}_{preset}"  # each (loss, preset) keeps its own edits
+    h = st.columns(6)
+    with h[0]:
+        state.seed(f"gan_steps_{k}", int(d.get("steps", 1000)))
+        steps = st.number_input("Steps", 1, 1_000_000, key=f"gan_steps_{k}")
+    with h[1]:
+        state.seed(f"gan_batch_{k}", int(d.get("batch_size", 16)))
+        batch = st.number_input("Batch size", 1, 1024, key=f"gan_batch_{k}")
+    with h[2]:
+        state.seed(f"gan_ncritic_{k}", int(d["n_critic"]))
+        n_critic = st.number_input("n_critic", 1, 20, key=f"gan_ncritic_{k}")
+    with h[3]:
+        state.seed(f"gan_lrc_{k}", float(d["lr_critic"]))
+        lr_c = st.number_input("lr critic", 1e-6, 1e-2, format="%.1e", step=1e-5, key=f"gan_lrc_{k}")
+    with h[4]:
+        state.seed(f"gan_lrg_{k}", float(d["lr_gen"]))
+        lr_g = st.number_input("lr generator", 1e-6, 1e-2, format="%.1e", step=1e-5, key=f"gan_lrg_{k}")
+    with h[5]:
+        extra = {}
+        if loss == "wgan-gp":
+            state.seed(f"gan_lambda_{k}", float(d["gp_lambda"]))
+            extra["gp_lambda"] = st.number_input("lambda (GP)", 0.0, 1000.0, key=f"gan_lambda_{k}")
+        elif loss == "wgan":
+            state.seed(f"gan_clip_{k}", float(d["clip"]))
+            extra["clip"] = st.number_input("clip c", 1e-4, 1.0, format="%.3f", key=f"gan_clip_{k}")
+    a = st.columns(6)
+    with a[0]:
+        state.seed(f"gan_log_every_{k}", int(d.get("log_every", 10)))
+        log_every = st.number_input("Log every (steps)", 1, 10_000, key=f"gan_log_every_{k}")
+    with a[1]:
+        state.seed(f"gan_sample_every_{k}", int(d.get("sample_every", 100)))
+        sample_every = st.number_input("Sample grid every", 1, 100_000, key=f"gan_sample_every_{k}")
+    where = (f"{data_cfg.source} ({data_cfg.phantom_per_class} per class)"
+             if data_cfg.source.startswith("phantom") else data_cfg.source)
+    st.caption(f"Data: **{where}**, as chosen on the *Data & augmentation* page.")
+    if st.button("Start", key="gan_start", type="primary", icon=":material/play_arrow:"):
+        args = jobs.gan_args(data_cfg, loss=loss, size=int(size), preset=preset, steps=int(steps),
+                             batch_size=int(batch), n_critic=int(n_critic), lr_critic=float(lr_c),
+                             lr_gen=float(lr_g), klass=None if klass == "all classes" else klass,
+                             log_every=int(log_every), sample_every=int(sample_every), **extra)
+        run = attempt(jobs.start, "train-gan", args, f"gan-{loss}", what="starting the run")
+        if run is not None:
+            st.session_state["gan_run"] = run.name
+            st.rerun()
+
+# ---- the run shown --------------------------------------------------------------------------------
+runs = jobs.gan_runs()
+if not runs:
+    st.info("No GAN runs yet: start one above, or press *Train the CPU demo* on Home.")
+    st.stop()
+names = [r.name for r in runs]
+labels = {r.name: f"{r.name} · {r.status().get('state')}" for r in runs}
+if st.session_state.get("gan_run") not in names:
+    st.session_state["gan_run"] = jobs.default_run(runs).name
+if st.session_state.get("gan_run_pick") != st.session_state["gan_run"]:
+    st.session_state["gan_run_pick"] = st.session_state["gan_run"]
+
+
+def _picked():
+    st.session_state["gan_run"] = st.session_state["gan_run_pick"]
+
+
+st.selectbox("Run", names, format_func=labels.get, key="gan_run_pick", on_change=_picked)
+store = RunStore(runs[names.index(st.session_state["gan_run"])].path)
+live.controls(store)
+live.steering(store)
+live.panel(store)

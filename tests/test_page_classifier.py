@@ -1,0 +1,178 @@
+"""Classifier page under AppTest: no runs gives a clear message; a finished tiny run shows its
+confusion matrix and P/R/F1 table (numbers from its eval.json); a failed run shows its reason and
+log tail; a running run shows the live panel and Stop; Start launches train-classifier with the
+chosen data and augmentation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from core.augment import AugmentConfig  # noqa: E402
+from core.data import DataConfig  # noqa: E402
+from core.runstore import RunStore, runs_root  # noqa: E402
+
+PAGE = str(REPO / "pages" / "classifier.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["data_config"] = DataConfig(source="phantom", size=32, phantom_per_class=12)
+    return at
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished train-classifier run on a few phantoms (a tiny CNN, two epochs, ~3 s)."""
+    from core.classifier import ClassifierConfig
+    from core.classifier_train import ClassifierTrainConfig, train_classifier
+
+    path = tmp_path_factory.mktemp("clf") / "20260101-000000-classifier-report-cnn-abcd"
+    store = RunStore(path, create=True)
+    train_classifier(store, DataConfig(source="phantom:10", size=32),
+                     ClassifierConfig(size=32, width=0.125),
+                     ClassifierTrainConfig(epochs=2, batch_size=8, val_fraction=0.3,
+                                           test_fraction=0.3))
+    store.close()
+    return path
+
+
+def _install(run: Path) -> Path:
+    dest = runs_root() / run.name
+    shutil.copytree(run, dest)
+    return dest
+
+
+def _array(value) -> list:
+    """A plotly JSON array: a plain list, or plotly's typed {"dtype", "bdata", "shape"} form."""
+    if isinstance(value, dict) and "bdata" in value:
+        shape = [int(n) for n in str(value.get("shape", "-1")).split(",")]
+        return np.frombuffer(base64.b64decode(value["bdata"]), value["dtype"]).reshape(shape).tolist()
+    return value
+
+
+def _table(at: AppTest, column: str):
+    """The first dataframe with `column` (AppTest's dataframes carry no key)."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with a {column!r} column")
+
+
+def test_no_runs_is_a_clear_message():
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert any("No classifier runs yet" in i.value for i in at.info)
+    assert at.button(key="clf_start") is not None
+
+
+def test_finished_run_shows_confusion_and_prf(trained_run):
+    run = _install(trained_run)
+    results = json.loads((run / "eval.json").read_text())
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert any("finished" in s.value for s in at.success)
+    # The P/R/F1 table holds the numbers of eval.json's default split (test).
+    table = _table(at, "precision")
+    per_class = results["test"]["per_class"]
+    assert list(table["class"]) == list(per_class)
+    for _, row in table.iterrows():
+        assert row["recall"] == pytest.approx(per_class[row["class"]]["recall"])
+        assert row["support"] == per_class[row["class"]]["support"]
+    # Both confusion heatmaps: counts equal eval.json's matrix, the other rows sum to 1.
+    heatmaps = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    heatmaps = [s for s in heatmaps if s["data"] and s["data"][0].get("type") == "heatmap"]
+    assert len(heatmaps) == 2
+    assert _array(heatmaps[0]["data"][0]["z"]) == results["test"]["confusion"]
+    for row, counts in zip(_array(heatmaps[1]["data"][0]["z"]), results["test"]["confusion"]):
+        assert sum(row) == pytest.approx(1.0 if sum(counts) else 0.0)
+    acc = next(m for m in at.metric if m.label == "Accuracy").value
+    assert acc == f"{100 * results['test']['accuracy']:.1f}%"
+    # Switching to the validation split shows its numbers.
+    at.segmented_control(key="clf_split").set_value("val").run()
+    acc = next(m for m in at.metric if m.label == "Accuracy").value
+    assert acc == f"{100 * results['val']['accuracy']:.1f}%"
+    assert _table(at, "source")["source"].tolist() == ["phantom"]
+
+
+def test_ablation_table_is_shown(trained_run):
+    _install(trained_run)
+    abl = RunStore(runs_root() / "20260101-000001-ablation-0000", create=True)
+    (abl.path / "ablation.csv").write_text("arm,fraction,accuracy\nreal,0.25,0.81\naugmentor,0.25,0.86\n")
+    at = _app().run()
+    assert not at.exception
+    table = _table(at, "arm")
+    assert table["arm"].tolist() == ["real", "augmentor"]
+
+
+def test_failed_run_shows_reason_and_log():
+    store = RunStore(runs_root() / "20260101-000000-classifier-report-cnn-dead", create=True)
+    store.write_config({"command": "train-classifier"})
+    store.set_status("failed", reason="the validation split is empty")
+    store.log_path.write_text("loading...\nTraceback: boom at the end\n")
+    at = _app().run()
+    assert not at.exception
+    assert any("validation split is empty" in e.value for e in at.error)
+    assert any("boom at the end" in c.value for c in at.code)
+
+
+def test_running_run_shows_progress_and_stops():
+    store = RunStore(runs_root() / "20260101-000000-classifier-report-cnn-live", create=True)
+    store.write_config({"command": "train-classifier"})
+    store.set_status("running", step=2, total_steps=5, phase="training")  # pid: this process
+    for epoch in (1, 2):
+        store.log_metrics(epoch, {"train/loss": 1.0 / epoch, "val/loss": 1.1 / epoch,
+                                  "train/acc": 0.3 * epoch, "val/acc": 0.25 * epoch})
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert any("still training" in i.value for i in at.info)
+    curves = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    val_loss = [t for c in curves for t in c["data"] if t.get("name") == "validation"]
+    assert val_loss and _array(val_loss[0]["y"]) == pytest.approx([1.1, 0.55])
+    at.button(key="clf_stop").click().run()
+    assert store.control().get("stop") is True
+
+
+def test_start_launches_with_data_and_augmentation(monkeypatch):
+    import ui.jobs
+
+    calls = []
+
+    def fake_start(command, args, kind):
+        calls.append((command, args, kind))
+        store = RunStore(runs_root() / "20260101-000000-classifier-resnet-new", create=True)
+        store.write_config({"command": "train-classifier"})
+        store.set_status("queued")
+        return store
+
+    monkeypatch.setattr(ui.jobs, "start", fake_start)
+    at = _app()
+    at.session_state["augment_config"] = AugmentConfig(rotate_p=0.9, rotate_deg=12.0)
+    at.run()
+    at.radio(key="clf_arch").set_value("resnet")
+    at.toggle(key="clf_augment").set_value(True)
+    at.number_input(key="clf_epochs").set_value(3)
+    at.button(key="clf_start").click().run()
+    assert not at.exception and not at.error
+    (command, args, kind), = calls
+    assert command == "train-classifier" and kind == "classifier-resnet"
+    flag = dict(zip(args[::2], args[1::2]))
+    assert flag["--data"] == "phantom" and flag["--size"] == "32"
+    assert flag["--data-phantom-per-class"] == "12" and flag["--arch"] == "resnet"
+    assert flag["--epochs"] == "3"
+    aug = json.loads(Path(flag["--augment"]).read_text())
+    assert aug["rotate_p"] == 0.9 and aug["rotate_deg"] == 12.0
+    assert at.session_state["clf_run"] == "20260101-000000-classifier-resnet-new"
+    assert os.path.isdir(runs_root() / at.session_state["clf_run"])

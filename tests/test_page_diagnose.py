@@ -1,0 +1,142 @@
+"""Diagnose page under AppTest: no model gives a clear message; with a tiny classifier run, a
+built-in example shows the same probabilities as core.predict; a good PNG upload predicts and the
+Grad-CAM toggle switches the image; corrupt, non-image, bad-DICOM and oversized uploads give
+st.error, never an exception."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from core.runstore import RunStore, runs_root  # noqa: E402
+
+PAGE = str(REPO / "pages" / "diagnose.py")
+SHIPPED = REPO / "checkpoints" / "classifier-phantom.safetensors"
+RUN_NAME = "20260101-000000-classifier-report-cnn-diag"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished tiny classifier run on phantoms (with temperature and OOD statistics)."""
+    from core.classifier import ClassifierConfig
+    from core.classifier_train import ClassifierTrainConfig, train_classifier
+    from core.data import DataConfig
+
+    path = tmp_path_factory.mktemp("clf") / RUN_NAME
+    store = RunStore(path, create=True)
+    train_classifier(store, DataConfig(source="phantom:10", size=32),
+                     ClassifierConfig(size=32, width=0.125),
+                     ClassifierTrainConfig(epochs=2, batch_size=8, val_fraction=0.3,
+                                           test_fraction=0.0))
+    store.close()
+    return path
+
+
+@pytest.fixture
+def app_with_run(trained_run) -> AppTest:
+    shutil.copytree(trained_run, runs_root() / RUN_NAME)
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception and not at.error
+    # The run's model, not the shipped one, so the numbers below are this test's checkpoint.
+    run_label = next(o for o in at.selectbox(key="diagnose_model").options if RUN_NAME in o)
+    at.selectbox(key="diagnose_model").set_value(run_label).run()
+    return at
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bars(at: AppTest) -> dict[str, float]:
+    import base64
+    import json
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    bar = spec["data"][0]
+    x = bar["x"]
+    if isinstance(x, dict):  # plotly's typed-array JSON
+        x = np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"]).tolist()
+    return dict(zip(bar["y"], x))
+
+
+def test_loads_without_runs():
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception and not at.error
+    assert any("not a medical device" in w.value for w in at.warning)
+    if SHIPPED.is_file():  # the lead's shipped model is offered instead
+        assert any("Shipped" in o for o in at.selectbox(key="diagnose_model").options)
+    else:
+        assert any("No model is available" in i.value for i in at.info)
+
+
+def test_example_shows_probabilities(app_with_run, trained_run):
+    from core.classifier import load_classifier
+    from core.phantom import render
+    from core.predict import predict_image
+
+    at = app_with_run
+    at.button(key="diagnose_example_PNEUMONIA").click().run()
+    assert not at.exception and not at.error
+    assert any("synthetic phantom" in im.proto.imgs[0].caption for im in at.get("image"))
+    bars = _bars(at)
+    assert sorted(bars) == sorted(["COVID-19", "NORMAL", "PNEUMONIA"])
+    assert sum(bars.values()) == pytest.approx(1.0, abs=1e-6)
+    # The same numbers as core.predict on the same phantom.
+    model, meta = load_classifier(trained_run / "checkpoints" / "best.safetensors")
+    img, _ = render("PNEUMONIA", 0, size=256, seed=20_260_101)
+    expected = predict_image(model, meta, img.astype(np.float32) / 255.0)
+    for k, v in expected["probabilities"].items():
+        assert bars[k] == pytest.approx(v, abs=1e-4)
+    assert at.metric[0].value == expected["predicted"]
+    assert any("phantoms only" in c.value for c in at.caption)
+
+
+def test_png_upload_and_gradcam_toggle(app_with_run):
+    at = app_with_run
+    rng = np.random.default_rng(0)
+    at.file_uploader(key="diagnose_upload").set_value(
+        ("chest.png", _png(rng.integers(0, 255, (300, 240), dtype=np.uint8)), "image/png")).run()
+    assert not at.exception and not at.error
+    captions = [im.proto.imgs[0].caption for im in at.get("image")]
+    assert any("chest.png" in c and "240x300" in c and "Grad-CAM" in c for c in captions)
+    at.toggle(key="diagnose_gradcam").set_value(False).run()
+    captions = [im.proto.imgs[0].caption for im in at.get("image")]
+    assert captions and not any("Grad-CAM" in c for c in captions)
+    assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's warnings on the broken DICOM
+@pytest.mark.parametrize("name,data,needle", [
+    ("broken.png", _png(np.zeros((64, 64), np.uint8))[:60], "broken.png"),
+    ("notes.jpg", b"these are my notes, not an image at all", "notes.jpg"),
+    ("scan.dcm", b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 20, "scan.dcm"),
+    ("empty.png", b"", "empty.png"),
+], ids=["truncated-png", "not-an-image", "bad-dicom", "zero-bytes"])
+def test_bad_upload_is_a_clear_error(app_with_run, name, data, needle):
+    at = app_with_run
+    at.file_uploader(key="diagnose_upload").set_value((name, data, "application/octet-stream")).run()
+    assert not at.exception
+    assert at.error and needle in at.error[0].value
+    assert not at.get("plotly_chart")
+
+
+def test_oversized_upload_is_refused(app_with_run):
+    at = app_with_run
+    at.file_uploader(key="diagnose_upload").set_value(
+        ("huge.png", b"\x89PNG" + b"\0" * (31 * 2**20), "image/png")).run()
+    assert not at.exception
+    assert at.error and "limit is 30 MB" in at.error[0].value

@@ -1,0 +1,75 @@
+"""The app shell and Home under AppTest: navigation over the pages that exist, device and
+disclaimer in the sidebar, links to every page, and the CPU-demo button that launches the cpu-tiny
+preset on phantoms and opens Train GAN on that run."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest
+
+from core.config import save_json
+from core.runstore import RunStore, runs_root
+from ui import nav
+
+APP = str(REPO / "streamlit_app.py")
+
+
+def _app() -> AppTest:
+    # Run the app from a script outside the repo: with a pages/ folder beside the main script,
+    # AppTest wraps every run in Streamlit's old multipage mode, which drops button clicks.
+    return AppTest.from_string(f"import runpy\nrunpy.run_path({APP!r}, run_name='__main__')\n",
+                               default_timeout=60)
+
+
+def test_shell_and_home():
+    at = _app().run()
+    assert not at.exception
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert nav.DISCLAIMER in sidebar and "Device:" in sidebar
+    assert at.title[0].value == "X-Ray GAN Studio"
+    links = {link.proto.label for link in at.get("page_link")}
+    expected = {title for path, title, _ in nav.available() if path != "pages/home.py"}
+    assert links == expected and {"Data & augmentation", "Train GAN", "Samples", "Runs"} <= links
+
+
+def test_navigation_lists_only_existing_pages(tmp_path, monkeypatch):
+    monkeypatch.setattr(nav, "REPO", tmp_path)
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "home.py").write_text("")
+    (tmp_path / "pages" / "runs.py").write_text("")
+    assert [p[1] for p in nav.available()] == ["Home", "Runs"]
+
+
+def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
+    import ui.jobs
+
+    launched = []
+
+    def fake_launch(command, run_dir):
+        # Stand in for the real process: record the command, report the job as just queued.
+        launched.append(command)
+        save_json(Path(run_dir) / "status.json", {"state": "queued", "pid": os.getpid(),
+                                                 "heartbeat": time.time(), "command": command})
+        return os.getpid()
+
+    monkeypatch.setattr(ui.jobs, "launch", fake_launch)
+    at = _app().run()
+    at.button(key="home_demo").click().run()
+    assert not at.exception, at.exception
+    assert len(launched) == 1
+    command = launched[0]
+    assert command[0] == "train-gan"
+    assert command[command.index("--preset") + 1] == "cpu-tiny"
+    assert command[command.index("--data") + 1] == "phantom"
+    run = RunStore(command[command.index("--run-dir") + 1])
+    assert run.path.parent == runs_root()
+    assert at.session_state["gan_run"] == run.name
+    assert at.title[0].value == "Train GAN"   # switched page
+    assert any(run.name in m.value for m in at.markdown)

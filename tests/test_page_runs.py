@@ -1,0 +1,77 @@
+"""Runs page under AppTest: the table lists every run, the comparison chart draws the chosen
+metric for each chosen run, a finished run can be deleted after confirming, an active one not."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest
+
+from core.runstore import RunStore, runs_root
+
+PAGE = str(REPO / "pages" / "runs.py")
+
+
+def _fake_run(name: str, state: str, w: float) -> RunStore:
+    store = RunStore(runs_root() / name, create=True)
+    store.write_config({"kind": "gan", "data": {"source": "phantom", "size": 32},
+                        "critic": {"size": 32}, "train": {"loss": "wgan-gp", "steps": 3}})
+    store.set_status(state, step=3, total_steps=3, command=["train-gan"])
+    for step in (1, 2, 3):
+        store.log_metrics(step, {"wgan/w_estimate": w * step, "loss/critic": -w})
+    store.close()
+    return store
+
+
+def test_table_compare_and_delete():
+    done = _fake_run("20260101-000001-gan-wgan-gp-aaaa", "finished", 1.0)
+    live = _fake_run("20260101-000002-gan-wgan-gp-bbbb", "running", 2.0)  # pid = this process
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {done.name, live.name}
+    assert dict(zip(table["run"], table["state"])) == {done.name: "finished", live.name: "running"}
+    assert list(table.loc[table["run"] == done.name, "size"]) == [32]   # data.size, not critic.size
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t["name"] for t in spec["data"]} == {done.name, live.name}
+    assert spec["layout"]["title"]["text"] == "wgan/w_estimate"
+    at.selectbox(key="runs_metric").set_value("loss/critic").run()
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"] == "loss/critic"
+
+    # An active run is refused, with its state in the message.
+    at.selectbox(key="runs_delete_pick").set_value(live.name).run()
+    at.checkbox(key="runs_delete_confirm").check().run()
+    at.button(key="runs_delete_go").click().run()
+    assert any("still running" in e.value for e in at.error)
+    assert live.path.exists()
+
+    # The finished one goes, and leaves the comparison.
+    at.selectbox(key="runs_delete_pick").set_value(done.name).run()
+    at.checkbox(key="runs_delete_confirm").check().run()
+    at.button(key="runs_delete_go").click().run()
+    assert not at.exception
+    assert not done.path.exists()
+    assert any(done.name in s.value for s in at.success)
+    assert set(at.dataframe[0].value["run"]) == {live.name}
+    assert at.multiselect(key="runs_compare").value == [live.name]
+
+
+def test_delete_needs_confirmation():
+    done = _fake_run("20260101-000001-gan-wgan-gp-cccc", "finished", 1.0)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert at.button(key="runs_delete_go").disabled   # until the box is ticked
+    at.checkbox(key="runs_delete_confirm").check().run()
+    assert not at.button(key="runs_delete_go").disabled
+    assert done.path.exists()
+
+
+def test_no_runs_yet():
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert any("No runs yet" in i.value for i in at.info)

@@ -1,0 +1,153 @@
+"""Train GAN page under AppTest: Start launches a real tiny CPU job; steering sliders and buttons
+write control.json; the live panel marks control changes on the charts and shows why a run
+failed; a second run is refused while one is active."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamlit.testing.v1 import AppTest
+
+from core.data import DataConfig
+from core.runstore import RunStore, runs_root
+
+PAGE = str(REPO / "pages" / "train_gan.py")
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["data_config"] = DataConfig(source="phantom", size=32, phantom_per_class=8)
+    return at
+
+
+def _fake_run(name: str, state: str, steps: int = 0, events: list[tuple[int, dict]] = ()) -> RunStore:
+    """A run directory as a GAN job writes it; pid is this process, so 'running' counts as alive."""
+    store = RunStore(runs_root() / name, create=True)
+    store.write_config({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 10.0, "n_critic": 5,
+                                                 "lr_critic": 1e-4, "lr_gen": 1e-4}})
+    store.set_status(state, step=steps, total_steps=100, device="CPU (test)", path="eager",
+                     command=["train-gan", "--loss", "wgan-gp"])
+    for step in range(1, steps + 1):
+        store.log_metrics(step, {"loss/critic": 1.0 / step, "loss/gen": 0.1 * step,
+                                 "wgan/w_estimate": 0.5, "wgan/gp": 0.2, "wgan/grad_norm_mean": 0.9,
+                                 "wgan/grad_norm_std": 0.1, "throughput/img_s": 50.0,
+                                 "time/step_s": 0.1, "lambda": 10.0})
+    for step, payload in events:
+        store.log_event(step, "control", payload)
+    store.close()
+    return store
+
+
+def _kill_jobs() -> None:
+    for p in runs_root().iterdir():
+        status = RunStore(p).status() if (p / "status.json").exists() else {}
+        if status.get("state") in ("queued", "running", "paused") and status.get("pid") != os.getpid():
+            try:
+                os.killpg(int(status["pid"]), signal.SIGKILL)  # launch() gives each job its session
+            except (OSError, KeyError, TypeError):
+                pass
+
+
+def test_start_launches_a_real_cpu_run():
+    at = _app().run()
+    assert not at.exception and not at.error
+    k = "wgan-gp_cpu-tiny"
+    at.number_input(key=f"gan_steps_{k}").set_value(2)
+    at.number_input(key=f"gan_batch_{k}").set_value(4)
+    at.number_input(key=f"gan_log_every_{k}").set_value(1)
+    at.button(key="gan_start").click().run()
+    try:
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        runs = [p for p in runs_root().iterdir() if p.is_dir()]
+        assert len(runs) == 1 and "-gan-wgan-gp-" in runs[0].name
+        assert at.session_state["gan_run"] == runs[0].name
+        command = RunStore(runs[0]).status()["command"]
+        assert command[:1] == ["train-gan"] and command[command.index("--steps") + 1] == "2"
+        assert command[command.index("--data-phantom-per-class") + 1] == "8"
+        deadline = time.monotonic() + 120
+        state = None
+        while time.monotonic() < deadline:
+            state = RunStore(runs[0]).status()["state"]
+            if state in ("running", "finished", "failed"):
+                break
+            time.sleep(0.5)
+        assert state in ("running", "finished"), (state, RunStore(runs[0]).tail_log())
+        at.run()  # the page now shows this run with its live panel
+        assert not at.exception
+        assert any(runs[0].name in m.value for m in at.markdown)
+    finally:
+        _kill_jobs()
+
+
+def test_steering_and_buttons_write_control():
+    store = _fake_run("20260101-000000-gan-wgan-gp-aaaa", "running", steps=3)
+    at = _app().run()
+    assert not at.exception
+    at.select_slider(key=f"steer_gp_lambda_{store.name}").set_value(5.0).run()
+    assert store.control()["gp_lambda"] == 5.0
+    at.slider(key=f"steer_n_critic_{store.name}").set_value(2).run()
+    assert store.control()["n_critic"] == 2
+    at.button(key="gan_pause").click().run()
+    assert store.control()["paused"] is True
+    at.button(key="gan_stop").click().run()
+    assert store.control()["stop"] is True
+    assert not at.exception
+
+
+def _datasets(chart) -> list:
+    """The data frames a Vega-Lite chart element carries (Arrow IPC bytes in the proto)."""
+    import pyarrow as pa
+
+    return [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets]
+
+
+def test_live_panel_marks_control_changes():
+    store = _fake_run("20260101-000000-gan-wgan-gp-bbbb", "finished", steps=6,
+                      events=[(3, {"gp_lambda": 5.0}), (5, {"n_critic": 2})])
+    at = _app().run()
+    assert not at.exception
+    charts = at.get("vega_lite_chart")
+    titles = [json.loads(c.proto.spec)["title"] for c in charts]
+    assert titles[:3] == ["Critic loss", "Generator loss", "Wasserstein estimate"] and len(charts) == 6
+    for chart in charts:   # every panel has its line and the two change markers
+        frames = _datasets(chart)
+        metrics = next(f for f in frames if "step" in f and len(f) == 6)
+        assert metrics["step"].tolist() == [1, 2, 3, 4, 5, 6]
+        changes = next(f for f in frames if "change" in f)
+        assert changes["step"].tolist() == [3, 5]
+    assert changes["change"].tolist() == ["λ=5", "n_critic=2"]
+    # The gradient-norm panel has its target line at 1.
+    layers = json.loads(charts[3].proto.spec)["layer"]
+    assert {"values": [{"target": 1.0}]} in [layer["data"] for layer in layers]
+    assert any("6 logged steps" in c.value and "2 live changes" in c.value for c in at.caption)
+    assert any(str(store.name) in m.value and "finished" in m.value for m in at.markdown)
+    t0 = time.perf_counter()
+    at.run()
+    assert time.perf_counter() - t0 < 1.0 and not at.exception
+
+
+def test_failed_run_shows_reason_and_log():
+    store = _fake_run("20260101-000000-gan-wgan-gp-cccc", "failed", steps=2)
+    store.set_status("failed", reason="non-finite loss at step 2")
+    store.log_path.write_text("step 1/100 critic +1.0\nTraceback: boom at the end\n")
+    at = _app().run()
+    assert not at.exception
+    assert any("non-finite loss at step 2" in e.value for e in at.error)
+    assert any("boom at the end" in c.value for c in at.code)
+
+
+def test_second_run_refused_while_one_is_active():
+    _fake_run("20260101-000000-gan-wgan-gp-dddd", "running", steps=1)
+    at = _app().run()
+    at.button(key="gan_start").click().run()
+    assert not at.exception
+    assert any("already active" in e.value and "one" in e.value.lower() for e in at.error)
+    assert len([p for p in runs_root().iterdir() if p.is_dir()]) == 1

@@ -1,0 +1,148 @@
+"""Every st.cache_* helper of the dashboard, in one place. Cached objects are shared by all
+sessions: callers must never mutate them (make copies, as balance() and subset() do).
+
+Datasets load with a progress bar. A cached function may not draw into an element created outside
+it (Streamlit replays the drawing on a cache hit), so cache_resource only holds a per-key slot and
+the load runs outside it, filling the slot once under a lock."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.augment import AugmentConfig
+from core.config import to_dict
+from core.data import DataConfig, ImageDataset
+
+Progress = Callable[[float, str], None]
+
+
+def _key(config) -> str:
+    return json.dumps(to_dict(config), sort_keys=True)
+
+
+def source_stamp(source: str) -> str:
+    """Changes when a folder source changes (files added to an upload), so its cache entry is
+    replaced; constant for generated sources."""
+    path = Path(str(source).split(":", 1)[1] if str(source).startswith("folder:") else str(source))
+    if not path.exists():
+        return ""
+    try:
+        dirs = [path, *[p for p in path.iterdir() if p.is_dir()]]
+        return ",".join(f"{p.stat().st_mtime_ns}" for p in dirs)
+    except OSError:
+        return ""
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _slot(kind: str, key: str) -> dict:
+    return {"lock": threading.Lock()}
+
+
+def _once(kind: str, key: str, make: Callable[[], object]):
+    slot = _slot(kind, key)
+    with slot["lock"]:  # two sessions asking for the same data load it once
+        if "value" not in slot:
+            slot["value"] = make()
+    return slot["value"]
+
+
+def dataset(config: DataConfig, progress: Progress | None = None) -> ImageDataset:
+    """core.data.load_dataset(config), cached by config and the source's modification stamp."""
+    from core.data import load_dataset
+
+    key = _key(config) + "|" + source_stamp(config.source)
+    return _once("dataset", key, lambda: load_dataset(config, progress))
+
+
+def balanced(config: DataConfig, augment: AugmentConfig, per_class: int,
+             progress: Progress | None = None) -> ImageDataset:
+    """core.augment.balance of the cached dataset, cached by (data, augmentation, target)."""
+    from core.augment import balance
+
+    base = dataset(config)
+    key = "|".join([_key(config), source_stamp(config.source), _key(augment), str(per_class)])
+    return _once("balanced", key, lambda: balance(base, per_class, augment, seed=config.seed,
+                                                  progress=progress))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def augment_preview(image: np.ndarray, augment_json: str, n: int, seed: int) -> list[np.ndarray]:
+    """core.augment.preview of one (H, W) uint8 image; the config comes as JSON so it hashes."""
+    from core.augment import preview
+    from core.config import from_dict
+
+    return preview(image, from_dict(AugmentConfig, json.loads(augment_json)), n=n, seed=seed)
+
+
+@st.cache_resource(show_spinner=False)
+def device_name() -> str:
+    """core.device.describe() once per server (it imports torch and may query CUDA)."""
+    from core.device import describe
+
+    return describe()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def generator(path: str, mtime_ns: int):
+    """(Generator in eval mode on CPU, meta) of a checkpoint; `mtime_ns` renews the entry when
+    the file is rewritten (`latest.safetensors` is, every few steps)."""
+    from core.models import load_generator
+
+    return load_generator(path, device="cpu")
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def generate(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
+    """Images of the generator at `path` for latent vectors z (N, latent_dim): uint8 (N, S, S)
+    (first channel; X-ray generators have one)."""
+    from ui.images import sample_u8
+
+    model, _ = generator(path, mtime_ns)
+    return sample_u8(model, z)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sample_grid(path: str, mtime_ns: int, min_px: int = 480) -> np.ndarray:
+    """A sample-grid PNG as a uint8 array, enlarged by a whole factor (nearest neighbour, so
+    pixels stay sharp) until it is at least `min_px` wide; cached by modification time."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("L") if im.mode not in ("L", "RGB") else im.copy()
+    factor = max(1, -(-min_px // max(im.width, 1)))
+    if factor > 1:
+        im = im.resize((im.width * factor, im.height * factor), Image.NEAREST)
+    return np.asarray(im)
+
+
+def run_stamp(status: dict) -> str:
+    """Changes whenever a run writes new metrics (its step or state moves)."""
+    return f"{status.get('state')}|{status.get('step')}|{status.get('heartbeat')}"
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def run_metrics(path: str, names: tuple[str, ...], stamp: str):
+    """Long metrics table (step, name, value, t) of a run, re-read only when `stamp` changes."""
+    from core.runstore import RunStore
+
+    return RunStore(path).metrics(list(names) or None)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def run_summary(path: str, stamp: str) -> dict:
+    """{"config": flat config dict, "final": {metric: last value}, "names": [metric names]}."""
+    import pandas as pd
+
+    from core.runstore import RunStore
+
+    store = RunStore(path)
+    config = store.config()
+    flat = pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
+    last = store.metrics().groupby("name")["value"].last() if store.metric_names() else {}
+    return {"config": flat, "final": dict(last), "names": store.metric_names()}

@@ -1,0 +1,114 @@
+"""Figure builders for the pages, pure functions of data frames: Plotly for class counts and run
+comparison; Vega-Lite specs for the live training panel, which must update in place every second
+(see training_panels)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+# (metric, panel title) of the live panel, in reading order (2 rows x 3 columns).
+TRAINING_PANELS = [
+    ("loss/critic", "Critic loss"),
+    ("loss/gen", "Generator loss"),
+    ("wgan/w_estimate", "Wasserstein estimate"),
+    ("wgan/grad_norm_mean", "Gradient norm (target 1)"),
+    ("wgan/gp", "Gradient penalty"),
+    ("throughput/img_s", "Images / s"),
+]
+_LINE = "#4c78a8"
+_MARK = "#e45756"
+
+
+def _layout(fig: go.Figure, height: int) -> go.Figure:
+    # uirevision keeps a user's zoom when a rerun redraws the same figure.
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
+                      uirevision="keep", template="plotly_white")
+    return fig
+
+
+def class_counts(counts: dict[str, int], title: str = "Images per class") -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color=_LINE,
+                           text=list(counts.values()), textposition="outside", cliponaxis=False))
+    fig.update_layout(title=title, yaxis_title="images")
+    return _layout(fig, 280)
+
+
+def balance_counts(before: dict[str, int], after: dict[str, int]) -> go.Figure:
+    fig = go.Figure([go.Bar(name="original", x=list(before), y=list(before.values()), marker_color=_LINE),
+                     go.Bar(name="after balancing", x=list(after), y=list(after.values()),
+                            marker_color="#f58518")])
+    fig.update_layout(barmode="group", title="Before and after balancing", showlegend=True)
+    _layout(fig, 280).update_layout(showlegend=True)
+    return fig
+
+
+def _change_label(payload: dict) -> str:
+    names = {"gp_lambda": "λ", "n_critic": "n_critic", "lr_critic": "lr C", "lr_gen": "lr G",
+             "clip": "clip", "paused": "paused"}
+    parts = [f"{names.get(k, k)}={v:g}" if isinstance(v, float) else f"{names.get(k, k)}={v}"
+             for k, v in payload.items() if k not in ("seq", "sample_now")]
+    return ", ".join(parts) or "control"
+
+
+def _field(metric: str) -> str:
+    # Vega-Lite reads '.' and '[' in field names as paths; keep names plain.
+    return metric.replace("/", "_")
+
+
+def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> list[dict]:
+    """The live charts as Vega-Lite specs (for st.vega_lite_chart), one per TRAINING_PANELS
+    metric, from `wide` (index step, one column per metric): a dashed target line at 1 and a
+    +-1 std band on the gradient norm, and a dotted red rule on every panel at each control change
+    in `events`, labelled on the first panel.
+
+    Vega-Lite, not Plotly, for these: Streamlit re-mounts a Plotly chart whenever its data change
+    (its element id hashes the figure), which blanks it for a frame at each refresh; a Vega-Lite
+    chart whose spec stays the same takes new data in place. So the spec here never depends on
+    the data, which travels in named datasets. Plain dicts, not Altair: building and validating
+    six Altair charts took longer than the one-second refresh on a busy 2-core machine."""
+    data = pd.DataFrame({"step": wide.index.to_numpy() if len(wide) else []})
+    for m in [m for m, _ in TRAINING_PANELS] + ["wgan/grad_norm_std"]:
+        data[_field(m)] = wide[m].to_numpy() if m in wide else float("nan")
+    data["gn_lo"] = data["wgan_grad_norm_mean"] - data["wgan_grad_norm_std"]
+    data["gn_hi"] = data["wgan_grad_norm_mean"] + data["wgan_grad_norm_std"]
+    changes = pd.DataFrame({"step": events["step"].astype(int).to_numpy(),
+                            "change": [_change_label(p) for p in events["payload"]]}) \
+        if events is not None and len(events) else pd.DataFrame({"step": [], "change": []})
+
+    x = {"field": "step", "type": "quantitative", "title": None, "axis": {"tickCount": 5}}
+    # Named, so the browser test can tell these rules from the axis grid (also rules).
+    rule = {"name": "control_changes", "data": {"name": "changes"},
+            "mark": {"type": "rule", "color": _MARK, "strokeDash": [3, 3], "strokeWidth": 1.5},
+            "encoding": {"x": x, "tooltip": [{"field": "step", "type": "quantitative"},
+                                             {"field": "change", "type": "nominal"}]}}
+    specs = []
+    for k, (metric, title) in enumerate(TRAINING_PANELS):
+        y = {"field": _field(metric), "type": "quantitative", "title": None, "scale": {"zero": False}}
+        layers = [{"data": {"name": "metrics"}, "mark": {"type": "line", "color": _LINE, "strokeWidth": 1.6},
+                   "encoding": {"x": x, "y": y}}, rule]
+        if metric == "wgan/grad_norm_mean":
+            layers.insert(0, {"data": {"name": "metrics"}, "mark": {"type": "area", "opacity": 0.18, "color": _LINE},
+                              "encoding": {"x": x, "y": {"field": "gn_lo", "type": "quantitative"},
+                                           "y2": {"field": "gn_hi"}}})
+            layers.append({"data": {"values": [{"target": 1.0}]},
+                           "mark": {"type": "rule", "color": "#54a24b", "strokeDash": [6, 4]},
+                           "encoding": {"y": {"field": "target", "type": "quantitative"}}})
+        if k == 0:
+            layers.append({"data": {"name": "changes"},
+                           "mark": {"type": "text", "align": "right", "baseline": "top", "dx": -3,
+                                    "dy": 2, "color": _MARK, "fontSize": 11},
+                           "encoding": {"x": x, "y": {"value": 0}, "text": {"field": "change"}}})
+        specs.append({"title": title, "height": 210, "layer": layers,
+                      "datasets": {"metrics": data, "changes": changes}})
+    return specs
+
+
+def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
+    """One line per run: {run name: frame with columns step, value}."""
+    fig = go.Figure()
+    for name, df in series.items():
+        fig.add_trace(go.Scatter(x=df["step"], y=df["value"], mode="lines", name=name))
+    fig.update_layout(title=metric, xaxis_title="step", yaxis_title=metric)
+    _layout(fig, 420).update_layout(showlegend=True, legend={"orientation": "h", "y": -0.2})
+    return fig

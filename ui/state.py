@@ -1,0 +1,58 @@
+"""Session state, initialised once per browser session: the chosen data and augmentation configs
+(what training uses) and the selected runs. Widget keys are seeded from these so a page shows the
+last choice after navigating away and back."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import streamlit as st
+
+from core.augment import AugmentConfig
+from core.data import DataConfig
+
+DEFAULTS: dict[str, Any] = {
+    # What Train GAN and Classifier use; written by the Data & augmentation page.
+    "data_config": DataConfig(source="phantom", size=64, phantom_per_class=100),
+    "augment_config": AugmentConfig(),
+    "balance_per_class": 0,          # 0 = no balancing
+    "gan_run": None,                 # run directory name shown on Train GAN
+    "samples_run": None,             # run directory name shown on Samples
+}
+
+
+def _leave_legacy_pages_mode() -> None:
+    # Because the pages live in a folder named pages/, a fresh server whose first request is a
+    # deep link (/train_gan after a server restart) runs that file directly in Streamlit's old
+    # multipage mode, without streamlit_app.py (no navigation, device or disclaimer) until someone
+    # opens "/". st.navigation clears this flag; clear it here and rerun through the app shell.
+    # (Renaming pages/ would avoid it; the flag is pinned by streamlit==1.67.0.)
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def init() -> None:
+    """Set every default once per session; cheap and idempotent, so each page calls it too (a page
+    run on its own under AppTest has no streamlit_app.py around it)."""
+    _leave_legacy_pages_mode()
+    if st.session_state.get("_state_ready"):
+        return
+    for key, value in DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = copy.deepcopy(value)
+    st.session_state["_state_ready"] = True
+
+
+def seed(key: str, value: Any) -> None:
+    """Give widget `key` its starting value unless it already has one (set the widget's value
+    here, never through both `value=` and session state). Streamlit forgets a widget's value when
+    its page is left, so the latest value is also kept aside and restored on return."""
+    kept = st.session_state.setdefault("_kept", {})
+    if key in st.session_state:
+        kept[key] = st.session_state[key]
+    else:
+        st.session_state[key] = kept.get(key, value)
