@@ -1,0 +1,366 @@
+"""Playground: watch GAN, WGAN and WGAN-GP learn toy 1D and 2D distributions, with the critic's
+landscape live. A thin page over core.toy.ToyTrainer; the figure builders are plain functions
+so bench/toy_speed.py can time one refresh without Streamlit."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.errors import UserError
+from core.losses import LOSSES
+from core.toy import DATASETS, ToyConfig, ToyTrainer, modes_covered
+
+# Orange real and green generated, as in gan_toy.py's plots.
+REAL, FAKE, ARROW = "#f28e2b", "#2ca02c", "rgba(20,20,20,0.55)"
+LOSS_NAMES = {"gan": "GAN", "wgan": "WGAN (clip)", "wgan-gp": "WGAN-GP"}
+REFRESH_S = 0.4          # live panel period while playing
+# Both trainers start at lr 1e-3, 5-20x the papers' values, so the toy learns in seconds;
+# switching the loss type restores that paper's optimizer settings.
+START_LR = 1e-3
+N_POINTS, GRID_RES, N_ARROWS = 512, 64, 48
+
+# ---------------------------------------------------------------------------------------------
+# Figure builders: trainer -> go.Figure, no Streamlit.
+
+
+def _arrow_segments(points: np.ndarray, grads: np.ndarray, length: float):
+    """x, y arrays of line segments (with None gaps) for arrows along `grads` at `points`,
+    the longest `length` long; one trace draws them all (faster than create_quiver)."""
+    mag = np.linalg.norm(grads, axis=1, keepdims=True)                 # (N, 1)
+    d = grads / (mag.max() + 1e-12) * length                          # (N, 2)
+    tip = points + d
+    # Two barbs at 25% of the arrow's length, rotated +-150 degrees from its direction.
+    c, s = np.cos(np.radians(150)), np.sin(np.radians(150))
+    b1 = tip + 0.25 * np.stack([c * d[:, 0] - s * d[:, 1], s * d[:, 0] + c * d[:, 1]], 1)
+    b2 = tip + 0.25 * np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], 1)
+    gap = np.full_like(points, np.nan)
+    seq = np.stack([points, tip, gap, b1, tip, b2, gap], 1).reshape(-1, 2)  # (7N, 2)
+    return seq[:, 0], seq[:, 1]
+
+
+def landscape_figure(trainer: ToyTrainer, heatmap: bool = True, arrows: bool = True,
+                     n_points: int = N_POINTS, grid_res: int = GRID_RES) -> go.Figure:
+    """2D: critic heatmap with contours, real and generated points, gradient arrows."""
+    fake = trainer.sample(n_points)
+    real = trainer.real_sample(n_points)
+    bounds = trainer.plot_bounds(fake)
+    traces = []
+    if heatmap:
+        xs, ys, values = trainer.critic_field(grid_res, bounds)
+        title = "D(x)" if trainer.config.loss == "gan" else "critic"
+        traces.append(go.Contour(x=xs, y=ys, z=values, colorscale="RdBu_r", ncontours=16,
+                                 contours=dict(coloring="heatmap", showlines=True),
+                                 line=dict(width=0.5, color="rgba(0,0,0,0.35)"), opacity=0.8,
+                                 colorbar=dict(title=dict(text=title), thickness=10, len=0.8),
+                                 hoverinfo="skip", name=title))
+    if arrows:  # drawn first so the points stay visible on top
+        pts, grads = trainer.critic_gradients(fake[:N_ARROWS])
+        # Every loss here pushes generated points uphill on the critic's score, so these arrows
+        # are where the generator's next steps move them.
+        ax, ay = _arrow_segments(pts, grads, 0.08 * float(bounds[0, 1] - bounds[0, 0]))
+        traces.append(go.Scatter(x=ax, y=ay, mode="lines", name="critic gradient",
+                                 line=dict(color=ARROW, width=1), hoverinfo="skip"))
+    traces.append(go.Scatter(x=fake[:, 0], y=fake[:, 1], mode="markers", name="generated",
+                             marker=dict(color=FAKE, size=4, opacity=0.8)))
+    # Real points last: tight modes (8 Gaussians) stay visible under a spread generator.
+    traces.append(go.Scatter(x=real[:, 0], y=real[:, 1], mode="markers", name="real",
+                             marker=dict(color=REAL, size=5, opacity=0.7)))
+    # Layout passed to the constructor: ~3x faster than update_layout (magic-underscore parsing).
+    return go.Figure(traces, layout=dict(
+        height=430, margin=dict(l=10, r=10, t=30, b=10), uirevision="keep",
+        legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),  # above: ticks stay clear
+        xaxis=dict(range=list(bounds[0]), constrain="domain"),
+        yaxis=dict(range=list(bounds[1]), scaleanchor="x", scaleratio=1, constrain="domain")))
+
+
+def histogram_figure(trainer: ToyTrainer, n_points: int = 4000, bins: int = 60) -> go.Figure:
+    """1D: histograms of real and generated samples with the critic's curve on a second axis."""
+    fake = trainer.sample(n_points)[:, 0]
+    bounds = trainer.plot_bounds(fake[:, None])
+    edges = np.linspace(bounds[0, 0], bounds[0, 1], bins + 1)
+    centers, width = 0.5 * (edges[1:] + edges[:-1]), edges[1] - edges[0]
+    real_h = np.histogram(trainer.real_sample(n_points)[:, 0], edges, density=True)[0]
+    fake_h = np.histogram(fake, edges, density=True)[0]
+    xs, values = trainer.critic_curve(200, bounds)
+    name = "D(x)" if trainer.config.loss == "gan" else "critic"
+    return go.Figure([
+        go.Bar(x=centers, y=real_h, width=width, name="real", marker_color=REAL, opacity=0.6),
+        go.Bar(x=centers, y=fake_h, width=width, name="generated", marker_color=FAKE,
+               opacity=0.6),
+        go.Scatter(x=xs, y=values, mode="lines", name=name, yaxis="y2",
+                   line=dict(color="#1f77b4", width=2)),
+    ], layout=dict(barmode="overlay", height=430, margin=dict(l=10, r=10, t=30, b=10),
+                   uirevision="keep", legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),
+                   yaxis=dict(title=dict(text="density")),
+                   yaxis2=dict(title=dict(text=name), overlaying="y", side="right",
+                               showgrid=False)))
+
+
+def curves_figure(trainer: ToyTrainer) -> go.Figure:
+    """Losses, the Wasserstein estimate and the critic's gradient norm against generator steps,
+    three stacked panels on one x axis (manual domains: make_subplots is slow per frame)."""
+    rows = trainer.history
+    step = [r["gen_step"] for r in rows]
+    series = [("loss/critic", "critic loss", "y", "#d62728"),
+              ("loss/gen", "generator loss", "y", "#2ca02c"),
+              ("wgan/w_estimate", "W estimate", "y2", "#9467bd"),
+              ("wgan/grad_norm_mean", "||grad D||", "y3", "#1f77b4")]
+    traces = [go.Scatter(x=step, y=[r.get(k, np.nan) for r in rows], name=label, yaxis=axis,
+                         mode="lines", line=dict(color=color, width=1.5))
+              for k, label, axis, color in series]
+    # The dotted line marks ||grad|| = 1, the norm WGAN-GP's penalty pulls towards.
+    one = dict(type="line", xref="x domain", x0=0, x1=1, yref="y3", y0=1, y1=1,
+               line=dict(dash="dot", width=1, color="gray"))
+    return go.Figure(traces, layout=dict(
+        height=340, margin=dict(l=10, r=10, t=30, b=10), uirevision="keep",
+        legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0), shapes=[one],
+        xaxis=dict(anchor="y3", title=dict(text="generator step")),
+        yaxis=dict(domain=[0.7, 1.0], title=dict(text="loss")),
+        yaxis2=dict(domain=[0.37, 0.65], title=dict(text="W est.")),
+        yaxis3=dict(domain=[0.0, 0.32], title=dict(text="‖∇D‖"))))
+
+
+def refresh_figures(trainers: list[ToyTrainer], heatmap: bool = True,
+                    arrows: bool = True) -> list[go.Figure]:
+    """Every figure one refresh of the live panel draws (two per trainer)."""
+    figs = []
+    for t in trainers:
+        figs.append(landscape_figure(t, heatmap, arrows) if t.dim == 2 else histogram_figure(t))
+        figs.append(curves_figure(t))
+    return figs
+
+
+# ---------------------------------------------------------------------------------------------
+# Page: session state, controls, live panel.
+
+SLOTS = ("a", "b")
+SHARED = ("dataset", "hidden", "depth", "noise_dim", "batch_size", "seed")
+PER_SLOT = ("loss", "lr_critic", "lr_gen", "n_critic", "gp_lambda", "clip")
+LR_OPTIONS = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3]
+LAMBDA_OPTIONS = [0.0, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0]
+CLIP_OPTIONS = [0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+BATCH_OPTIONS = [16, 32, 64, 128, 256, 512, 1024]
+
+
+def _key(field: str, slot: str | None = None) -> str:
+    return f"toy_{slot}_{field}" if slot else f"toy_{field}"
+
+
+def _sync_widgets(slot: str) -> None:
+    """Copy a trainer's config into its widgets (after a loss switch changed its defaults)."""
+    cfg = st.session_state.toy_trainers[slot].config
+    for field in PER_SLOT:
+        st.session_state[_key(field, slot)] = getattr(cfg, field)
+
+
+def _init_state() -> None:
+    ss = st.session_state
+    if "toy_trainers" in ss:
+        return
+    # Same data and seed for both; the second starts as the plain GAN for contrast.
+    start = dict(lr_critic=START_LR, lr_gen=START_LR)
+    ss.toy_trainers = {"a": ToyTrainer(ToyConfig(loss="wgan-gp", **start)),
+                       "b": ToyTrainer(ToyConfig(loss="gan", **start))}
+    # Streamlit's fast reruns start a new script thread before the old one reaches a yield
+    # point, so two threads can hold the trainers at once: every access goes through this lock.
+    ss.toy_lock = threading.RLock()
+    ss.toy_playing, ss.toy_notes, ss.toy_error = False, [], None
+    cfg = ss.toy_trainers["a"].config
+    for field in SHARED:
+        ss[_key(field)] = getattr(cfg, field)
+    for slot in SLOTS:
+        _sync_widgets(slot)
+    ss.toy_compare, ss.toy_speed = True, 20
+    ss.toy_heatmap, ss.toy_arrows = True, True
+
+
+def _apply(slots: tuple[str, ...], field: str) -> None:
+    """Widget callback: push one setting into the trainer(s); keep notes and errors to show."""
+    ss = st.session_state
+    # Every session-state access is a Streamlit yield point where a newer rerun may stop this
+    # thread, so read everything first and touch the trainers with no access in between.
+    value = ss[_key(field, None if field in SHARED else slots[0])]
+    trainers, lock, notes = [ss.toy_trainers[s] for s in slots], ss.toy_lock, []
+    try:
+        with lock:
+            for t in trainers:
+                notes += t.update(**{field: value})
+    except UserError as exc:
+        ss.toy_error = str(exc)
+    ss.toy_notes = ss.toy_notes + notes
+    if field == "loss":
+        for slot in slots:
+            _sync_widgets(slot)
+    if field == "dataset":  # noise_dim may follow the data's dimension
+        ss[_key("noise_dim")] = trainers[0].config.noise_dim
+
+
+def _active_slots() -> tuple[str, ...]:
+    return SLOTS if st.session_state.toy_compare else SLOTS[:1]
+
+
+def _step(kind: str) -> None:
+    """Button callback: one critic step, one generator step, or one full iteration."""
+    ss = st.session_state
+    trainers, lock = [ss.toy_trainers[s] for s in _active_slots()], ss.toy_lock
+    with lock:
+        for t in trainers:
+            with t.torch_threads():
+                {"critic": t.critic_step, "gen": t.generator_step,
+                 "iteration": t.iteration}[kind]()
+                t.record()
+
+
+def _reset() -> None:
+    ss = st.session_state
+    trainers, lock = list(ss.toy_trainers.values()), ss.toy_lock
+    with lock:
+        for t in trainers:
+            t.reset()
+    ss.toy_playing = False
+
+
+def _toggle_play() -> None:
+    st.session_state.toy_playing = not st.session_state.toy_playing
+
+
+def _options(options: list, value) -> list:
+    return sorted(set(options) | {value})  # a value set elsewhere stays selectable
+
+
+def sidebar_controls() -> None:
+    ss = st.session_state
+    with st.sidebar:
+        st.subheader("Data and models")
+        st.selectbox("Dataset", list(DATASETS), key=_key("dataset"),
+                     format_func=lambda k: DATASETS[k][1], on_change=_apply,
+                     args=(SLOTS, "dataset"))
+        st.select_slider("Hidden width", _options([32, 64, 128, 256, 512], ss.toy_hidden),
+                         key=_key("hidden"), on_change=_apply, args=(SLOTS, "hidden"),
+                         help="Changing it rebuilds both networks.")
+        st.slider("Hidden layers", 1, 5, key=_key("depth"), on_change=_apply,
+                  args=(SLOTS, "depth"))
+        st.slider("Noise dimension", 1, 16, key=_key("noise_dim"), on_change=_apply,
+                  args=(SLOTS, "noise_dim"), help="Rebuilds only the generator's first layer.")
+        st.select_slider("Batch size", _options(BATCH_OPTIONS, ss.toy_batch_size),
+                         key=_key("batch_size"), on_change=_apply, args=(SLOTS, "batch_size"))
+        st.number_input("Seed", 0, 2 ** 31 - 1, step=1, key=_key("seed"), on_change=_apply,
+                        args=(SLOTS, "seed"), help="A new seed starts over.")
+        st.subheader("Display")
+        st.toggle("Compare two loss types", key="toy_compare")
+        st.slider("Iterations per refresh", 1, 200, key="toy_speed",
+                  help="Each iteration: n_critic critic steps + 1 generator step.")
+        st.toggle("Critic heatmap", key="toy_heatmap")
+        st.toggle("Gradient arrows", key="toy_arrows")
+
+
+def slot_controls(slot: str) -> None:
+    ss = st.session_state
+
+    def k(field: str) -> str:
+        return _key(field, slot)
+
+    def args(field: str) -> tuple:
+        return ((slot,), field)
+
+    with st.expander("Hyperparameters", expanded=False):
+        st.selectbox("Loss", list(LOSSES), key=k("loss"), format_func=LOSS_NAMES.get,
+                     on_change=_apply, args=args("loss"),
+                     help="Switching takes that paper's optimizer and defaults.")
+        c1, c2 = st.columns(2)
+        c1.select_slider("Critic lr", _options(LR_OPTIONS, ss[k("lr_critic")]),
+                         key=k("lr_critic"), on_change=_apply, args=args("lr_critic"))
+        c2.select_slider("Generator lr", _options(LR_OPTIONS, ss[k("lr_gen")]),
+                         key=k("lr_gen"), on_change=_apply, args=args("lr_gen"))
+        st.slider("n_critic", 1, 20, key=k("n_critic"), on_change=_apply,
+                  args=args("n_critic"))
+        c1, c2 = st.columns(2)
+        c1.select_slider("Gradient penalty λ", _options(LAMBDA_OPTIONS, ss[k("gp_lambda")]),
+                         key=k("gp_lambda"), on_change=_apply, args=args("gp_lambda"),
+                         help="Applied whenever > 0, whatever the loss.")
+        c2.select_slider("Weight clip c", _options(CLIP_OPTIONS, ss[k("clip")]),
+                         key=k("clip"), on_change=_apply, args=args("clip"),
+                         help="Critic weights clamped to [-c, c] after each step; 0 = off.")
+
+
+def trainer_panel(slot: str) -> None:
+    t = st.session_state.toy_trainers[slot]
+    c = t.config
+    st.markdown(f"**{LOSS_NAMES[c.loss]}** · step {t.gen_steps} · "
+                f"critic steps {t.critic_steps}")
+    last = t.history[-1] if t.history else {}
+    if last and not all(np.isfinite(v) for v in last.values()):
+        st.warning("Training diverged (NaN or inf). Lower the learning rates, then Reset.")
+        return
+    if last:
+        m = st.columns(4)
+        m[0].metric("W estimate", f"{last.get('wgan/w_estimate', float('nan')):.3f}")
+        m[1].metric("‖∇D‖ mean", f"{last.get('wgan/grad_norm_mean', float('nan')):.2f}")
+        m[2].metric("critic loss", f"{last.get('loss/critic', float('nan')):.3f}")
+        if c.dataset == "8gaussians":
+            m[3].metric("modes covered", f"{modes_covered(t.sample(N_POINTS))}/8")
+    ss = st.session_state
+    main, curves = refresh_figures([t], ss.toy_heatmap, ss.toy_arrows)
+    st.plotly_chart(main, key=f"toy_fig_{slot}_main", config={"displayModeBar": False})
+    st.plotly_chart(curves, key=f"toy_fig_{slot}_curves", config={"displayModeBar": False})
+
+
+def live_panel() -> None:
+    """Trains `speed` iterations per refresh while playing, then redraws every view."""
+    ss = st.session_state
+    slots = _active_slots()
+    trainers, lock, speed, playing = ([ss.toy_trainers[s] for s in slots], ss.toy_lock,
+                                      ss.toy_speed, ss.toy_playing)
+    try:
+        # No session-state access (a yield point) between the trainers' runs, and the lock
+        # keeps an overlapping rerun from touching them until this refresh has drawn.
+        with lock:
+            if playing:
+                for t in trainers:
+                    t.run(speed)
+            for col, slot in zip(st.columns(len(slots)), slots):
+                with col:
+                    trainer_panel(slot)
+    except UserError as exc:
+        st.error(str(exc))
+
+
+def main() -> None:
+    st.set_page_config(layout="wide")
+    _init_state()
+    ss = st.session_state
+    st.title("Playground")
+    st.caption("GAN, WGAN and WGAN-GP on toy data, trained live on this machine's CPU. "
+               "Orange: real samples; green: generated; arrows: the critic's gradient at "
+               "generated points, the direction the generator moves them. Both start at "
+               "learning rate 1e-3 so the toy learns in seconds; switching a loss type restores "
+               "its paper's settings.")
+    sidebar_controls()
+    b = st.columns([1, 1, 1, 1, 1, 3])
+    b[0].button("⏸ Pause" if ss.toy_playing else "▶ Play", key="toy_play",
+                on_click=_toggle_play, type="primary", width="stretch")
+    b[1].button("Step critic", key="toy_step_critic", on_click=_step, args=("critic",),
+                width="stretch")
+    b[2].button("Step generator", key="toy_step_gen", on_click=_step, args=("gen",),
+                width="stretch")
+    b[3].button("Step iteration", key="toy_step_iteration", on_click=_step,
+                args=("iteration",), width="stretch")
+    b[4].button("Reset", key="toy_reset", on_click=_reset, width="stretch")
+    for note in ss.toy_notes:
+        st.toast(note)
+    ss.toy_notes = []
+    if ss.toy_error:
+        st.error(ss.toy_error)
+        ss.toy_error = None
+    for col, slot in zip(st.columns(len(_active_slots())), _active_slots()):
+        with col:
+            slot_controls(slot)
+    st.fragment(run_every=REFRESH_S if ss.toy_playing else None)(live_panel)()
+
+
+if __name__ == "__main__":  # Streamlit runs pages as __main__; the bench imports the builders
+    main()

@@ -1,0 +1,80 @@
+"""AppTest of pages/playground.py: loads, steps, plays one refresh, applies live settings."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "playground.py")
+
+
+@pytest.fixture(scope="module")
+def app():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny MLPs: a second thread only adds waiting on a busy CPU
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    yield at
+    torch.set_num_threads(before)
+
+
+def trainer(at, slot="a"):
+    return at.session_state["toy_trainers"][slot]
+
+
+def test_page_loads_without_exception(app):
+    assert not app.exception
+    assert not app.error
+    assert app.title[0].value == "Playground"
+    assert trainer(app).gen_steps == 0 and trainer(app, "b").config.loss == "gan"
+    assert len(app.get("plotly_chart")) == 4  # landscape + curves, for each of two trainers
+
+
+def test_step_buttons(app):
+    app.button(key="toy_step_critic").click().run()
+    assert (trainer(app).critic_steps, trainer(app).gen_steps) == (1, 0)
+    app.button(key="toy_step_gen").click().run()
+    assert trainer(app).gen_steps == 1
+    app.button(key="toy_step_iteration").click().run()
+    t = trainer(app)
+    assert t.gen_steps == 2 and t.critic_steps == 1 + t.config.n_critic
+    assert t.history and trainer(app, "b").gen_steps == 2  # both trainers step together
+    assert not app.exception
+
+
+def test_play_trains_one_refresh_then_pause(app):
+    app.slider(key="toy_speed").set_value(2).run()
+    before = trainer(app).gen_steps
+    app.button(key="toy_play").click().run()  # AppTest renders the fragment once, no timer
+    assert app.session_state["toy_playing"]
+    assert trainer(app).gen_steps == before + 2
+    assert app.button(key="toy_play").label.endswith("Pause")
+    app.button(key="toy_play").click().run()
+    assert not app.session_state["toy_playing"] and not app.exception
+
+
+def test_live_settings_reach_the_trainer(app):
+    app.select_slider(key="toy_a_lr_critic").set_value(1e-3).run()
+    assert trainer(app).opt_critic.param_groups[0]["lr"] == 1e-3
+    app.selectbox(key="toy_a_loss").set_value("wgan").run()
+    t = trainer(app)
+    assert t.config.clip == 0.01 and isinstance(t.opt_critic, torch.optim.RMSprop)
+    assert app.select_slider(key="toy_a_clip").value == 0.01  # widgets follow the new defaults
+    app.slider(key="toy_noise_dim").set_value(3).run()
+    assert trainer(app).generator[0].in_features == 3 == trainer(app, "b").generator[0].in_features
+    assert not app.exception
+
+
+def test_1d_dataset_and_reset(app):
+    app.selectbox(key="toy_dataset").set_value("gaussian-1d").run()
+    assert not app.exception and trainer(app).dim == 1
+    assert app.session_state["toy_noise_dim"] == 1
+    app.button(key="toy_step_iteration").click().run()
+    assert trainer(app).gen_steps == 1
+    app.button(key="toy_reset").click().run()
+    assert trainer(app).gen_steps == 0 and not app.exception
+
+
+def test_single_trainer_view(app):
+    app.toggle(key="toy_compare").set_value(False).run()
+    assert not app.exception and len(app.get("plotly_chart")) == 2
