@@ -1,0 +1,184 @@
+"""The augmentation ablation (`ablation`): the same classifier trained on real images only, real +
+Augmentor copies, and real + samples of WGAN-GP / GAN / WGAN-clip runs, at several fractions of
+the training patients with the same seeds and split; one table of test accuracy, macro-F1 and
+COVID-19 sensitivity, overall and by source."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from core.classifier import ClassifierConfig
+from core.classifier_train import ClassifierTrainConfig, train_classifier
+from core.config import add_arguments as add_config_arguments
+from core.config import override, save_json, to_dict
+from core.errors import UserError
+
+# Arm name -> the GAN loss whose runs feed it (None: no generated images).
+ARMS = {"real": None, "augmentor": None, "wgan-gp": "wgan-gp", "gan": "gan", "wgan-clip": "wgan"}
+ALIASES = {"wgan": "wgan-clip"}
+METRICS = ("accuracy", "macro_f1", "covid_sensitivity")
+
+
+def parse_runs(specs: list[str]) -> dict[str, list[str]]:
+    """`[ARM:][CLASS=]RUN_DIR` specs -> {arm: ["[CLASS=]RUN_DIR", ...]}. Without ARM the arm comes
+    from the run's generator checkpoint ("loss": gan / wgan / wgan-gp)."""
+    from core.checkpoint import read_meta
+    from core.gan_metrics import run_checkpoint
+
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        head, sep, rest = spec.partition(":")
+        arm = ALIASES.get(head, head) if sep and ALIASES.get(head, head) in ARMS else None
+        body = rest if arm else spec
+        if arm is None:
+            run = body.split("=", 1)[-1]
+            loss = read_meta(run_checkpoint(run)).get("loss")
+            arm = next((a for a, l in ARMS.items() if l == loss), None)
+            if arm is None:
+                raise UserError(f"cannot tell which arm GAN run {run} belongs to (its loss is "
+                                f"{loss!r}); write it as wgan-gp:{spec}, gan:{spec} or wgan-clip:{spec}")
+        if ARMS[arm] is None:
+            raise UserError(f"the {arm} arm takes no GAN runs ({spec})")
+        out.setdefault(arm, []).append(body)
+    return out
+
+
+def _rows(result: dict, arm: str, fraction: float, seed: int, split: str, summary: dict) -> list[dict]:
+    rows = []
+    for source, r in [("all", result)] + sorted((result.get("by_source") or {}).items()):
+        rows.append({"arm": arm, "fraction": fraction, "seed": seed, "split": split,
+                     "source": source, "n": r["n"],
+                     **{m: r.get(m) for m in METRICS},
+                     "n_train": summary["training_data"]["n_train_real"],
+                     "n_augmented": summary["training_data"]["n_augmented"],
+                     "n_synthetic": summary["training_data"]["n_synthetic"],
+                     "best_epoch": summary["best_epoch"], "seconds": summary["seconds"]})
+    return rows
+
+
+def run_ablation(data_config, model_config: ClassifierConfig, train_config: ClassifierTrainConfig,
+                 out_dir: str | Path, fractions=(0.25, 1.0), seeds=(0,),
+                 runs: dict[str, list[str]] | None = None, arms=tuple(ARMS),
+                 synthetic_per_class: int = 200, augment_config=None, progress=None) -> dict:
+    """Train every arm x fraction x seed into out_dir/<arm>-f<fraction>-s<seed>/ and collect the
+    held-out test metrics (val when there is no test split). The patient split is the same for
+    all (train_config.split_seed); a fraction keeps the same patients in every arm. An arm of
+    generated images without runs is skipped and listed in "skipped". Returns {"rows",
+    "skipped"} and writes ablation.csv, ablation.json and ablation.md in out_dir."""
+    from core.augment import AugmentConfig
+    from core.data import load_dataset
+    from core.runstore import RunStore
+
+    runs = runs or {}
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise UserError(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(data_config, progress)
+    rows, skipped = [], {}
+    for arm in arms:
+        if ARMS[arm] is not None and not runs.get(arm):
+            skipped[arm] = f"no {ARMS[arm]} GAN runs given (--runs {arm}:CLASS=RUN_DIR)"
+    todo = [(f, s, a) for f in fractions for s in seeds for a in arms if a not in skipped]
+    for i, (fraction, seed, arm) in enumerate(todo):
+        tc = replace(train_config, train_fraction=float(fraction), seed=int(seed),
+                     synthetic_runs=tuple(runs.get(arm, ())),
+                     synthetic_per_class=synthetic_per_class if ARMS[arm] else 0)
+        augment = None
+        if arm == "augmentor":
+            tc = replace(tc, balance="augment")
+            augment = augment_config or AugmentConfig()
+        name = f"{arm}-f{fraction:g}-s{seed}"
+        if progress:
+            progress(i / len(todo), f"training {name} ({i + 1}/{len(todo)})")
+        store = RunStore(out_dir / name, create=True)
+        summary = train_classifier(store, data_config, model_config, tc, augment, dataset=dataset)
+        if summary.get("state") != "finished":
+            raise UserError(f"ablation run {name} did not finish: {summary.get('reason')}")
+        evaluation = json.loads((store.path / "eval.json").read_text())
+        split = "test" if "test" in evaluation else "val"
+        rows += _rows(evaluation[split], arm, float(fraction), int(seed), split, summary)
+    table = pd.DataFrame(rows)
+    table.to_csv(out_dir / "ablation.csv", index=False)
+    save_json(out_dir / "ablation.json", {"rows": rows, "skipped": skipped,
+                                          "data": to_dict(data_config), "model": to_dict(model_config),
+                                          "train": to_dict(train_config), "runs": runs,
+                                          "synthetic_per_class": synthetic_per_class})
+    (out_dir / "ablation.md").write_text(markdown(table, skipped))
+    return {"rows": rows, "skipped": skipped, "out_dir": str(out_dir)}
+
+
+def markdown(table: pd.DataFrame, skipped: dict[str, str] | None = None) -> str:
+    """Mean (and spread over seeds) of each metric per arm, fraction and source, as markdown."""
+    def pct(values: pd.Series) -> str:
+        v = values.dropna()
+        if v.empty:
+            return "n/a"
+        return f"{100 * v.mean():.1f}%" + (f" ± {100 * v.std(ddof=0):.1f}" if len(v) > 1 else "")
+
+    lines = []
+    if not table.empty:
+        lines += ["| arm | train fraction | source | n test | accuracy | macro-F1 | COVID-19 sensitivity |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        order = {a: i for i, a in enumerate(ARMS)}
+        groups = table.groupby(["fraction", "arm", "source"], sort=False)
+        keys = sorted(groups.groups, key=lambda k: (k[0], order.get(k[1], 99), k[2] != "all", k[2]))
+        for fraction, arm, source in keys:
+            g = groups.get_group((fraction, arm, source))
+            lines.append(f"| {arm} | {fraction:g} | {source} | {int(g['n'].iloc[0])} | "
+                         f"{pct(g['accuracy'])} | {pct(g['macro_f1'])} | "
+                         f"{pct(g['covid_sensitivity'])} |")
+    for arm, why in (skipped or {}).items():
+        lines.append(f"\n{arm}: skipped, {why}.")
+    return "\n".join(lines) + "\n"
+
+
+# ---- `python -m core ablation` ------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from core.data import DataConfig
+
+    parser.add_argument("--data", required=True, help="data source")
+    parser.add_argument("--fractions", default="0.25,1.0", help="training-patient fractions")
+    parser.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2")
+    parser.add_argument("--arms", default=",".join(ARMS), help="arms to run")
+    parser.add_argument("--runs", nargs="*", default=[], metavar="[ARM:][CLASS=]RUN_DIR",
+                        help="GAN runs for the generated arms (wgan-gp, gan, wgan-clip)")
+    parser.add_argument("--augment", metavar="CONFIG.json", help="Augmentor settings for that arm")
+    # --synthetic-per-class (generated images per GAN run's class) defaults to 200 here.
+    parser.add_argument("--out", help="output folder (default: a new run dir under runs/)")
+    add_config_arguments(parser, ClassifierConfig)
+    add_config_arguments(parser, ClassifierTrainConfig)
+    add_config_arguments(parser, DataConfig, prefix="data_")
+
+
+def main(args: argparse.Namespace) -> int:
+    from core.classifier_train import _augment_from_arg
+    from core.data import DataConfig
+    from core.runstore import new_run_dir
+
+    try:
+        fractions = [float(x) for x in args.fractions.split(",") if x]
+        seeds = [int(x) for x in args.seeds.split(",") if x]
+    except ValueError:
+        raise UserError("--fractions and --seeds take comma-separated numbers") from None
+    arms = [ALIASES.get(a.strip(), a.strip()) for a in args.arms.split(",") if a.strip()]
+    model_config = override(ClassifierConfig(), args)
+    data_config = replace(override(DataConfig(), args, prefix="data_"), source=args.data,
+                          size=model_config.size)
+    train_config = override(ClassifierTrainConfig(), args)
+    out = Path(args.out) if args.out else new_run_dir("ablation")
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"[{fraction:4.0%}] {message}", flush=True)
+
+    result = run_ablation(data_config, model_config, train_config, out, fractions, seeds,
+                          parse_runs(args.runs), arms, train_config.synthetic_per_class or 200,
+                          _augment_from_arg(args.augment), progress)
+    print((Path(result["out_dir"]) / "ablation.md").read_text())
+    return 0

@@ -1,0 +1,398 @@
+"""Classifier training (`train-classifier`): patient-level train/val(/test) split, Augmentor copies
+and GAN samples added to training only, class balancing, early stopping on validation loss,
+per-epoch metrics into the run store, temperature scaling and OOD statistics saved with the
+best checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.classifier import (
+    ClassifierConfig,
+    build_classifier,
+    ood_features,
+    save_classifier,
+)
+from core.config import add_arguments as add_config_arguments
+from core.config import from_dict, override, save_json, to_dict
+from core.errors import UserError
+
+BALANCE = ("weights", "augment", "none")
+
+
+@dataclass
+class ClassifierTrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3                 # Adam, as in the report
+    weight_decay: float = 0.0
+    patience: int = 6                # early stopping: epochs without a lower validation loss
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15      # held out for `evaluate`; never seen in training
+    split_seed: int = 0              # the patient split; keep it fixed across compared runs
+    train_fraction: float = 1.0      # use this share of the training patients (the ablation)
+    seed: int = 0                    # initialisation, shuffling, augmentation, GAN sampling
+    balance: str = "weights"         # weights: inverse-frequency loss weights; augment: Augmentor
+                                     # copies up to the largest class; none
+    augment_per_class: int = 0       # with an augment config: grow each class to this many
+                                     # training images (0: to the largest class)
+    synthetic_runs: tuple[str, ...] = ()  # GAN runs, "CLASS=RUN_DIR" or "RUN_DIR"
+    synthetic_per_class: int = 0     # generated images added per named class
+    lr_schedule: str = "cosine"      # constant | cosine (decay to 0 over `epochs`)
+    jitter_shift: float = 0.05       # on-the-fly random translation, fraction of the image size
+    jitter_rotate: float = 5.0       # on-the-fly random rotation, degrees
+    jitter_scale: float = 0.05       # on-the-fly random zoom, +- fraction
+    device: str = "auto"
+    threads: int = 0                 # torch CPU threads (0: torch's default)
+
+
+def _subsample_patients(dataset, idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """About `fraction` of the patients behind `idx` (at least one per class), stratified by each
+    patient's first label, so every ablation arm at one fraction sees the same images."""
+    if fraction >= 1.0:
+        return idx
+    if not 0 < fraction < 1:
+        raise UserError(f"train_fraction must be in (0, 1], not {fraction}")
+    patients = np.array(dataset.patients)[idx]
+    first: dict[str, int] = {}
+    for p, y in zip(patients, dataset.labels[idx]):
+        first.setdefault(p, int(y))
+    rng = np.random.default_rng([seed, 7919])
+    keep = set()
+    for k in sorted(set(first.values())):
+        group = sorted(p for p, y in first.items() if y == k)
+        n = max(1, int(round(fraction * len(group))))
+        keep.update(rng.permutation(group)[:n].tolist())
+    return idx[np.isin(patients, list(keep))]
+
+
+def jitter(x: torch.Tensor, tc: ClassifierTrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random small affine jitter of a training batch (N, C, S, S), one draw per image, edges
+    replicated: translation up to jitter_shift * S, rotation up to jitter_rotate degrees, zoom
+    up to 1 +- jitter_scale. No flips (a mirrored chest puts the heart on the wrong side)."""
+    if not (tc.jitter_shift or tc.jitter_rotate or tc.jitter_scale):
+        return x
+    n = len(x)
+    u = torch.rand(n, 4, generator=generator).to(x.device) * 2 - 1          # (N, 4) in [-1, 1]
+    angle = u[:, 0] * math.radians(tc.jitter_rotate)
+    scale = 1 + u[:, 1] * tc.jitter_scale
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * tc.jitter_shift], 1),
+                         torch.stack([sin, cos, u[:, 3] * 2 * tc.jitter_shift], 1)], 1)  # (N, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _parse_synthetic(spec: str) -> tuple[str | None, str]:
+    if "=" in spec:
+        cls, run = spec.split("=", 1)
+        return cls.strip(), run.strip()
+    return None, spec.strip()
+
+
+def _synthetic_items(specs, per_class: int, size: int, classes: list[str], seed: int, progress):
+    """An ImageDataset of `per_class` generated images per GAN run, metas marked synthetic."""
+    from core.data import ImageDataset
+    from core.gan_metrics import sample_run
+
+    parts = []
+    for j, spec in enumerate(specs):
+        cls, run = _parse_synthetic(spec)
+        images, meta, run_cls = sample_run(run, per_class, seed=seed + 1000 * j, size=size)
+        cls = cls or run_cls
+        if cls is None:
+            raise UserError(f"GAN run {run} does not say which class it was trained on; give it "
+                            f"as CLASS={run}")
+        if cls not in classes:
+            raise UserError(f"synthetic class {cls!r} is not one of {', '.join(classes)}")
+        name = Path(run).name
+        metas = [{"synthetic": True, "source": f"synthetic:{name}", "gan_run": str(run),
+                  "gan_loss": meta.get("loss"), "patient": f"synthetic:{name}:{i}",
+                  "file": f"{name}#{i}"} for i in range(len(images))]
+        parts.append(ImageDataset(images, np.full(len(images), classes.index(cls)), classes, metas))
+        if progress:
+            progress(0.0, f"generated {len(images)} {cls} images from {name}")
+    return parts
+
+
+def train_classifier(store, data_config, model_config: ClassifierConfig,
+                     train_config: ClassifierTrainConfig, augment_config=None,
+                     progress: Callable[[float, str], None] | None = None,
+                     dataset=None) -> dict:
+    """Train into the run directory of `store` (a RunStore); returns a summary dict.
+
+    Writes config.json, status (+ heartbeat), per-epoch "train/loss", "train/acc", "val/loss",
+    "val/acc" metrics, RUN/checkpoints/best.safetensors (lowest validation loss, with the fitted
+    temperature and OOD statistics in its meta) and latest.safetensors, and RUN/eval.json (val
+    and test metrics of the best model). Honours control.json "stop" and "paused". `dataset`
+    may pass an already loaded ImageDataset for `data_config` (the ablation loads once).
+    """
+    from core.augment import AugmentConfig, balance
+    from core.data import load_dataset, split_by_patient
+    from core.device import describe, pick_device
+    from core.evaluate import evaluate, fit_temperature, predict_logits
+    from core.predict import OOD_PERCENTILE, fit_ood, ood_distance, ood_threshold
+
+    tc = train_config
+    if tc.balance not in BALANCE:
+        raise UserError(f"balance must be one of {', '.join(BALANCE)}, not {tc.balance!r}")
+    if tc.lr_schedule not in ("constant", "cosine"):
+        raise UserError(f"lr_schedule must be constant or cosine, not {tc.lr_schedule!r}")
+    if tc.balance == "augment" and augment_config is None:
+        augment_config = AugmentConfig()
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    t_start = time.time()
+    store.write_config({"command": "train-classifier", "data": to_dict(data_config),
+                        "model": to_dict(model_config), "train": to_dict(tc),
+                        "augment": to_dict(augment_config) if augment_config else None})
+    store.set_status("running", step=0, total_steps=tc.epochs, device=describe(device),
+                     phase="loading data")
+    try:
+        if dataset is None:
+            dataset = load_dataset(data_config, progress)
+        classes = list(dataset.classes)
+        mc = replace(model_config, size=dataset.size, channels=int(dataset.images.shape[1]),
+                     n_classes=len(classes))
+        parts = split_by_patient(dataset, tc.val_fraction, tc.test_fraction, tc.split_seed)
+        train_idx = _subsample_patients(dataset, parts["train"], tc.train_fraction, tc.split_seed)
+        val_idx = parts["val"]
+        if len(val_idx) == 0:
+            raise UserError("the validation split is empty; early stopping and calibration need "
+                            "one (raise val_fraction or add patients)")
+
+        # Training set: real training items, then Augmentor copies, then GAN samples.
+        if augment_config is not None:
+            counts = np.bincount(dataset.labels[train_idx], minlength=len(classes))
+            per_class = tc.augment_per_class or int(counts.max())
+            train_ds = balance(dataset, per_class, augment_config, seed=tc.seed, indices=train_idx,
+                               progress=progress)
+        else:
+            train_ds = dataset.subset(train_idx)
+        if tc.synthetic_runs and tc.synthetic_per_class > 0:
+            for part in _synthetic_items(tc.synthetic_runs, tc.synthetic_per_class, dataset.size,
+                                         classes, tc.seed, progress):
+                train_ds = train_ds.concat(part)
+        counts = np.bincount(train_ds.labels, minlength=len(classes))
+        n_aug = sum(bool(m.get("augmented")) for m in train_ds.metas)
+        n_syn = sum(bool(m.get("synthetic")) for m in train_ds.metas)
+        real = not all(str(m.get("source", "")) == "phantom" for m in dataset.metas)
+        meta = {
+            "classes": classes,
+            "data": to_dict(data_config),
+            "train": to_dict(tc),
+            "augment": to_dict(augment_config) if augment_config else None,
+            "split": {"seed": tc.split_seed, "val_fraction": tc.val_fraction,
+                      "test_fraction": tc.test_fraction, "train_fraction": tc.train_fraction},
+            "training_data": {"source": data_config.source, "real": real,
+                              "counts": {c: int(n) for c, n in zip(classes, counts)},
+                              "n_train_real": int(len(train_idx)), "n_augmented": n_aug,
+                              "n_synthetic": n_syn, "n_val": int(len(val_idx)),
+                              "n_test": int(len(parts.get("test", [])))},
+            "temperature": 1.0,
+        }
+
+        x_train = train_ds.tensor().to(device)                 # (N, C, S, S) in [-1, 1]
+        y_train = torch.from_numpy(train_ds.labels).to(device)
+        x_val = dataset.subset(val_idx).tensor()
+        y_val = torch.from_numpy(dataset.labels[val_idx])
+        weight = None
+        if tc.balance == "weights":
+            w = len(y_train) / (len(classes) * np.maximum(counts, 1))
+            weight = torch.tensor(w, dtype=torch.float32, device=device)
+
+        torch.manual_seed(tc.seed)
+        model = build_classifier(mc).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        steps_per_epoch = -(-len(y_train) // tc.batch_size)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.epochs * steps_per_epoch) \
+            if tc.lr_schedule == "cosine" else None
+        shuffle = torch.Generator().manual_seed(tc.seed)
+        ckpt_dir = store.checkpoints_dir
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        best = {"loss": float("inf"), "epoch": 0, "state": None}
+        stale, stop_reason, epoch = 0, None, 0
+        store.set_status("running", step=0, total_steps=tc.epochs, phase="training",
+                         n_train=int(len(y_train)), n_val=int(len(y_val)))
+
+        for epoch in range(1, tc.epochs + 1):
+            t0 = time.time()
+            model.train()
+            perm = torch.randperm(len(y_train), generator=shuffle).to(device)
+            loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+            for b in range(0, len(perm), tc.batch_size):
+                control = store.poll_control()
+                if control.get("stop"):
+                    stop_reason = "stopped by the user"
+                if control.get("paused") and not stop_reason:
+                    store.set_status("paused", reason="paused by the user", step=epoch - 1)
+                    while not stop_reason:
+                        time.sleep(0.5)
+                        store.heartbeat(epoch - 1, force=True)
+                        control = store.poll_control()
+                        if control.get("stop"):
+                            stop_reason = "stopped by the user"
+                        if control.get("paused") is False:
+                            store.set_status("running", step=epoch - 1)
+                            break
+                if stop_reason:
+                    break
+                i = perm[b:b + tc.batch_size]
+                logits = model(jitter(x_train[i], tc, shuffle))
+                loss = F.cross_entropy(logits, y_train[i], weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                loss_sum += loss.detach() * len(i)
+                correct += (logits.argmax(1) == y_train[i]).sum()
+                store.heartbeat(epoch - 1)
+            if stop_reason:
+                break
+            val_logits = predict_logits(model, x_val)
+            val_loss = float(F.cross_entropy(val_logits, y_val))
+            val_acc = float((val_logits.argmax(1) == y_val).float().mean())
+            metrics = {"train/loss": float(loss_sum) / len(y_train),
+                       "train/acc": float(correct) / len(y_train),
+                       "val/loss": val_loss, "val/acc": val_acc, "time/epoch_s": time.time() - t0}
+            store.log_metrics(epoch, metrics)
+            if val_loss < best["loss"]:
+                best = {"loss": val_loss, "epoch": epoch, "acc": val_acc,
+                        "state": copy.deepcopy(model.state_dict())}
+                stale = 0
+                save_classifier(ckpt_dir / "best.safetensors", model,
+                                {**meta, "epoch": epoch, "val_loss": val_loss, "val_acc": val_acc,
+                                 "final": False})
+            else:
+                stale += 1
+            save_classifier(ckpt_dir / "latest.safetensors", model,
+                            {**meta, "epoch": epoch, "val_loss": val_loss, "val_acc": val_acc,
+                             "final": False})
+            store.heartbeat(epoch, force=True)
+            if progress:
+                progress(epoch / tc.epochs, f"epoch {epoch}/{tc.epochs}: val loss {val_loss:.3f}, "
+                                            f"val acc {val_acc:.1%}")
+            if stale >= tc.patience:
+                stop_reason = f"early stopping: no lower validation loss for {tc.patience} epochs"
+                break
+
+        if best["state"] is None:
+            store.set_status("stopped", reason=stop_reason or "no epoch finished")
+            return {"run_dir": str(store.path), "state": "stopped", "reason": stop_reason}
+
+        # Best model: temperature on validation, OOD statistics on the real training images
+        # (no GAN samples) with the threshold from the validation distances.
+        store.set_status("running", phase="calibrating", step=epoch)
+        model.load_state_dict(best["state"])
+        val_logits = predict_logits(model, x_val)
+        temperature = fit_temperature(val_logits, y_val)
+        keep = np.array([not m.get("synthetic") for m in train_ds.metas])
+        feats = ood_features(model, x_train[torch.from_numpy(keep).to(device)])
+        ood = fit_ood(feats, train_ds.labels[keep], len(classes))
+        val_dist = ood_distance(ood_features(model, x_val.to(device)), ood)
+        meta.update(temperature=temperature, epoch=best["epoch"], val_loss=best["loss"],
+                    val_acc=best["acc"], final=True,
+                    ood={"method": "mahalanobis", "percentile": OOD_PERCENTILE,
+                         "threshold": ood_threshold(val_dist), "fitted_on": "train",
+                         "threshold_on": "val",
+                         "val_distance_median": float(val_dist.median())})
+        save_classifier(ckpt_dir / "best.safetensors", model, meta, ood=ood)
+
+        cpu_model = model.cpu()
+        results = {"val": evaluate(cpu_model, meta, dataset, val_idx)}
+        if len(parts.get("test", [])):
+            results["test"] = evaluate(cpu_model, meta, dataset, parts["test"])
+        save_json(store.path / "eval.json", results)
+        final = {f"{split}/{k}": results[split][k] for split in results
+                 for k in ("accuracy", "macro_f1", "ece", "ece_scaled")
+                 if results[split].get(k) is not None}
+        store.log_metrics(best["epoch"], final)
+        seconds = time.time() - t_start
+        reason = stop_reason or f"finished {tc.epochs} epochs"
+        store.log_event(epoch, "finished", {"reason": reason, "best_epoch": best["epoch"]})
+        store.set_status("stopped" if stop_reason == "stopped by the user" else "finished",
+                         reason=reason, step=epoch, best_epoch=best["epoch"], seconds=seconds,
+                         phase="done")
+        return {"run_dir": str(store.path), "state": "finished", "reason": reason,
+                "best_epoch": best["epoch"], "epochs_run": epoch, "seconds": seconds,
+                "temperature": temperature, "training_data": meta["training_data"],
+                "val": {k: results["val"][k] for k in ("accuracy", "macro_f1")},
+                "test": {k: results["test"][k] for k in ("accuracy", "macro_f1",
+                                                         "covid_sensitivity")
+                         if k in results["test"]} if "test" in results else None,
+                "checkpoint": str(ckpt_dir / "best.safetensors")}
+    except Exception as exc:
+        store.set_status("failed", reason=str(exc) if isinstance(exc, UserError)
+                         else f"{type(exc).__name__}: {exc}")
+        raise
+
+
+# ---- `python -m core train-classifier` ----------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from core.data import DataConfig
+
+    parser.add_argument("--data", help="data source (phantom, phantom:N, a folder, ...)")
+    parser.add_argument("--run-dir", help="run directory (default: a new one under runs/)")
+    parser.add_argument("--augment", metavar="CONFIG.json",
+                        help="Augmentor settings (an AugmentConfig JSON file, or 'default')")
+    parser.add_argument("--synthetic", action="append", default=[], metavar="[CLASS=]RUN_DIR",
+                        help="add samples of a GAN run (repeatable); a plain RUN_DIR must be a "
+                             "run trained on one class")
+    add_config_arguments(parser, ClassifierConfig)
+    add_config_arguments(parser, ClassifierTrainConfig)
+    add_config_arguments(parser, DataConfig, prefix="data_")
+
+
+def _augment_from_arg(value: str | None):
+    from core.augment import AugmentConfig
+
+    if not value:
+        return None
+    if value == "default":
+        return AugmentConfig()
+    try:
+        return from_dict(AugmentConfig, json.loads(Path(value).read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read the augmentation config {value}: {exc}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    from core.data import DataConfig
+    from core.runstore import RunStore, new_run_dir
+
+    data_config = override(DataConfig(), args, prefix="data_")
+    if args.data:
+        data_config = replace(data_config, source=args.data)
+    model_config = override(ClassifierConfig(), args)
+    if args.size is None and args.data_size is not None:
+        model_config = replace(model_config, size=args.data_size)
+    data_config = replace(data_config, size=model_config.size)
+    train_config = override(ClassifierTrainConfig(), args)
+    if args.synthetic:
+        train_config = replace(train_config,
+                               synthetic_runs=tuple(train_config.synthetic_runs) + tuple(args.synthetic))
+    if train_config.synthetic_runs and not train_config.synthetic_per_class:
+        raise UserError("--synthetic needs --synthetic-per-class N (generated images per class)")
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir("classifier")
+    store = RunStore(run_dir, create=True)
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"[{fraction:4.0%}] {message}", flush=True)
+
+    summary = train_classifier(store, data_config, model_config, train_config,
+                               _augment_from_arg(args.augment), progress)
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -1,0 +1,156 @@
+"""core/classifier_train.py: a 2-epoch run into a tmp run dir (finite metrics, checkpoints,
+calibration and OOD meta), patient-level split with augmentation and GAN samples only in
+training, early stopping, the stop signal, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from core import __main__ as cli
+from core.classifier import ClassifierConfig, load_classifier
+from core.classifier_train import (
+    ClassifierTrainConfig,
+    _parse_synthetic,
+    train_classifier,
+)
+from core.data import DataConfig, ImageDataset
+from core.errors import UserError
+from core.runstore import RunStore
+
+TINY = ClassifierConfig(size=32, width=0.25)
+
+
+def toy_dataset(n_per_class=12, size=32, seed=0, patients_per=2):
+    """Three separable classes (dark / mid / bright discs), two images per patient."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 4) ** 2
+    images, labels, metas = [], [], []
+    for k, cls in enumerate(["COVID-19", "NORMAL", "PNEUMONIA"]):
+        for i in range(n_per_class):
+            img = rng.integers(0, 40, (size, size)).astype(np.float64)
+            img[disc] += 60 + 70 * k
+            images.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(k)
+            metas.append({"patient": f"{cls}-{i // patients_per}", "source": f"src{k % 2}"})
+    return ImageDataset(np.stack(images), np.array(labels), ["COVID-19", "NORMAL", "PNEUMONIA"],
+                        metas, name="toy")
+
+
+def test_two_epochs(tmp_path):
+    store = RunStore(tmp_path / "run", create=True)
+    ds = toy_dataset()
+    summary = train_classifier(store, DataConfig(source="toy", size=32), TINY,
+                               ClassifierTrainConfig(epochs=2, batch_size=8, patience=5),
+                               dataset=ds)
+    assert summary["state"] == "finished" and summary["epochs_run"] == 2
+    wide = store.metrics_wide()
+    for name in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert name in wide.columns
+        assert wide[name].dropna().size == 2
+        assert all(math.isfinite(v) for v in wide[name].dropna())
+    assert store.status()["state"] == "finished"
+    assert json.loads((store.path / "config.json").read_text())["train"]["epochs"] == 2
+
+    model, meta = load_classifier(store.checkpoints_dir / "best.safetensors")
+    assert meta["final"] and meta["classes"] == ds.classes
+    assert meta["temperature"] > 0
+    assert meta["ood"]["threshold"] > 0
+    d = meta["ood_tensors"]["means"].shape[1]
+    assert d > model.num_features  # pooled conv activations + penultimate features
+    assert meta["ood_tensors"]["precision"].shape == (d, d)
+    assert meta["training_data"]["real"] is True  # not a phantom source
+    assert (store.checkpoints_dir / "latest.safetensors").is_file()
+    ev = json.loads((store.path / "eval.json").read_text())
+    assert ev["val"]["n"] == meta["training_data"]["n_val"]
+
+
+def test_split_is_by_patient_and_extras_only_train(tmp_path, monkeypatch):
+    """Augmented copies and GAN samples go to training; no val/test patient is trained on."""
+    import core.classifier_train as ct
+
+    ds = toy_dataset(n_per_class=12)
+    seen = {}
+    real_concat = ImageDataset.concat
+
+    def spy(self, other):  # record the final training set
+        out = real_concat(self, other)
+        seen["train"] = out
+        return out
+
+    monkeypatch.setattr(ImageDataset, "concat", spy)
+
+    def fake_synth(specs, per_class, size, classes, seed, progress):
+        imgs = np.full((per_class, 1, size, size), 200, np.uint8)
+        metas = [{"synthetic": True, "patient": f"syn{i}", "source": "synthetic:x"}
+                 for i in range(per_class)]
+        return [ImageDataset(imgs, np.zeros(per_class, int), classes, metas)]
+
+    monkeypatch.setattr(ct, "_synthetic_items", fake_synth)
+    from core.augment import AugmentConfig
+    store = RunStore(tmp_path / "run", create=True)
+    cfg = ClassifierTrainConfig(epochs=1, batch_size=8, synthetic_runs=("COVID-19=x",),
+                                synthetic_per_class=5, augment_per_class=12)
+    train_classifier(store, DataConfig(source="toy", size=32), TINY, cfg,
+                     augment_config=AugmentConfig(), dataset=ds)
+    _, meta = load_classifier(store.checkpoints_dir / "best.safetensors")
+    td = meta["training_data"]
+    assert td["n_synthetic"] == 5 and td["n_augmented"] > 0
+    train = seen["train"]
+    from core.data import split_by_patient
+    parts = split_by_patient(ds, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    held = {ds.patients[i] for i in np.concatenate([parts["val"], parts["test"]])}
+    assert held and not held & set(train.patients)
+    assert sum(bool(m.get("synthetic")) for m in train.metas) == 5
+
+
+def test_early_stopping_and_fraction(tmp_path):
+    store = RunStore(tmp_path / "run", create=True)
+    summary = train_classifier(store, DataConfig(source="toy", size=32), TINY,
+                               ClassifierTrainConfig(epochs=50, batch_size=8, patience=1, lr=0.05,
+                                                     train_fraction=0.5),
+                               dataset=toy_dataset())
+    assert summary["epochs_run"] < 50 and "early stopping" in summary["reason"]
+    assert summary["training_data"]["n_train_real"] < 24  # half of ~24 training images
+
+
+def test_stop_signal(tmp_path):
+    store = RunStore(tmp_path / "run", create=True)
+    store.send_control(stop=True)
+    summary = train_classifier(store, DataConfig(source="toy", size=32), TINY,
+                               ClassifierTrainConfig(epochs=3, batch_size=8), dataset=toy_dataset())
+    assert summary["state"] == "stopped"
+    assert store.status()["state"] == "stopped"
+
+
+def test_bad_balance_fails_cleanly(tmp_path):
+    store = RunStore(tmp_path / "run", create=True)
+    with pytest.raises(UserError):
+        train_classifier(store, DataConfig(), TINY, ClassifierTrainConfig(balance="oversample"),
+                         dataset=toy_dataset())
+
+
+def test_parse_synthetic():
+    assert _parse_synthetic("COVID-19=runs/a") == ("COVID-19", "runs/a")
+    assert _parse_synthetic("runs/a") == (None, "runs/a")
+
+
+def test_cli_phantom(tmp_path, capsys):
+    run = tmp_path / "cli"
+    rc = cli.main(["train-classifier", "--data", "phantom:8", "--size", "32", "--width", "0.25",
+                   "--epochs", "1", "--batch-size", "8", "--run-dir", str(run)])
+    assert rc == 0
+    assert '"state": "finished"' in capsys.readouterr().out
+    _, meta = load_classifier(run / "checkpoints" / "best.safetensors")
+    assert meta["training_data"]["real"] is False and meta["data"]["source"] == "phantom:8"
+    assert meta["model"]["size"] == 32
+
+
+def test_cli_synthetic_needs_count(tmp_path):
+    rc = cli.main(["train-classifier", "--data", "phantom:4", "--synthetic", "x", "--run-dir",
+                   str(tmp_path / "r")])
+    assert rc == 2
