@@ -5,7 +5,6 @@ count, redraw frames per second (the plotly figures of one refresh), and a WGAN-
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -16,18 +15,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.losses import LOSSES
-from core.toy import ToyConfig, ToyTrainer, modes_covered
-
-
-def load_page():
-    """pages/playground.py as a module; its page body runs only as __main__, so this just
-    defines the figure builders."""
-    path = ROOT / "pages" / "playground.py"
-    spec = importlib.util.spec_from_file_location("playground_page", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from core.losses import LOSSES  # noqa: E402
+from core.toy import ToyConfig, ToyTrainer, modes_covered  # noqa: E402
+from ui import toy_plots  # noqa: E402
 
 
 def timed(fn, seconds: float) -> tuple[int, float, float]:
@@ -69,25 +59,24 @@ def main() -> int:
             print(f"{threads:>7} {loss:>8} {wall:>8.0f} {cpu:>10.0f} {loop:>8.0f}", flush=True)
 
     torch.set_num_threads(1)
-    page = load_page()
     trainers = [ToyTrainer(ToyConfig(loss="wgan-gp")), ToyTrainer(ToyConfig(loss="gan"))]
     for t in trainers:
         t.run(20)  # some history for the curves
     print(f"\nredraw, two trainers side by side (4 figures: heatmap+contours, 512+512 points, "
-          f"{page.N_ARROWS} arrows, curves), 1 thread:   per wall-s  per CPU-s")
+          f"{toy_plots.N_ARROWS} arrows, curves), 1 thread:   per wall-s  per CPU-s")
 
     def report(label, fn):
         n, wall, cpu = timed(fn, args.seconds)
         print(f"  {label:<52} {n / wall:8.1f} {n / cpu:10.1f}", flush=True)
 
-    report("build figures (frames/s)", lambda: page.refresh_figures(trainers))
+    report("build figures (frames/s)", lambda: toy_plots.refresh_figures(trainers))
     report("build + JSON, as st.plotly_chart sends (frames/s)",
-           lambda: [f.to_json() for f in page.refresh_figures(trainers)])
+           lambda: [f.to_json() for f in toy_plots.refresh_figures(trainers)])
 
     def refresh():  # what one live refresh does: 10 iterations each, then redraw
         for t in trainers:
             t.run(10)
-        [f.to_json() for f in page.refresh_figures(trainers)]
+        [f.to_json() for f in toy_plots.refresh_figures(trainers)]
     report("live refresh: 10 iterations x 2 + redraw (/s)", refresh)
 
     if args.coverage_seeds:
