@@ -37,6 +37,14 @@ class DataConfig:
     # Keep only these classes (empty = all). A GAN for augmentation is trained on one class,
     # e.g. ("COVID-19",), as the report did for the minority class.
     classes: tuple[str, ...] = ()
+    # Keep only one part of the patient-level split ("train", "val" or "test"; empty = all). The
+    # fractions and seed default to train-classifier's, so a GAN trained with split="train"
+    # never sees the classifier's validation or test patients (its samples may then be added to
+    # the classifier's training set without leaking them).
+    split: str = ""
+    split_val_fraction: float = 0.15
+    split_test_fraction: float = 0.15
+    split_seed: int = 0
     seed: int = 0
 
 
@@ -495,6 +503,13 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None) -> 
     if isinstance(config, str):
         config = DataConfig(source=config)
     dataset = _load_source(config, progress)
+    if config.split:  # before the class filter: the split is defined on the whole source
+        parts = split_by_patient(dataset, config.split_val_fraction, config.split_test_fraction,
+                                 config.split_seed)
+        if config.split not in parts:
+            raise UserError(f"split must be one of {', '.join(parts)} (or empty for all), "
+                            f"not {config.split!r}")
+        dataset = dataset.subset(parts[config.split])
     return select_classes(dataset, config.classes) if config.classes else dataset
 
 

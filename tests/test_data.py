@@ -406,3 +406,18 @@ def test_class_filter_keeps_only_chosen_classes_renumbered():
     with pytest.raises(UserError, match="not in this data"):
         select_classes(ds, ("Lung_Opacity",))
     assert DataConfig().classes == ()  # empty filter = all classes
+
+
+def test_split_option_keeps_only_training_patients_of_the_classifier_split():
+    # What a GAN for augmentation trains on (`--data-split train`): exactly the training part of
+    # the split train-classifier makes with the same fractions and seed, so no validation or test
+    # patient reaches the classifier through GAN samples.
+    full = load_dataset(DataConfig(source="phantom:12", size=32))
+    parts = split_by_patient(full, 0.15, 0.15, 0)
+    train = load_dataset(DataConfig(source="phantom:12", size=32, split="train"))
+    assert sorted(m["patient"] for m in train.metas) == sorted(full.metas[i]["patient"] for i in parts["train"])
+    covid = load_dataset(DataConfig(source="phantom:12", size=32, split="train", classes=("COVID-19",)))
+    held_out = {full.metas[i]["patient"] for i in np.concatenate([parts["val"], parts["test"]])}
+    assert covid.classes == ["COVID-19"] and not held_out & {m["patient"] for m in covid.metas}
+    with pytest.raises(UserError, match="split must be one of"):
+        load_dataset(DataConfig(source="phantom:12", size=32, split="holdout"))
