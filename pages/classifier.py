@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from core import CLASSES
 from core.augment import AugmentConfig
@@ -18,76 +16,12 @@ from core.classifier import ARCHS
 from core.config import to_dict
 from core.data import DataConfig
 from core.runstore import RunStore, list_runs, runs_root
-from ui import cache, jobs, state
+from ui import cache, jobs, plots, state
 from ui.errors import attempt, log
 
 ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)", "resnet": "Small ResNet (from scratch)"}
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 NONE = "(none)"
-
-
-# ---- private helpers (to move into ui/cache.py and ui/plots.py) ----------------------------------
-@st.cache_data(max_entries=64, show_spinner=False)
-def _read_json(path: str, mtime_ns: int) -> dict:
-    """A run's eval.json / ablation.json, re-read when the file changes."""
-    return json.loads(Path(path).read_text())
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _read_csv(path: str, mtime_ns: int) -> pd.DataFrame:
-    return pd.read_csv(path)
-
-
-def _curves_figure(wide: pd.DataFrame) -> go.Figure:
-    """Loss and accuracy per epoch, train and validation (wide: index epoch, CURVES columns)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["Loss", "Accuracy"], horizontal_spacing=0.08)
-    for col, (name, color, dash) in enumerate([("train", "#4c78a8", None), ("val", "#f58518", "dot")]):
-        for panel, metric in ((1, "loss"), (2, "acc")):
-            key = f"{name}/{metric}"
-            if key in wide:
-                fig.add_trace(go.Scatter(x=wide.index, y=wide[key], mode="lines+markers",
-                                         name=name if name == "train" else "validation",
-                                         legendgroup=name, showlegend=panel == 1,
-                                         line=dict(color=color, dash=dash)), row=1, col=panel)
-    n = int(wide.index.max()) if len(wide) else 1
-    fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, -(-n // 10)))  # whole epochs
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), uirevision="keep",
-                      template="plotly_white", legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
-    return fig
-
-
-def _confusion_figure(matrix, classes: list[str], normalised: bool) -> go.Figure:
-    """Heatmap of a confusion matrix (rows: true class, columns: predicted), counts or row shares."""
-    import numpy as np
-
-    m = np.asarray(matrix, dtype=float)
-    if normalised:
-        m = m / np.maximum(m.sum(1, keepdims=True), 1)
-        text = [[f"{v:.0%}" for v in row] for row in m]
-    else:
-        text = [[f"{int(v)}" for v in row] for row in m]
-    fig = go.Figure(go.Heatmap(z=m, x=classes, y=classes, text=text, texttemplate="%{text}",
-                               colorscale="Blues", showscale=False, zmin=0,
-                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
-    fig.update_layout(title="Row-normalised (recall on the diagonal)" if normalised else "Counts",
-                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                      height=340, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
-    return fig
-
-
-def _roc_figure(curves: dict, aucs: dict) -> go.Figure:
-    fig = go.Figure()
-    for name, c in curves.items():
-        auc = aucs.get(name)
-        fig.add_trace(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines",
-                                 name=f"{name} (AUC {auc:.3f})" if auc is not None else name))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="gray"),
-                             name="chance", hoverinfo="skip"))
-    fig.update_layout(title="ROC, one class vs the rest", xaxis_title="false positive rate",
-                      yaxis_title="true positive rate", height=340, template="plotly_white",
-                      margin=dict(l=10, r=10, t=40, b=10))
-    return fig
 
 
 # ---- runs ---------------------------------------------------------------------------------------
@@ -273,7 +207,7 @@ def _live() -> None:
     if wide.empty:
         st.caption("Waiting for the first epoch to finish...")
     else:
-        st.plotly_chart(_curves_figure(wide), key="clf_live_chart")
+        st.plotly_chart(plots.epoch_curves(wide), key="clf_live_chart")
 
 
 status = store.status()
@@ -301,7 +235,7 @@ st.success(f"**{store.name}** {s}: {reason}" + (f" · best epoch {best}" if best
            icon=":material/check_circle:")
 wide = _wide(status)
 if not wide.empty:
-    st.plotly_chart(_curves_figure(wide), key="clf_curves")
+    st.plotly_chart(plots.epoch_curves(wide), key="clf_curves")
 
 # What the model was trained on (from its checkpoint, so a CLI run shows it too).
 ckpt = store.checkpoints_dir / "best.safetensors"
@@ -319,7 +253,7 @@ eval_path = store.path / "eval.json"
 if not eval_path.exists():
     st.warning("This run has no evaluation (eval.json): it stopped before its first epoch ended.")
     st.stop()
-results = attempt(_read_json, str(eval_path), eval_path.stat().st_mtime_ns, what="reading eval.json")
+results = attempt(cache.json_file, str(eval_path), eval_path.stat().st_mtime_ns, what="reading eval.json")
 if not results:
     st.stop()
 st.header("Evaluation")
@@ -346,9 +280,9 @@ m[4].metric("ECE, temperature-scaled", _pct(ece_t),
 
 cm1, cm2 = st.columns(2)
 with cm1:
-    st.plotly_chart(_confusion_figure(r["confusion"], classes, False), key="clf_cm_counts")
+    st.plotly_chart(plots.confusion(r["confusion"], classes, False), key="clf_cm_counts")
 with cm2:
-    st.plotly_chart(_confusion_figure(r["confusion"], classes, True), key="clf_cm_norm")
+    st.plotly_chart(plots.confusion(r["confusion"], classes, True), key="clf_cm_norm")
 
 t1, t2 = st.columns([1, 1])
 with t1:
@@ -368,7 +302,7 @@ with t1:
         column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("ECE", "NLL")})
 with t2:
     if r.get("roc_curves"):
-        st.plotly_chart(_roc_figure(r["roc_curves"], r.get("roc_auc") or {}), key="clf_roc")
+        st.plotly_chart(plots.roc(r["roc_curves"], r.get("roc_auc") or {}), key="clf_roc")
     else:
         st.caption("No ROC curve: each class needs positive and negative examples in this split.")
 
@@ -397,9 +331,9 @@ if not found:
 else:
     path = found[0]
     if path.suffix == ".csv":
-        table = attempt(_read_csv, str(path), path.stat().st_mtime_ns, what="reading the ablation")
+        table = attempt(cache.csv_file, str(path), path.stat().st_mtime_ns, what="reading the ablation")
     else:
-        data = attempt(_read_json, str(path), path.stat().st_mtime_ns, what="reading the ablation")
+        data = attempt(cache.json_file, str(path), path.stat().st_mtime_ns, what="reading the ablation")
         rows = data.get("rows", data) if isinstance(data, dict) else data
         table = pd.DataFrame(rows) if isinstance(rows, list) else pd.json_normalize(rows)
     if table is not None:

@@ -5,15 +5,12 @@ what the model was trained on. Research and teaching only."""
 import hashlib
 from pathlib import Path
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from core import CLASSES
 from core.checkpoint import read_meta
 from core.runstore import list_runs
-from ui import jobs, state
+from ui import cache, jobs, plots, state
 from ui.errors import attempt, log
 from ui.nav import REPO
 
@@ -23,62 +20,6 @@ DISPLAY_MAX = 512          # images are shown at most this many pixels on their 
 EXAMPLE_SIZE = 256
 EXAMPLE_SEED = 20_260_101  # not the seed of the phantom training data, so these are unseen
 DISCLAIMER = "Research and teaching tool, not a medical device: do not use for diagnosis."
-
-
-# ---- private helpers (to move into ui/cache.py and ui/plots.py) ----------------------------------
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _model(path: str, mtime_ns: int):
-    """(classifier in eval mode on CPU, meta) of a checkpoint, renewed when the file changes."""
-    from core.classifier import load_classifier
-
-    return load_classifier(path, device="cpu")
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _example(label: str) -> bytes:
-    """A built-in example: a phantom radiograph of `label` as PNG bytes (rendered, not stored)."""
-    import io
-
-    from core.phantom import render
-
-    image, _ = render(label, 0, size=EXAMPLE_SIZE, seed=EXAMPLE_SEED)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _predict(path: str, mtime_ns: int, digest: str, _data: bytes, name: str) -> dict:
-    """core.predict.predict_file on uploaded bytes (hashed by `digest`), plus a display-sized image
-    and its Grad-CAM overlay; {"ok": False, "error": ...} for a file that cannot be read."""
-    from core.gradcam import overlay
-    from core.predict import predict_file
-
-    model, meta = _model(path, mtime_ns)
-    out = predict_file(model, meta, _data, name)
-    if not out.get("ok"):
-        return out
-    img = out.pop("image")                                   # (H, W) float in [0, 1]
-    h, w = img.shape
-    scale = min(1.0, DISPLAY_MAX / max(h, w))
-    if scale < 1.0:
-        img = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)),
-                                                      max(1, round(h * scale))), Image.BILINEAR))
-    out["display"] = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)   # (h', w') uint8
-    out["overlay"] = overlay(img, out["heatmap"])                          # (h', w', 3) uint8
-    return out
-
-
-def _probabilities_figure(probs: dict[str, float], predicted: str) -> go.Figure:
-    names = list(probs)
-    fig = go.Figure(go.Bar(x=[probs[n] for n in names], y=names, orientation="h",
-                           marker_color=["#e45756" if n == predicted else "#4c78a8" for n in names],
-                           text=[f"{probs[n]:.1%}" for n in names], textposition="outside",
-                           cliponaxis=False))
-    fig.update_layout(title="Class probabilities", xaxis=dict(range=[0, 1.15], tickformat=".0%"),
-                      yaxis=dict(autorange="reversed"), height=240, template="plotly_white",
-                      margin=dict(l=10, r=30, t=40, b=10), showlegend=False)
-    return fig
 
 
 def check_upload(data: bytes, name: str) -> str | None:
@@ -145,7 +86,7 @@ if st.session_state.get("diagnose_model") not in labels:
 choice = st.selectbox("Model", labels, key="diagnose_model")
 ckpt = models[choice]
 mtime = Path(ckpt).stat().st_mtime_ns
-loaded = attempt(_model, ckpt, mtime, what="loading the model")
+loaded = attempt(cache.classifier_model, ckpt, mtime, what="loading the model")
 if loaded is None:
     st.stop()
 _, meta = loaded
@@ -181,7 +122,7 @@ if pick == "upload" and upload is not None:
     source = f"uploaded file {name}"
 elif pick and pick.startswith("example:"):
     label = pick.split(":", 1)[1]
-    data, name = _example(label), f"phantom-{label}.png"
+    data, name = cache.phantom_example_png(label, EXAMPLE_SIZE, EXAMPLE_SEED), f"phantom-{label}.png"
     source = f"synthetic phantom, drawn as {label}"
 else:
     st.stop()
@@ -191,8 +132,8 @@ if problem:
     st.error(problem, icon=":material/error:")
     st.stop()
 with st.spinner("Predicting..."):
-    result = attempt(_predict, ckpt, mtime, hashlib.sha256(data).hexdigest(), data, name,
-                     what="predicting")
+    result = attempt(cache.prediction, ckpt, mtime, hashlib.sha256(data).hexdigest(), data, name,
+                     DISPLAY_MAX, what="predicting")
 if result is None:
     st.stop()
 if not result.get("ok"):
@@ -220,7 +161,7 @@ with left:
         st.image(result["display"], caption=caption)
 with right:
     st.metric("Predicted", result["predicted"], help=f"confidence {result['confidence']:.1%}")
-    st.plotly_chart(_probabilities_figure(result["probabilities"], result["predicted"]),
+    st.plotly_chart(plots.probabilities(result["probabilities"], result["predicted"]),
                     key="diagnose_probs")
     if ood.get("score") is not None and not ood.get("flag"):
         st.caption(f"In distribution: distance {ood['score']:.1f} to the training data, below the "

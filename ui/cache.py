@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core.augment import AugmentConfig
 from core.config import to_dict
@@ -111,8 +113,6 @@ def generate(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
 def sample_grid(path: str, mtime_ns: int, min_px: int = 480) -> np.ndarray:
     """A sample-grid PNG as a uint8 array, enlarged by a whole factor (nearest neighbour, so
     pixels stay sharp) until it is at least `min_px` wide; cached by modification time."""
-    from PIL import Image
-
     with Image.open(path) as im:
         im = im.convert("L") if im.mode not in ("L", "RGB") else im.copy()
     factor = max(1, -(-min_px // max(im.width, 1)))
@@ -137,8 +137,6 @@ def run_metrics(path: str, names: tuple[str, ...], stamp: str):
 @st.cache_data(max_entries=128, show_spinner=False)
 def run_summary(path: str, stamp: str) -> dict:
     """{"config": flat config dict, "final": {metric: last value}, "names": [metric names]}."""
-    import pandas as pd
-
     from core.runstore import RunStore
 
     store = RunStore(path)
@@ -146,3 +144,60 @@ def run_summary(path: str, stamp: str) -> dict:
     flat = pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
     last = store.metrics().groupby("name")["value"].last() if store.metric_names() else {}
     return {"config": flat, "final": dict(last), "names": store.metric_names()}
+
+
+# ---- classifier runs and predictions (Classifier and Diagnose pages) ----------------------
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def json_file(path: str, mtime_ns: int) -> dict:
+    """A run's eval.json / ablation.json, re-read when the file changes."""
+    return json.loads(Path(path).read_text())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def csv_file(path: str, mtime_ns: int) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def classifier_model(path: str, mtime_ns: int):
+    """(classifier in eval mode on CPU, meta) of a checkpoint, renewed when the file changes."""
+    from core.classifier import load_classifier
+
+    return load_classifier(path, device="cpu")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def phantom_example_png(label: str, size: int, seed: int) -> bytes:
+    """A built-in example: a phantom radiograph of `label` as PNG bytes (rendered, not stored)."""
+    import io
+
+    from core.phantom import render
+
+    image, _ = render(label, 0, size=size, seed=seed)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def prediction(path: str, mtime_ns: int, digest: str, _data: bytes, name: str,
+               display_max: int = 512) -> dict:
+    """core.predict.predict_file on uploaded bytes (hashed by `digest`), plus a display-sized image
+    and its Grad-CAM overlay; {"ok": False, "error": ...} for a file that cannot be read."""
+    from core.gradcam import overlay
+    from core.predict import predict_file
+
+    model, meta = classifier_model(path, mtime_ns)
+    out = predict_file(model, meta, _data, name)
+    if not out.get("ok"):
+        return out
+    img = out.pop("image")                                   # (H, W) float in [0, 1]
+    h, w = img.shape
+    scale = min(1.0, display_max / max(h, w))
+    if scale < 1.0:
+        img = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)),
+                                                      max(1, round(h * scale))), Image.BILINEAR))
+    out["display"] = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)   # (h', w') uint8
+    out["overlay"] = overlay(img, out["heatmap"])                          # (h', w', 3) uint8
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 # (metric, panel title) of the live panel, in reading order (2 rows x 3 columns).
 TRAINING_PANELS = [
@@ -111,4 +112,70 @@ def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=df["step"], y=df["value"], mode="lines", name=name))
     fig.update_layout(title=metric, xaxis_title="step", yaxis_title=metric)
     _layout(fig, 420).update_layout(showlegend=True, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+# ---- classifier (Classifier and Diagnose pages) --------------------------------------------
+
+def epoch_curves(wide: pd.DataFrame) -> go.Figure:
+    """Loss and accuracy per epoch, train and validation (wide: index epoch, CURVES columns)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["Loss", "Accuracy"], horizontal_spacing=0.08)
+    for col, (name, color, dash) in enumerate([("train", "#4c78a8", None), ("val", "#f58518", "dot")]):
+        for panel, metric in ((1, "loss"), (2, "acc")):
+            key = f"{name}/{metric}"
+            if key in wide:
+                fig.add_trace(go.Scatter(x=wide.index, y=wide[key], mode="lines+markers",
+                                         name=name if name == "train" else "validation",
+                                         legendgroup=name, showlegend=panel == 1,
+                                         line=dict(color=color, dash=dash)), row=1, col=panel)
+    n = int(wide.index.max()) if len(wide) else 1
+    fig.update_xaxes(title_text="epoch", tick0=1, dtick=max(1, -(-n // 10)))  # whole epochs
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), uirevision="keep",
+                      template="plotly_white", legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
+    return fig
+
+
+def confusion(matrix, classes: list[str], normalised: bool) -> go.Figure:
+    """Heatmap of a confusion matrix (rows: true class, columns: predicted), counts or row shares."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    if normalised:
+        m = m / np.maximum(m.sum(1, keepdims=True), 1)
+        text = [[f"{v:.0%}" for v in row] for row in m]
+    else:
+        text = [[f"{int(v)}" for v in row] for row in m]
+    fig = go.Figure(go.Heatmap(z=m, x=classes, y=classes, text=text, texttemplate="%{text}",
+                               colorscale="Blues", showscale=False, zmin=0,
+                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    fig.update_layout(title="Row-normalised (recall on the diagonal)" if normalised else "Counts",
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      height=340, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
+    return fig
+
+
+def roc(curves: dict, aucs: dict) -> go.Figure:
+    fig = go.Figure()
+    for name, c in curves.items():
+        auc = aucs.get(name)
+        fig.add_trace(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines",
+                                 name=f"{name} (AUC {auc:.3f})" if auc is not None else name))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="gray"),
+                             name="chance", hoverinfo="skip"))
+    fig.update_layout(title="ROC, one class vs the rest", xaxis_title="false positive rate",
+                      yaxis_title="true positive rate", height=340, template="plotly_white",
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def probabilities(probs: dict[str, float], predicted: str) -> go.Figure:
+    names = list(probs)
+    fig = go.Figure(go.Bar(x=[probs[n] for n in names], y=names, orientation="h",
+                           marker_color=["#e45756" if n == predicted else "#4c78a8" for n in names],
+                           text=[f"{probs[n]:.1%}" for n in names], textposition="outside",
+                           cliponaxis=False))
+    fig.update_layout(title="Class probabilities", xaxis=dict(range=[0, 1.15], tickformat=".0%"),
+                      yaxis=dict(autorange="reversed"), height=240, template="plotly_white",
+                      margin=dict(l=10, r=30, t=40, b=10), showlegend=False)
     return fig
