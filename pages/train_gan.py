@@ -78,6 +78,12 @@ with st.expander("New run", expanded=not active, icon=":material/add_circle:"):
     with a[1]:
         state.seed(f"gan_sample_every_{k}", int(d.get("sample_every", 100)))
         sample_every = st.number_input("Sample grid every", 1, 100_000, key=f"gan_sample_every_{k}")
+    with a[2]:
+        state.seed("gan_train_split", True)
+        train_only = st.toggle("Training patients only", key="gan_train_split",
+                               help="Train on the classifier's training patients only (the same "
+                                    "patient split as Train classifier), so generated images never "
+                                    "carry validation or test patients into the classifier.")
     where = (f"{data_cfg.source} ({data_cfg.phantom_per_class} per class)"
              if data_cfg.source.startswith("phantom") else data_cfg.source)
     st.caption(f"Data: **{where}**, as chosen on the *Data & augmentation* page.")
@@ -85,7 +91,8 @@ with st.expander("New run", expanded=not active, icon=":material/add_circle:"):
         args = jobs.gan_args(data_cfg, loss=loss, size=int(size), preset=preset, steps=int(steps),
                              batch_size=int(batch), n_critic=int(n_critic), lr_critic=float(lr_c),
                              lr_gen=float(lr_g), klass=None if klass == "all classes" else klass,
-                             log_every=int(log_every), sample_every=int(sample_every), **extra)
+                             log_every=int(log_every), sample_every=int(sample_every),
+                             train_split_only=train_only, **extra)
         run = attempt(jobs.start, "train-gan", args, f"gan-{loss}", what="starting the run")
         if run is not None:
             st.session_state["gan_run"] = run.name

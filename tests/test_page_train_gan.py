@@ -151,3 +151,17 @@ def test_second_run_refused_while_one_is_active():
     assert not at.exception
     assert any("already active" in e.value and "one" in e.value.lower() for e in at.error)
     assert len([p for p in runs_root().iterdir() if p.is_dir()]) == 1
+
+
+def test_start_trains_on_the_classifier_training_patients_unless_switched_off(monkeypatch):
+    from ui import jobs
+
+    started = []
+    monkeypatch.setattr(jobs, "start", lambda command, args, kind: started.append(args))
+    at = _app().run()
+    at.button(key="gan_start").click().run()
+    assert ["--data-split", "train"] == started[-1][started[-1].index("--data-split"):][:2]
+    at.toggle(key="gan_train_split").set_value(False).run()
+    at.button(key="gan_start").click().run()
+    assert "--data-split" not in started[-1] and len(started) == 2
+    assert not at.exception
