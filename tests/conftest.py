@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 # One thread per process: the tests' tiny models gain nothing from two threads, and on a
@@ -17,6 +19,17 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose IHDR (valid CRC) claims width x height; the pixel data is a stub: a
+    decompression bomb's header, for the bad-input tests."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
 def real_data_dir() -> Path | None:

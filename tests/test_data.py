@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import struct
 import sys
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import huge_png_header
 from core import CLASSES
 from core.data import (DataConfig, ImageDataset, describe, finding_class, load_dataset,
                        split_by_patient)
@@ -201,15 +200,6 @@ def test_npz_errors(tmp_path):
 
 # --- bad input and errors --------------------------------------------------------------------
 
-def _huge_png_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR (valid CRC) claims width x height; the pixel data is a stub."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
 
 def test_bad_files_are_skipped_with_reasons(tmp_path):
     for cls in ("COVID-19", "NORMAL"):
@@ -221,7 +211,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     Image.fromarray(noise).save(buf, "PNG")
     (bad / "cut.png").write_bytes(buf.getvalue()[:1500])
     (bad / "notes.png").write_text("this is text")
-    (bad / "bomb.png").write_bytes(_huge_png_header(30_000, 30_000))
+    (bad / "bomb.png").write_bytes(huge_png_header(30_000, 30_000))
     _img(tmp_path / "loose.png")  # at the root: no class folder
     ds = load_dataset(_cfg(tmp_path))
     assert len(ds) == 2

@@ -4,14 +4,13 @@ every bad input raises ImageReadError with a reason."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import core.imageio as imageio
+from conftest import huge_png_header
 from core.errors import ImageReadError
 from core.imageio import read_image, read_rgb, to_uint8
 
@@ -182,15 +181,6 @@ def test_dicom_compressed_without_decoder(tmp_path):
 
 # --- bad input -------------------------------------------------------------------------------
 
-def _huge_png_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR (valid CRC) claims width x height; the pixel data is a stub."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + body))
-        return struct.pack(">I", len(body)) + kind + body + crc
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
 
 def _noise_png() -> bytes:
     data = _png(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))
@@ -202,7 +192,7 @@ def _noise_png() -> bytes:
     (lambda p: p.write_bytes(b""), "zero-byte"),
     (lambda p: p.write_bytes(_noise_png()[:2000]), "truncated"),
     (lambda p: p.write_text("hello, I am not a picture\n"), "not an image"),
-    (lambda p: p.write_bytes(_huge_png_header(40_000, 40_000)), "too large"),
+    (lambda p: p.write_bytes(huge_png_header(40_000, 40_000)), "too large"),
 ])
 def test_bad_files_raise_with_reason(tmp_path, make, reason):
     path = tmp_path / "bad.png"
