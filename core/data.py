@@ -163,10 +163,29 @@ def _class_order(names) -> list[str]:
 
 # --- decoding --------------------------------------------------------------------------------
 
+def decode_parallel(items: list, decode: Callable, progress: Progress | None) -> tuple[list, list]:
+    """Run `decode(item) -> (result, None) | (None, (file, reason))` over items, in order, on a
+    few threads for large inputs (Pillow and zlib release the GIL). Returns (results, skipped)."""
+    results, skipped = [], []
+    n = len(items)
+    step = max(1, n // 100)
+    workers = 1 if n < 256 else min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, (ok, bad) in enumerate(pool.map(decode, items)):
+            if ok is not None:
+                results.append(ok)
+            else:
+                skipped.append(bad)
+            if progress is not None and (i + 1) % step == 0:
+                progress((i + 1) / n, f"decoded {i + 1:,} of {n:,} images")
+    if progress is not None:
+        progress(1.0, f"decoded {n:,} images, {len(skipped):,} skipped")
+    return results, skipped
+
+
 def _decode_all(items: list[tuple[Path, str, dict]], size: int,
                 progress: Progress | None) -> tuple[list, list, list, list]:
-    """Decode (path, class, meta) items to uint8 (size, size); failures become skipped entries.
-    Pillow and zlib release the GIL, so a few threads help on large folders."""
+    """Decode (path, class, meta) items to uint8 (size, size); failures become skipped entries."""
     def one(item):
         path, label, meta = item
         try:
@@ -176,22 +195,8 @@ def _decode_all(items: list[tuple[Path, str, dict]], size: int,
         meta = {**meta, "orig_shape": [int(img.shape[0]), int(img.shape[1])]}
         return (to_uint8(img, size), label, meta), None
 
-    images, labels, metas, skipped = [], [], [], []
-    n = len(items)
-    step = max(1, n // 100)
-    workers = 1 if n < 256 else min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, (ok, bad) in enumerate(pool.map(one, items)):
-            if ok is not None:
-                images.append(ok[0])
-                labels.append(ok[1])
-                metas.append(ok[2])
-            else:
-                skipped.append(bad)
-            if progress is not None and (i + 1) % step == 0:
-                progress((i + 1) / n, f"decoded {i + 1:,} of {n:,} images")
-    if progress is not None:
-        progress(1.0, f"decoded {n:,} images, {len(skipped):,} skipped")
+    results, skipped = decode_parallel(items, one, progress)
+    images, labels, metas = (list(col) for col in zip(*results)) if results else ([], [], [])
     return images, labels, metas, skipped
 
 

@@ -9,7 +9,6 @@ import io
 import os
 import pickle
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.data import IMAGE_SUFFIXES, DataConfig, ImageDataset
+from core.data import IMAGE_SUFFIXES, DataConfig, ImageDataset, decode_parallel
 from core.errors import ImageReadError, UserError
 from core.imageio import read_image, read_rgb, to_uint8
 
@@ -326,19 +325,8 @@ def load_folder(path: Path, config: DataConfig, progress: Progress | None = None
         return (arr, {"file": rel, "patient": None, "source": "folder",
                       "orig_shape": [int(img.shape[0]), int(img.shape[1])]}), None
 
-    images, metas, skipped = [], [], []
-    n = len(files)
-    step = max(1, n // 20)
-    workers = 1 if n < 256 else min(4, os.cpu_count() or 1)  # Pillow releases the GIL
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, (ok, bad) in enumerate(pool.map(one, files)):
-            if ok is not None:
-                images.append(ok[0])
-                metas.append(ok[1])
-            else:
-                skipped.append(bad)
-            if progress is not None and (i + 1) % step == 0:
-                progress((i + 1) / n, f"decoded {i + 1:,} of {n:,} images")
+    results, skipped = decode_parallel(files, one, progress)
+    images, metas = [r[0] for r in results], [r[1] for r in results]
     if others:
         skipped.append(("other files", f"{others} files that are not images were ignored"))
     if not images:

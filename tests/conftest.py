@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import zlib
@@ -30,6 +31,18 @@ def huge_png_header(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
             + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+class LinearCritic(torch.nn.Module):
+    """f(x) = w . flatten(x): every sample's input gradient is w, so ||grad|| = ||w|| exactly;
+    pins the gradient penalty in the loss and trainer tests."""
+
+    def __init__(self, shape, scale):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((math.prod(shape),), scale))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
 
 
 def real_data_dir() -> Path | None:

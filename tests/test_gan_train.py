@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import LinearCritic
 from core import gan_train as gt
 from core import losses
 from core.checkpoint import load_training_state, read_meta
@@ -57,16 +58,6 @@ def run(path, resume=False, progress=None, **train) -> tuple[str, RunStore]:
 
 
 # ---- critic losses -------------------------------------------------------------------------
-
-class LinearCritic(torch.nn.Module):
-    """f(x) = w . flatten(x): every sample's input gradient is w, so ||grad|| = ||w|| exactly."""
-
-    def __init__(self, shape, scale):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.full((math.prod(shape),), scale))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
 
 
 @pytest.mark.parametrize("channels", [1, 3])

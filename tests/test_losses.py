@@ -6,18 +6,8 @@ import math
 import pytest
 import torch
 
+from conftest import LinearCritic
 from core import losses
-
-
-class LinearCritic(torch.nn.Module):
-    """f(x) = w . flatten(x): its gradient is w for every sample, so ||grad|| = ||w|| exactly."""
-
-    def __init__(self, shape, scale):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.full((math.prod(shape),), scale))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 4, 4), (2,)])
