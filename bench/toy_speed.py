@@ -1,6 +1,7 @@
 """Playground speed: critic steps per second (2D, 3x128 MLPs, batch 256) per loss and thread
-count, redraw frames per second (the plotly figures of one refresh), and a WGAN-GP run on the
-8 Gaussians that counts covered modes. Usage: python bench/toy_speed.py [--seconds 3]"""
+count, redraw frames per second (the plotly figures of one refresh), a WGAN-GP run on the
+8 Gaussians that counts covered modes, and WGAN-GP's toy lambda 0.1 against the image value
+10. Usage: python bench/toy_speed.py [--seconds 3]"""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def main() -> int:
     parser.add_argument("--threads", default="1,2", help="torch thread counts to compare")
     parser.add_argument("--coverage-seeds", type=int, default=3,
                         help="seeds of the 8-Gaussians coverage run (0 skips it)")
+    parser.add_argument("--lambda-seeds", type=int, default=2,
+                        help="seeds of the lambda 0.1 vs 10 comparison (0 skips it)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, "
           f"load average before: {os.getloadavg()[0]:.2f}")
@@ -94,6 +97,23 @@ def main() -> int:
             print(f"  seed {seed}: {before}/8 modes after 300, {after}/8 after 400 iterations; "
                   f"{time.perf_counter() - w0:.1f} s wall, {time.process_time() - c0:.1f} s CPU",
                   flush=True)
+    if args.lambda_seeds:
+        # Why the toy's WGAN-GP default is lambda 0.1 (core.toy.TOY_OVERRIDES), not 10.
+        print("\nWGAN-GP lambda 0.1 (toy default) vs 10 (image default): 3x128, batch 256, "
+              "lr 1e-3, 1 thread")
+        for lam in (0.1, 10.0):
+            for seed in range(args.lambda_seeds):
+                one = ToyTrainer(ToyConfig(dataset="gaussian-1d", loss="wgan-gp", lr_critic=1e-3,
+                                           lr_gen=1e-3, gp_lambda=lam, seed=seed))
+                one.run(600)
+                x = one.sample(4000, fixed=False)[:, 0]
+                two = ToyTrainer(ToyConfig(dataset="8gaussians", loss="wgan-gp", lr_critic=1e-3,
+                                           lr_gen=1e-3, gp_lambda=lam, seed=seed))
+                two.run(400)
+                modes = modes_covered(two.sample(2000, fixed=False))
+                print(f"  lambda {lam:>4g} seed {seed}: 1D N(2, 1) after 600 iterations: mean "
+                      f"{x.mean():.2f}, std {x.std():.2f}; 8 Gaussians after 400: {modes}/8 "
+                      "modes", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -13,7 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from core.classifier import ClassifierConfig
-from core.classifier_train import ClassifierTrainConfig, train_classifier
+from core.classifier_train import (
+    ClassifierTrainConfig,
+    synthetic_fraction,
+    train_classifier,
+)
 from core.config import add_arguments as add_config_arguments
 from core.config import override, save_json, to_dict
 from core.errors import UserError
@@ -82,13 +86,30 @@ def run_ablation(data_config, model_config: ClassifierConfig, train_config: Clas
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(data_config, progress)
     rows, skipped = [], {}
-    for arm in arms:
-        if ARMS[arm] is not None and not runs.get(arm):
-            skipped[arm] = f"no {ARMS[arm]} GAN runs given (--runs {arm}:CLASS=RUN_DIR)"
-    todo = [(f, s, a) for f in fractions for s in seeds for a in arms if a not in skipped]
-    for i, (fraction, seed, arm) in enumerate(todo):
+    # A GAN run feeds the fraction whose training patients it was trained on (another source's
+    # run feeds every fraction); a run that saw held-out patients stops the ablation here,
+    # before anything trains.
+    full = replace(train_config, train_fraction=1.0)
+    run_fraction = {spec: synthetic_fraction(spec, data_config, full)
+                    for arm in arms for spec in runs.get(arm, ())}
+    todo = []
+    for fraction in fractions:
+        for arm in arms:
+            if ARMS[arm] is None:
+                todo += [(fraction, seed, arm, ()) for seed in seeds]
+                continue
+            specs = tuple(s for s in runs.get(arm, ()) if run_fraction[s] in (None, fraction))
+            if specs:
+                todo += [(fraction, seed, arm, specs) for seed in seeds]
+            elif runs.get(arm):
+                skipped[f"{arm} at {fraction:g}"] = (
+                    f"none of its runs was trained on this fraction's patients (train one with "
+                    f"--data-split train --data-split-train-fraction {fraction:g})")
+            else:
+                skipped[arm] = f"no {ARMS[arm]} GAN runs given (--runs {arm}:CLASS=RUN_DIR)"
+    for i, (fraction, seed, arm, specs) in enumerate(todo):
         tc = replace(train_config, train_fraction=float(fraction), seed=int(seed),
-                     synthetic_runs=tuple(runs.get(arm, ())),
+                     synthetic_runs=specs,
                      synthetic_per_class=synthetic_per_class if ARMS[arm] else 0)
         augment = None
         if arm == "augmentor":

@@ -26,6 +26,7 @@ from core.classifier import (
 )
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, override, save_json, to_dict
+from core.data import subsample_patients
 from core.errors import UserError
 
 BALANCE = ("weights", "augment", "none")
@@ -57,26 +58,6 @@ class ClassifierTrainConfig:
     threads: int = 0                 # torch CPU threads (0: torch's default)
 
 
-def _subsample_patients(dataset, idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """About `fraction` of the patients behind `idx` (at least one per class), stratified by each
-    patient's first label, so every ablation arm at one fraction sees the same images."""
-    if fraction >= 1.0:
-        return idx
-    if not 0 < fraction < 1:
-        raise UserError(f"train_fraction must be in (0, 1], not {fraction}")
-    patients = np.array(dataset.patients)[idx]
-    first: dict[str, int] = {}
-    for p, y in zip(patients, dataset.labels[idx]):
-        first.setdefault(p, int(y))
-    rng = np.random.default_rng([seed, 7919])
-    keep = set()
-    for k in sorted(set(first.values())):
-        group = sorted(p for p, y in first.items() if y == k)
-        n = max(1, int(round(fraction * len(group))))
-        keep.update(rng.permutation(group)[:n].tolist())
-    return idx[np.isin(patients, list(keep))]
-
-
 def jitter(x: torch.Tensor, tc: ClassifierTrainConfig, generator: torch.Generator) -> torch.Tensor:
     """Random small affine jitter of a training batch (N, C, S, S), one draw per image, edges
     replicated: translation up to jitter_shift * S, rotation up to jitter_rotate degrees, zoom
@@ -99,6 +80,44 @@ def _parse_synthetic(spec: str) -> tuple[str | None, str]:
         cls, run = spec.split("=", 1)
         return cls.strip(), run.strip()
     return None, spec.strip()
+
+
+def _same_source(a, b) -> bool:
+    def norm(spec):
+        path = Path(str(spec)).expanduser()
+        return str(path.resolve()) if path.exists() else str(spec)
+    return a is not None and norm(a) == norm(b)
+
+
+def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> float | None:
+    """The share of this classifier's training patients that GAN run `spec` ("[CLASS=]RUN")
+    was trained on, read from its checkpoint's data config: 1.0 for all of them, None when it
+    was trained on another source (its samples cannot carry these patients).
+
+    Raises UserError when the run saw patients outside the classifier's training split (all of
+    the source, another split, or more training patients than train_fraction keeps): its
+    samples would be copies of validation or test patients and inflate every score."""
+    from core.checkpoint import read_meta
+    from core.gan_metrics import run_checkpoint
+
+    _, run = _parse_synthetic(spec)
+    gan = read_meta(run_checkpoint(run)).get("data") or {}
+    if not _same_source(gan.get("source"), data_config.source):
+        return None
+    fix = (f"train it with --data-split train (the default fractions and seed"
+           f"{', and --data-split-train-fraction ' + format(tc.train_fraction, 'g') if tc.train_fraction < 1 else ''})")
+    if gan.get("split") != "train":
+        raise UserError(f"GAN run {run} was trained on all of {gan.get('source')}, including this "
+                        f"classifier's validation and test patients; its samples would leak them: {fix}")
+    theirs = (gan.get("split_val_fraction"), gan.get("split_test_fraction"), gan.get("split_seed"))
+    if theirs != (tc.val_fraction, tc.test_fraction, tc.split_seed):
+        raise UserError(f"GAN run {run} was trained on another patient split (val, test, seed = "
+                        f"{theirs}, here {(tc.val_fraction, tc.test_fraction, tc.split_seed)}): {fix}")
+    fraction = float(gan.get("split_train_fraction", 1.0))
+    if fraction > tc.train_fraction:
+        raise UserError(f"GAN run {run} saw {fraction:g} of the training patients, more than the "
+                        f"{tc.train_fraction:g} this classifier trains on: {fix}")
+    return fraction
 
 
 def _synthetic_items(specs, per_class: int, size: int, classes: list[str], seed: int, progress):
@@ -145,6 +164,8 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
     from core.predict import OOD_PERCENTILE, fit_ood, ood_distance, ood_threshold
 
     tc = train_config
+    for spec in tc.synthetic_runs if tc.synthetic_per_class > 0 else ():
+        synthetic_fraction(spec, data_config, tc)  # refuses a run that saw held-out patients
     if tc.balance not in BALANCE:
         raise UserError(f"balance must be one of {', '.join(BALANCE)}, not {tc.balance!r}")
     if tc.lr_schedule not in ("constant", "cosine"):
@@ -167,7 +188,7 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
         mc = replace(model_config, size=dataset.size, channels=int(dataset.images.shape[1]),
                      n_classes=len(classes))
         parts = split_by_patient(dataset, tc.val_fraction, tc.test_fraction, tc.split_seed)
-        train_idx = _subsample_patients(dataset, parts["train"], tc.train_fraction, tc.split_seed)
+        train_idx = subsample_patients(dataset, parts["train"], tc.train_fraction, tc.split_seed)
         val_idx = parts["val"]
         if len(val_idx) == 0:
             raise UserError("the validation split is empty; early stopping and calibration need "

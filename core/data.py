@@ -45,6 +45,9 @@ class DataConfig:
     split_val_fraction: float = 0.15
     split_test_fraction: float = 0.15
     split_seed: int = 0
+    # With split="train": keep about this share of the training patients, chosen exactly as
+    # train-classifier's train_fraction chooses them (the ablation's GAN runs per fraction).
+    split_train_fraction: float = 1.0
     seed: int = 0
 
 
@@ -507,6 +510,9 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None) -> 
     """
     if isinstance(config, str):
         config = DataConfig(source=config)
+    if config.split_train_fraction != 1.0 and config.split != "train":
+        raise UserError("split_train_fraction applies to the training split only "
+                        "(--data-split train).")
     dataset = _load_source(config, progress)
     if config.split:  # before the class filter: the split is defined on the whole source
         parts = split_by_patient(dataset, config.split_val_fraction, config.split_test_fraction,
@@ -514,7 +520,10 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None) -> 
         if config.split not in parts:
             raise UserError(f"split must be one of {', '.join(parts)} (or empty for all), "
                             f"not {config.split!r}")
-        dataset = dataset.subset(parts[config.split])
+        idx = parts[config.split]
+        if config.split == "train":
+            idx = subsample_patients(dataset, idx, config.split_train_fraction, config.split_seed)
+        dataset = dataset.subset(idx)
     return select_classes(dataset, config.classes) if config.classes else dataset
 
 
@@ -621,6 +630,29 @@ def split_by_patient(dataset: ImageDataset, val_fraction: float = 0.2, test_frac
     if "test" in out:
         result["test"] = np.sort(out["test"])
     return {k: v.astype(np.int64) for k, v in result.items()}
+
+
+def subsample_patients(dataset: ImageDataset, idx: np.ndarray, fraction: float,
+                       seed: int) -> np.ndarray:
+    """About `fraction` of the patients behind `idx` (at least one per class), stratified by each
+    patient's first label. train-classifier's train_fraction and a GAN's split_train_fraction
+    both call this with the split seed, so an ablation arm and the GAN run that feeds it see the
+    same training patients."""
+    if fraction >= 1.0:
+        return idx
+    if not 0 < fraction < 1:
+        raise UserError(f"the training fraction must be in (0, 1], not {fraction}")
+    patients = np.array(dataset.patients)[idx]
+    first: dict[str, int] = {}
+    for p, y in zip(patients, dataset.labels[idx]):
+        first.setdefault(p, int(y))
+    rng = np.random.default_rng([seed, 7919])
+    keep = set()
+    for k in sorted(set(first.values())):
+        group = sorted(p for p, y in first.items() if y == k)
+        n = max(1, int(round(fraction * len(group))))
+        keep.update(rng.permutation(group)[:n].tolist())
+    return idx[np.isin(patients, list(keep))]
 
 
 def describe(dataset: ImageDataset) -> dict:

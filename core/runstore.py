@@ -301,6 +301,41 @@ def list_runs(root: str | Path | None = None) -> list[RunStore]:
     return sorted(runs, key=lambda r: r.name, reverse=True)
 
 
+UPLOAD_MAX_AGE_S = 7 * 24 * 3600
+
+
+def prune_uploads(root: str | Path | None = None, max_age_s: float = UPLOAD_MAX_AGE_S,
+                  now: float | None = None) -> list[Path]:
+    """Delete the folders under root/uploads/ (extracted ZIPs, uploaded image sets) that nothing
+    has touched for max_age_s and that no run names as its data source; returns them.
+
+    Uploads are copies of files the user still has, so an old one can go; one a run trained on
+    stays, so that run can still be resumed, evaluated and reproduced."""
+    import shutil
+
+    root = Path(root) if root else runs_root()
+    uploads = root / "uploads"
+    if not uploads.is_dir():
+        return []
+    used = set()
+    for run in list_runs(root):
+        config = run.config()
+        data = config.get("data") if isinstance(config, dict) else None
+        if isinstance(data, dict) and data.get("source"):
+            used.add(Path(str(data["source"])).expanduser().resolve())
+    now = time.time() if now is None else now
+    removed = []
+    for folder in sorted(p for p in uploads.iterdir() if p.is_dir() and not p.is_symlink()):
+        resolved = folder.resolve()
+        if any(u == resolved or resolved in u.parents for u in used):
+            continue
+        newest = max((q.lstat().st_mtime for q in folder.rglob("*")), default=0.0)
+        if now - max(newest, folder.lstat().st_mtime) > max_age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def launch(command: list[str], run_dir: str | Path, env: dict | None = None) -> int:
     """Start `python -m core <command...>` as its own process (own session, so closing the app or
     a browser tab does not stop it), output to RUN/job.log. Returns the pid."""

@@ -15,7 +15,7 @@ from core.config import to_dict
 from core.data import DataConfig, describe
 from core.errors import ImageReadError
 from core.imageio import read_image
-from core.runstore import runs_root
+from core.runstore import prune_uploads, runs_root
 from ui import cache, plots, state
 from ui.errors import attempt
 from ui.images import tile, upscale
@@ -33,6 +33,10 @@ cfg: DataConfig = st.session_state["data_config"]
 
 def _uploads():
     return runs_root() / "uploads"
+
+
+if "uploads_pruned" not in st.session_state:  # once per browser session: cheap, and enough
+    st.session_state["uploads_pruned"] = attempt(prune_uploads, what="tidying old uploads")
 
 
 def _zip_source(upload) -> str | None:

@@ -4,6 +4,7 @@ only in their arm, a missing arm skipped clearly, run specs parsed, and the CLI 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -12,10 +13,12 @@ import torch
 from core import __main__ as cli
 from core.ablation import markdown, parse_runs, run_ablation
 from core.classifier import ClassifierConfig
-from core.classifier_train import ClassifierTrainConfig
+from core.classifier_train import ClassifierTrainConfig, synthetic_fraction, train_classifier
+from core.config import to_dict
 from core.data import DataConfig
 from core.errors import UserError
 from core.models import Generator, GeneratorConfig, save_generator
+from core.runstore import RunStore
 
 
 @pytest.fixture
@@ -26,6 +29,50 @@ def wgan_gp_run(tmp_path):
     save_generator(run / "checkpoints" / "latest.safetensors", Generator(cfg), cfg,
                    {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 1})
     return run
+
+
+def _run_on(tmp_path, name, **data):
+    """A tiny WGAN-GP run whose checkpoint says it was trained on phantom:10 with `data`."""
+    cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
+    run = tmp_path / name
+    data_config = DataConfig(source="phantom:10", size=32, classes=("COVID-19",), **data)
+    save_generator(run / "checkpoints" / "latest.safetensors", Generator(cfg), cfg,
+                   {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 1,
+                    "data": to_dict(data_config)})
+    return str(run)
+
+
+def test_gan_runs_feed_only_the_fraction_they_were_trained_on(tmp_path):
+    half = _run_on(tmp_path, "half", split="train", split_train_fraction=0.5)
+    out = tmp_path / "abl"
+    result = run_ablation(DataConfig(source="phantom:10", size=32), ClassifierConfig(width=0.25),
+                          ClassifierTrainConfig(epochs=1, batch_size=8), out,
+                          fractions=(0.5, 1.0), runs={"wgan-gp": [half]}, arms=("wgan-gp",),
+                          synthetic_per_class=4)
+    assert [(r["fraction"], r["n_synthetic"]) for r in result["rows"] if r["source"] == "all"] \
+        == [(0.5, 4)]
+    assert "--data-split-train-fraction 1" in result["skipped"]["wgan-gp at 1"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({}, "trained on all of phantom:10"),                                   # no split at all
+    ({"split": "train", "split_seed": 3}, "another patient split"),
+    ({"split": "train", "split_train_fraction": 1.0}, "more than the 0.5"),  # used at 0.5
+])
+def test_classifier_refuses_gan_runs_that_saw_held_out_patients(tmp_path, data, message):
+    run = _run_on(tmp_path, "leaky", **data)
+    tc = ClassifierTrainConfig(train_fraction=0.5)
+    with pytest.raises(UserError, match=message):
+        synthetic_fraction(f"COVID-19={run}", DataConfig(source="phantom:10", size=32), tc)
+    # Another source cannot carry these patients; the right split is accepted.
+    assert synthetic_fraction(run, DataConfig(source="phantom:12", size=32), tc) is None
+    ok = _run_on(tmp_path, "ok", split="train", split_train_fraction=0.5)
+    assert synthetic_fraction(ok, DataConfig(source="phantom:10", size=32), tc) == 0.5
+    # train_classifier checks before it loads or trains anything.
+    with pytest.raises(UserError, match=message):
+        train_classifier(RunStore(tmp_path / "clf", create=True),
+                         DataConfig(source="phantom:10", size=32), ClassifierConfig(width=0.25),
+                         replace(tc, synthetic_runs=(run,), synthetic_per_class=2))
 
 
 def test_parse_runs(wgan_gp_run):

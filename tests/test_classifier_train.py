@@ -91,6 +91,7 @@ def test_split_is_by_patient_and_extras_only_train(tmp_path, monkeypatch):
         return [ImageDataset(imgs, np.zeros(per_class, int), classes, metas)]
 
     monkeypatch.setattr(ct, "_synthetic_items", fake_synth)
+    monkeypatch.setattr(ct, "synthetic_fraction", lambda *args: None)  # "x" is no real run
     from core.augment import AugmentConfig
     store = RunStore(tmp_path / "run", create=True)
     cfg = ClassifierTrainConfig(epochs=1, batch_size=8, synthetic_runs=("COVID-19=x",),

@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import huge_png_header
 from core import CLASSES
 from core.data import (DataConfig, ImageDataset, describe, finding_class, load_dataset,
-                       split_by_patient)
+                       split_by_patient, subsample_patients)
 from core.errors import UserError
 
 
@@ -411,3 +411,23 @@ def test_split_option_keeps_only_training_patients_of_the_classifier_split():
     assert covid.classes == ["COVID-19"] and not held_out & {m["patient"] for m in covid.metas}
     with pytest.raises(UserError, match="split must be one of"):
         load_dataset(DataConfig(source="phantom:12", size=32, split="holdout"))
+
+
+def test_split_train_fraction_picks_the_classifier_ablation_patients():
+    # The ablation's GAN run for fraction f must see exactly the patients the classifier arm at
+    # train_fraction f trains on, or its samples would carry other patients into that arm.
+    full = load_dataset(DataConfig(source="phantom:20", size=32))
+    parts = split_by_patient(full, 0.15, 0.15, 0)
+    expected = subsample_patients(full, parts["train"], 0.5, 0)  # what train-classifier calls
+    half = load_dataset(DataConfig(source="phantom:20", size=32, split="train",
+                                   split_train_fraction=0.5))
+    patients = sorted(m["patient"] for m in half.metas)
+    assert patients == sorted(full.metas[i]["patient"] for i in expected)
+    n_train = len({full.metas[i]["patient"] for i in parts["train"]})
+    assert 0.4 * n_train <= len(set(patients)) <= 0.6 * n_train
+    assert set(half.labels.tolist()) == {0, 1, 2}  # stratified: every class keeps patients
+    covid = load_dataset(DataConfig(source="phantom:20", size=32, split="train",
+                                    split_train_fraction=0.5, classes=("COVID-19",)))
+    assert {m["patient"] for m in covid.metas} < set(patients)
+    with pytest.raises(UserError, match="training split only"):
+        load_dataset(DataConfig(source="phantom:20", size=32, split_train_fraction=0.5))

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from core.errors import UserError
-from core.runstore import RunStore, launch, list_runs, new_run_dir
+from core.runstore import RunStore, launch, list_runs, new_run_dir, prune_uploads
 
 
 def test_metrics_events_and_status_round_trip(tmp_path):
@@ -69,3 +69,23 @@ def test_listing_and_missing_dirs(tmp_path):
     assert [r.path for r in list_runs(tmp_path)] == [a]
     with pytest.raises(UserError, match="not found"):
         RunStore(tmp_path / "nope")
+
+
+def test_prune_uploads_keeps_recent_and_used_folders(tmp_path):
+    import os
+
+    uploads = tmp_path / "uploads"
+    for name in ("old", "recent", "used-by-run"):
+        (uploads / name / "COVID-19").mkdir(parents=True)
+        (uploads / name / "COVID-19" / "a.png").write_bytes(b"png")
+    run = RunStore(tmp_path / "run-1", create=True)
+    run.write_config({"data": {"source": str(uploads / "used-by-run")}})
+    run.set_status("finished")
+    now = time.time()
+    for path in list((uploads / "old").rglob("*")) + list((uploads / "used-by-run").rglob("*")) \
+            + [uploads / "old", uploads / "used-by-run"]:
+        os.utime(path, (now - 8 * 86400, now - 8 * 86400))  # untouched for 8 days
+    removed = prune_uploads(tmp_path, now=now)
+    assert removed == [uploads / "old"]
+    assert sorted(p.name for p in uploads.iterdir()) == ["recent", "used-by-run"]
+    assert prune_uploads(tmp_path / "nowhere") == []
