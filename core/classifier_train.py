@@ -26,7 +26,7 @@ from core.classifier import (
 )
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, override, save_json, to_dict
-from core.data import subsample_patients
+from core.data import DataConfig, subsample_patients
 from core.errors import UserError
 
 BALANCE = ("weights", "augment", "none")
@@ -106,6 +106,17 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
         return None
     fix = (f"train it with --data-split train (the default fractions and seed"
            f"{', and --data-split-train-fraction ' + format(tc.train_fraction, 'g') if tc.train_fraction < 1 else ''})")
+    # The split is drawn over the whole loaded source, so it matches only if the GAN loaded the
+    # same images (phantoms: the same count and seed; any source: the same extra classes).
+    fields = ["keep_extra_classes"] + (["phantom_per_class", "seed"]
+                                       if str(data_config.source).startswith("phantom") else [])
+    defaults = DataConfig()
+    differ = [f"{f} {gan.get(f, getattr(defaults, f))} (here {getattr(data_config, f)})"
+              for f in fields if gan.get(f, getattr(defaults, f)) != getattr(data_config, f)]
+    if differ:
+        raise UserError(f"GAN run {run} loaded {gan.get('source')} differently "
+                        f"({', '.join(differ)}), so its patients cannot be matched to this "
+                        f"classifier's split: {fix}, with the same data settings")
     if gan.get("split") != "train":
         raise UserError(f"GAN run {run} was trained on all of {gan.get('source')}, including this "
                         f"classifier's validation and test patients; its samples would leak them: {fix}")
@@ -363,7 +374,6 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
 
 # ---- `python -m core train-classifier` ----------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from core.data import DataConfig
 
     parser.add_argument("--data", help="data source (phantom, phantom:N, a folder, ...)")
     parser.add_argument("--run-dir", help="run directory (default: a new one under runs/)")
@@ -391,7 +401,6 @@ def _augment_from_arg(value: str | None):
 
 
 def main(args: argparse.Namespace) -> int:
-    from core.data import DataConfig
     from core.runstore import RunStore, new_run_dir
 
     data_config = override(DataConfig(), args, prefix="data_")

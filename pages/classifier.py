@@ -13,8 +13,10 @@ from core import CLASSES
 from core.augment import AugmentConfig
 from core.checkpoint import read_meta
 from core.classifier import ARCHS
+from core.classifier_train import ClassifierTrainConfig, synthetic_fraction
 from core.config import to_dict
 from core.data import DataConfig
+from core.errors import UserError
 from core.runstore import RunStore, list_runs, runs_root
 from ui import cache, jobs, plots, state
 from ui.errors import attempt, log
@@ -149,12 +151,22 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
             synthetic_n = st.number_input("Generated images per class", 1, 20000,
                                           key="clf_syn_n", disabled=not synthetic)
 
+    # Refuse, before launching, a GAN run that saw this data's validation or test patients.
+    leaks = []
+    for klass, run in synthetic.items():
+        try:
+            synthetic_fraction(f"{klass}={runs_root() / run}", data_cfg, ClassifierTrainConfig())
+        except UserError as exc:
+            leaks.append(str(exc))
+    for message in leaks:
+        st.error(message, icon=":material/block:")
+
     with st.popover("More settings", icon=":material/tune:"):
         state.seed("clf_lr", 1e-3)
         lr = st.number_input("Learning rate (Adam)", 1e-6, 1e-1, format="%.1e", step=1e-4,
                              key="clf_lr")
     if st.button("Start training", key="clf_start", type="primary", icon=":material/play_arrow:",
-                 disabled=ds is None):
+                 disabled=ds is None or bool(leaks)):
         args = _train_args(data_cfg, arch, int(epochs), int(batch), float(lr), augment, target,
                            synthetic, int(synthetic_n))
         run = attempt(jobs.start, "train-classifier", args, f"classifier-{arch}",

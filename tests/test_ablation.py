@@ -58,6 +58,7 @@ def test_gan_runs_feed_only_the_fraction_they_were_trained_on(tmp_path):
     ({}, "trained on all of phantom:10"),                                   # no split at all
     ({"split": "train", "split_seed": 3}, "another patient split"),
     ({"split": "train", "split_train_fraction": 1.0}, "more than the 0.5"),  # used at 0.5
+    ({"split": "train", "keep_extra_classes": True}, "loaded phantom:10 differently"),
 ])
 def test_classifier_refuses_gan_runs_that_saw_held_out_patients(tmp_path, data, message):
     run = _run_on(tmp_path, "leaky", **data)

@@ -176,3 +176,24 @@ def test_start_launches_with_data_and_augmentation(monkeypatch):
     assert aug["rotate_p"] == 0.9 and aug["rotate_deg"] == 12.0
     assert at.session_state["clf_run"] == "20260101-000000-classifier-resnet-new"
     assert os.path.isdir(runs_root() / at.session_state["clf_run"])
+
+
+def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
+    # A COVID-19 GAN trained on all phantoms (no --data-split train) would carry the classifier's
+    # validation and test patients into its training set: refused with the fix, before launch.
+    from core.models import Generator, GeneratorConfig, save_generator
+
+    store = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-leak", create=True)
+    store.write_config({"command": "train-gan"})
+    store.set_status("finished")
+    cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
+    data = {"source": "phantom", "phantom_per_class": 12, "classes": ["COVID-19"], "split": ""}
+    save_generator(store.checkpoints_dir / "latest.safetensors", Generator(cfg), cfg,
+                   {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 1, "data": data})
+    at = _app()
+    at.run()
+    at.selectbox(key="clf_syn_COVID-19").set_value(store.name).run()
+    assert not at.exception
+    assert any("trained on all of phantom" in e.value and "--data-split train" in e.value
+               for e in at.error)
+    assert at.button(key="clf_start").disabled
