@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.losses import LOSSES  # noqa: E402
+from core import toy  # noqa: E402
 from core.toy import ToyConfig, ToyTrainer, modes_covered  # noqa: E402
 from ui import toy_plots  # noqa: E402
 
@@ -42,6 +43,14 @@ def critic_speed(loss: str, threads: int, seconds: float) -> tuple[float, float,
     return n / wall, n / cpu, m * t.config.n_critic / wall2
 
 
+def autograd_input_gradient(net, x):
+    """The generic route (core.losses.gradient_penalty's): autograd's input gradient with
+    create_graph, the reference that core.toy.mlp_input_gradient replaces."""
+    x = x.requires_grad_(True)
+    (grads,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    return grads
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
@@ -57,12 +66,25 @@ def main() -> int:
     print("\ncritic steps/s (8gaussians, 3x128 MLPs, batch 256)")
     print(f"{'threads':>7} {'loss':>8} {'wall':>8} {'per CPU-s':>10} {'in loop':>8}")
     for threads in [int(x) for x in args.threads.split(",")]:
+        rates = {}
         for loss in LOSSES:
             wall, cpu, loop = critic_speed(loss, threads, args.seconds)
+            rates[loss] = wall
             print(f"{threads:>7} {loss:>8} {wall:>8.0f} {cpu:>10.0f} {loop:>8.0f}", flush=True)
+        # Side by side, same run: the penalty through autograd's generic double backward.
+        written_out = toy.mlp_input_gradient
+        toy.mlp_input_gradient = autograd_input_gradient
+        try:
+            ref, ref_cpu, ref_loop = critic_speed("wgan-gp", threads, args.seconds)
+        finally:
+            toy.mlp_input_gradient = written_out
+        print(f"{threads:>7} {'wgan-gp':>8} {ref:>8.0f} {ref_cpu:>10.0f} {ref_loop:>8.0f}"
+              f"   <- autograd penalty; written-out gradient {rates['wgan-gp'] / ref:.2f}x",
+              flush=True)
 
     torch.set_num_threads(1)
-    trainers = [ToyTrainer(ToyConfig(loss="wgan-gp")), ToyTrainer(ToyConfig(loss="gan"))]
+    trainers = [ToyTrainer(ToyConfig(loss="wgan-gp", threads=1)),
+                ToyTrainer(ToyConfig(loss="gan", threads=1))]
     for t in trainers:
         t.run(20)  # some history for the curves
     print(f"\nredraw, two trainers side by side (4 figures: heatmap+contours, 512+512 points, "
@@ -81,13 +103,22 @@ def main() -> int:
             t.run(10)
         [f.to_json() for f in toy_plots.refresh_figures(trainers)]
     report("live refresh: 10 iterations x 2 + redraw (/s)", refresh)
+    # What the playground runs by default: threads=0, auto (core.toy.ToyTrainer.threads_now).
+    chosen = []
+    for t in trainers:
+        t.update(threads=0)
+        t.critic.register_forward_pre_hook(lambda m, i: chosen.append(torch.get_num_threads()))
+    report("the same with threads=auto (/s)", refresh)
+    print(f"  auto used 2 threads in {sum(n == 2 for n in chosen) / max(len(chosen), 1):.0%} of "
+          "critic calls", flush=True)
 
     if args.coverage_seeds:
         print("\nWGAN-GP on 8 Gaussians (3x128, batch 64, lambda 0.1; 300 iterations at lr 1e-3, "
               "then 100 at 1e-4), 1 thread:")
         for seed in range(args.coverage_seeds):
             t = ToyTrainer(ToyConfig(dataset="8gaussians", loss="wgan-gp", lr_critic=1e-3,
-                                     lr_gen=1e-3, gp_lambda=0.1, batch_size=64, seed=seed))
+                                     lr_gen=1e-3, gp_lambda=0.1, batch_size=64, seed=seed,
+                                     threads=1))
             w0, c0 = time.perf_counter(), time.process_time()
             t.run(300)
             before = modes_covered(t.sample(2000, fixed=False))
@@ -104,11 +135,11 @@ def main() -> int:
         for lam in (0.1, 10.0):
             for seed in range(args.lambda_seeds):
                 one = ToyTrainer(ToyConfig(dataset="gaussian-1d", loss="wgan-gp", lr_critic=1e-3,
-                                           lr_gen=1e-3, gp_lambda=lam, seed=seed))
+                                           lr_gen=1e-3, gp_lambda=lam, seed=seed, threads=1))
                 one.run(600)
                 x = one.sample(4000, fixed=False)[:, 0]
                 two = ToyTrainer(ToyConfig(dataset="8gaussians", loss="wgan-gp", lr_critic=1e-3,
-                                           lr_gen=1e-3, gp_lambda=lam, seed=seed))
+                                           lr_gen=1e-3, gp_lambda=lam, seed=seed, threads=1))
                 two.run(400)
                 modes = modes_covered(two.sample(2000, fixed=False))
                 print(f"  lambda {lam:>4g} seed {seed}: 1D N(2, 1) after 600 iterations: mean "

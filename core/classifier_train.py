@@ -104,12 +104,16 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
     gan = read_meta(run_checkpoint(run)).get("data") or {}
     if not _same_source(gan.get("source"), data_config.source):
         return None
-    fix = (f"train it with --data-split train (the default fractions and seed"
-           f"{', and --data-split-train-fraction ' + format(tc.train_fraction, 'g') if tc.train_fraction < 1 else ''})")
+    fix = "train it with --data-split train (the default fractions and seed"
+    if tc.train_fraction < 1:
+        fix += f", and --data-split-train-fraction {tc.train_fraction:g}"
+    fix += ")"
     # The split is drawn over the whole loaded source, so it matches only if the GAN loaded the
-    # same images (phantoms: the same count and seed; any source: the same extra classes).
-    fields = ["keep_extra_classes"] + (["phantom_per_class", "seed"]
-                                       if str(data_config.source).startswith("phantom") else [])
+    # same images (phantoms: the same seed, and count unless "phantom:N" names it; any source:
+    # the same extra classes).
+    fields = ["keep_extra_classes"]
+    if str(data_config.source).startswith("phantom"):
+        fields += ["seed"] + (["phantom_per_class"] if data_config.source == "phantom" else [])
     defaults = DataConfig()
     differ = [f"{f} {gan.get(f, getattr(defaults, f))} (here {getattr(data_config, f)})"
               for f in fields if gan.get(f, getattr(defaults, f)) != getattr(data_config, f)]
@@ -374,7 +378,6 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
 
 # ---- `python -m core train-classifier` ----------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-
     parser.add_argument("--data", help="data source (phantom, phantom:N, a folder, ...)")
     parser.add_argument("--run-dir", help="run directory (default: a new one under runs/)")
     parser.add_argument("--augment", metavar="CONFIG.json",

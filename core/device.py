@@ -1,6 +1,10 @@
-"""Pick the compute device: CUDA, then Apple MPS, then CPU."""
+"""Pick the compute device: CUDA, then Apple MPS, then CPU; and how busy the CPU is."""
 
 from __future__ import annotations
+
+import os
+import resource
+import time
 
 import torch
 
@@ -26,3 +30,26 @@ def describe(device: torch.device | None = None) -> str:
         return "Apple GPU (mps)"
     n = torch.get_num_threads()
     return f"CPU ({n} thread{'s' if n != 1 else ''})"
+
+
+class OtherCpuLoad:
+    """How many cores' worth of CPU other processes used between two calls of `sample()`: the
+    machine's busy time (Linux /proc/stat) minus this process's own. None on the first call
+    and where /proc/stat is missing."""
+
+    def __init__(self):
+        self._last: tuple[float, float, float] | None = None
+
+    def sample(self) -> float | None:
+        try:
+            with open("/proc/stat") as f:  # "cpu  user nice system idle iowait irq softirq ..."
+                ticks = [int(v) for v in f.readline().split()[1:8]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # idle, iowait out
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        now = (time.monotonic(), busy, usage.ru_utime + usage.ru_stime)
+        last, self._last = self._last, now
+        if last is None or now[0] <= last[0]:
+            return None
+        return max(0.0, (now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])

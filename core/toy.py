@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ import sklearn.datasets
 import torch
 from torch import nn
 
+from core.device import OtherCpuLoad
 from core.errors import UserError
 from core.losses import (
     LOSS_DEFAULTS,
@@ -169,9 +172,9 @@ def sample_dataset(name: str, n: int, seed: int = 0) -> np.ndarray:
 _LOSS_FIELDS = ("lr_critic", "lr_gen", "n_critic", "gp_lambda", "clip")
 # Where the toy departs from the papers' image settings. lambda 0.1 is what the WGAN-GP authors'
 # own toy code uses (gan_toy.py: "Smaller lambda seems to help for toy tasks specifically").
-# Measured here (docs/performance.md): with lambda 10, WGAN-GP squeezed 1D N(2, 1) into a spike
-# (std 0.05-0.13 after 600 iterations, 2 seeds) and covered 0-3 of the 8 Gaussians after 400
-# iterations at lr 1e-3; with 0.1 it kept the std at 0.83-1.08 and covered 8/8.
+# Measured here (`python bench/toy_speed.py`, 2 seeds, lr 1e-3): with lambda 10, WGAN-GP squeezed
+# 1D N(2, 1) to std 0.05 and 0.31 after 600 iterations and covered 0 and 3 of the 8 Gaussians
+# after 400; with 0.1, std 0.86 and 1.01 and 8/8 modes both times.
 TOY_OVERRIDES = {"wgan-gp": {"gp_lambda": 0.1}}
 
 
@@ -195,7 +198,8 @@ class ToyConfig:
     clip: float | None = None        # weight clipping bound; applied whenever > 0
     seed: int = 0
     log_every: int = 5               # record metrics every k generator steps (.item() is costly)
-    threads: int = 1                 # torch threads while training/drawing; 0 = leave as set
+    threads: int = 0                 # torch threads while training/drawing; 0 = auto (2 when
+                                     # no other process keeps a core busy, else 1)
     pool_size: int = 50_000          # real samples drawn once per reset; batches index into it
 
     def __post_init__(self):
@@ -217,7 +221,7 @@ class ToyConfig:
                   (self.gp_lambda >= 0, "lambda must be 0 or more"),
                   (self.clip >= 0, "clip value must be 0 (off) or more"),
                   (self.log_every >= 1, "log_every must be at least 1"),
-                  (self.threads >= 0, "threads must be 0 (leave as set) or more"),
+                  (self.threads >= 0, "threads must be 0 (auto) or more"),
                   (self.pool_size >= 2, "pool_size must be at least 2")]
         for ok, message in checks:
             if not ok:
@@ -239,9 +243,10 @@ def mlp_input_gradient(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     W1^T (m1 * W2^T (m2 * ... w_out)) so that it can itself be differentiated into the weights.
 
     Equal to autograd.grad(net(x).sum(), x, create_graph=True), weight gradients of a penalty on
-    it included (tests/test_toy.py), and 1.5x faster: ReLU's derivative is a 0/1 mask whose own
+    it included (tests/test_toy.py), and cheaper: ReLU's derivative is a 0/1 mask whose own
     derivative is zero, but autograd's generic double backward still carries those zeros back
-    through every forward layer, a third of a WGAN-GP step's matmuls here."""
+    through every forward layer, a third of a WGAN-GP step's matmuls here. The penalty term got
+    about 1.4x faster, a whole critic step 1.2-1.25x (bench/toy_speed.py, side by side)."""
     linears = [m for m in net if isinstance(m, nn.Linear)]
     if linears[-1].out_features != 1 or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in net):
         raise ValueError("mlp_input_gradient needs a Linear/ReLU stack with one output")
@@ -280,6 +285,8 @@ class ToyTrainer:
 
     def __init__(self, config: ToyConfig | None = None):
         self.config = config or ToyConfig()
+        self._cpu_load = OtherCpuLoad()
+        self._auto = (-float("inf"), 1)  # (when auto last looked, the threads it chose)
         self.reset()
 
     # -- construction ---------------------------------------------------------------------
@@ -345,7 +352,7 @@ class ToyTrainer:
         if c.gp_lambda > 0:
             alpha = torch.rand(B, 1, generator=self._rng)
             # The penalty of core.losses.gradient_penalty, with the input gradient written out
-            # for the MLP (mlp_input_gradient: same numbers, 1.5x faster).
+            # for the MLP (mlp_input_gradient: same numbers, a 1.2x faster critic step).
             grads = mlp_input_gradient(self.critic, interpolate(real, fake, alpha))
             gp, _ = penalty_from_grads(grads)
             loss = loss + c.gp_lambda * gp
@@ -397,19 +404,36 @@ class ToyTrainer:
 
     @contextlib.contextmanager
     def torch_threads(self):
-        """Run the block with `config.threads` torch threads, then restore the process-wide
+        """Run the block with `threads_now()` torch threads, then restore the process-wide
         setting; run() and critic_field() use it, wrap loops of single steps in it too."""
-        # Matmuls of 256x128 gain little from a second thread, and when the other core is busy
-        # OpenMP threads waiting on each other made steps ~6x slower (docs/performance.md), so
-        # heavy calls use config.threads and then restore the process-wide setting.
-        before, want = torch.get_num_threads(), self.config.threads
-        if want and want != before:
+        before, want = torch.get_num_threads(), self.threads_now()
+        if want != before:
             torch.set_num_threads(want)
         try:
             yield
         finally:
-            if want and want != before:
+            if want != before:
                 torch.set_num_threads(before)
+
+    AUTO_EVERY_S = 0.25  # auto threads: look at the CPU load at most this often
+
+    def threads_now(self) -> int:
+        """config.threads, or with 0 (auto) 2 threads when other processes used under a third of
+        a core since the last look and the machine has 2 cores or more, else 1.
+
+        A second thread made a WGAN-GP critic step 1.2-1.4x faster on the idle 2-core machine,
+        but when another job kept the other core busy, OpenMP threads waiting for it made steps
+        10-25x slower (docs/performance.md). So auto looks again every AUTO_EVERY_S (about each
+        live refresh; shorter windows are too coarse for /proc/stat's 10 ms ticks) and starts
+        with 1 thread until it has a first measurement."""
+        if self.config.threads:
+            return self.config.threads
+        now = time.monotonic()
+        if now - self._auto[0] >= self.AUTO_EVERY_S:
+            other = self._cpu_load.sample()
+            idle = other is not None and other < 0.33
+            self._auto = (now, 2 if idle and (os.cpu_count() or 1) >= 2 else 1)
+        return self._auto[1]
 
     # -- metrics --------------------------------------------------------------------------
     def record(self) -> dict:

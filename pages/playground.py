@@ -11,6 +11,7 @@ import streamlit as st
 from core.errors import UserError
 from core.losses import LOSSES
 from core.toy import DATASETS, ToyConfig, ToyTrainer, modes_covered
+from ui import state
 from ui.toy_plots import N_POINTS, refresh_figures
 
 LOSS_NAMES = {"gan": "GAN", "wgan": "WGAN (clip)", "wgan-gp": "WGAN-GP"}
@@ -220,15 +221,18 @@ def main() -> None:
     st.set_page_config(layout="wide")
     _init_state()
     ss = st.session_state
+    state.init()  # also brings a deep link on a fresh server into the app shell
     st.title("Playground")
     st.caption("GAN, WGAN and WGAN-GP on toy data, trained live on this machine's CPU. "
                "Orange: real samples; green: generated; arrows: the critic's gradient at "
                "generated points, the direction the generator moves them. Both start at "
                "learning rate 1e-3 so the toy learns in seconds; switching a loss type restores "
-               "its paper's settings.")
+               "its paper's settings (WGAN-GP with λ 0.1, its authors' value for toy data).")
     sidebar_controls()
     b = st.columns([1, 1, 1, 1, 1, 3])
-    b[0].button("⏸ Pause" if ss.toy_playing else "▶ Play", key="toy_play",
+    # Material icons, not the ⏸/▶ characters: those need an emoji font the browser may lack.
+    b[0].button("Pause" if ss.toy_playing else "Play", key="toy_play",
+                icon=":material/pause:" if ss.toy_playing else ":material/play_arrow:",
                 on_click=_toggle_play, type="primary", width="stretch")
     b[1].button("Step critic", key="toy_step_critic", on_click=_step, args=("critic",),
                 width="stretch")

@@ -12,6 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import save_json
@@ -37,6 +38,14 @@ def test_shell_and_home():
     links = {link.proto.label for link in at.get("page_link")}
     expected = {title for path, title, _ in nav.available() if path != "pages/home.py"}
     assert links == expected and {"Data & augmentation", "Train GAN", "Samples", "Runs"} <= links
+
+
+@pytest.mark.parametrize("page", [p[0] for p in nav.PAGES])
+def test_every_page_calls_state_init(page):
+    # state.init() is what brings a deep link on a fresh server (/playground before anyone
+    # opened "/") into the app shell; a page without it showed Streamlit's bare file list as
+    # navigation, with no device or disclaimer (seen in a real browser).
+    assert "state.init()" in (REPO / page).read_text()
 
 
 def test_navigation_lists_only_existing_pages(tmp_path, monkeypatch):

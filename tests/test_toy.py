@@ -216,6 +216,34 @@ def test_run_uses_the_configured_threads_and_restores_them():
     assert set(seen) == {2} and torch.get_num_threads() == 1
 
 
+def test_auto_threads_take_a_second_core_only_when_the_machine_is_otherwise_idle(monkeypatch):
+    t = tiny()  # threads=0: auto
+    loads = iter([None, 0.05, 1.0, 0.2])  # first call: nothing measured yet
+
+    class FakeLoad:
+        def sample(self):
+            return next(loads)
+
+    t._cpu_load = FakeLoad()
+    monkeypatch.setattr(ToyTrainer, "AUTO_EVERY_S", 0.0)  # look on every call
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert [t.threads_now() for _ in range(4)] == [1, 2, 1, 2]
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    t._cpu_load = FakeLoad()
+    loads = iter([0.0])
+    assert t.threads_now() == 1  # one core: nothing to gain
+
+
+def test_other_cpu_load_measures_between_calls():
+    from core.device import OtherCpuLoad
+
+    load = OtherCpuLoad()
+    first = load.sample()
+    sum(i * i for i in range(200_000))  # our own work must not count as "other"
+    second = load.sample()
+    assert first is None and second is not None and second >= 0.0
+
+
 def test_reset_restores_the_seeded_start():
     t, fresh = tiny(), tiny()
     t.run(2)
