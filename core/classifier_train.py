@@ -26,8 +26,9 @@ from core.classifier import (
 )
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, override, save_json, to_dict
-from core.data import DataConfig, subsample_patients
+from core.data import DataConfig
 from core.errors import UserError
+from core.splits import subsample_patients
 
 BALANCE = ("weights", "augment", "none")
 
@@ -173,10 +174,11 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
     may pass an already loaded ImageDataset for `data_config` (the ablation loads once).
     """
     from core.augment import AugmentConfig, balance
-    from core.data import load_dataset, split_by_patient
+    from core.data import load_dataset
     from core.device import describe, pick_device
     from core.evaluate import evaluate, fit_temperature, predict_logits
     from core.predict import OOD_PERCENTILE, fit_ood, ood_distance, ood_threshold
+    from core.splits import split_by_patient
 
     tc = train_config
     for spec in tc.synthetic_runs if tc.synthetic_per_class > 0 else ():

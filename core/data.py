@@ -1,5 +1,5 @@
 """Data sources -> ImageDataset: one in-memory set of images at one size, with labels, patient ids
-and per-image metadata; patient-level splits; the `data-info` command."""
+and per-image metadata; the `data-info` command. Patient-level splits are in core/splits.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import os
 import re
 import sys
 import time
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from torch.utils.data import Dataset
 from core import CLASSES
 from core.errors import ImageReadError, UserError
 from core.imageio import read_image, to_uint8
+from core.splits import split_by_patient, subsample_patients
 
 
 @dataclass
@@ -577,83 +577,7 @@ def _load_source(config: DataConfig, progress: Progress | None) -> ImageDataset:
     return _load_directory(path, config, progress)
 
 
-# --- splits and summary ----------------------------------------------------------------------
-
-def _group_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rest, held) with about `fraction` of `idx` held out, whole groups only, stratified by
-    class as far as the groups allow (one fold of a StratifiedGroupKFold)."""
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
-
-    n_groups = len(np.unique(groups))
-    if n_groups < 2:
-        raise UserError("Cannot split: all images belong to one patient.")
-    n_splits = int(round(1.0 / fraction))
-    if n_splits >= 2:
-        n_splits = min(n_splits, n_groups)
-        with warnings.catch_warnings():  # "least populated class has only k members"
-            warnings.simplefilter("ignore", UserWarning)
-            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            rest, held = next(folds.split(idx, y, groups))
-    else:  # more than half held out: no K-fold matches, draw groups at random
-        gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        rest, held = next(gss.split(idx, y, groups))
-    return idx[rest], idx[held]
-
-
-def split_by_patient(dataset: ImageDataset, val_fraction: float = 0.2, test_fraction: float = 0.0,
-                     seed: int = 0) -> dict[str, np.ndarray]:
-    """Indices {"train", "val"(, "test")} with no patient in two splits, stratified by class as
-    far as patients allow. Items marked meta["augmented"] or meta["synthetic"] only ever go to
-    "train", and are dropped when their patient landed in val/test (they are copies of a held-out
-    image; keeping them in train would leak it). Items without a patient id count as their own."""
-    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise UserError(f"Split fractions must be in [0, 1) and sum below 1 "
-                        f"(val {val_fraction}, test {test_fraction}).")
-    patients = np.array(dataset.patients)
-    made = np.array([bool(m.get("augmented") or m.get("synthetic")) for m in dataset.metas], bool)
-    idx = np.flatnonzero(~made)
-    out = {}
-    rest = idx
-    if test_fraction > 0:
-        rest, out["test"] = _group_fold(rest, dataset.labels[rest], patients[rest],
-                                        test_fraction, seed)
-    if val_fraction > 0:
-        frac = val_fraction / (1.0 - test_fraction)
-        rest, out["val"] = _group_fold(rest, dataset.labels[rest], patients[rest], frac, seed + 1)
-    else:
-        out["val"] = np.array([], np.int64)
-    held = set(patients[np.concatenate([out["val"], out.get("test", np.array([], np.int64))])])
-    extra = [i for i in np.flatnonzero(made) if patients[i] not in held]
-    result = {"train": np.sort(np.concatenate([rest, np.array(extra, np.int64)]))}
-    result["val"] = np.sort(out["val"])
-    if "test" in out:
-        result["test"] = np.sort(out["test"])
-    return {k: v.astype(np.int64) for k, v in result.items()}
-
-
-def subsample_patients(dataset: ImageDataset, idx: np.ndarray, fraction: float,
-                       seed: int) -> np.ndarray:
-    """About `fraction` of the patients behind `idx` (at least one per class), stratified by each
-    patient's first label. train-classifier's train_fraction and a GAN's split_train_fraction
-    both call this with the split seed, so an ablation arm and the GAN run that feeds it see the
-    same training patients."""
-    if fraction >= 1.0:
-        return idx
-    if not 0 < fraction < 1:
-        raise UserError(f"the training fraction must be in (0, 1], not {fraction}")
-    patients = np.array(dataset.patients)[idx]
-    first: dict[str, int] = {}
-    for p, y in zip(patients, dataset.labels[idx]):
-        first.setdefault(p, int(y))
-    rng = np.random.default_rng([seed, 7919])
-    keep = set()
-    for k in sorted(set(first.values())):
-        group = sorted(p for p, y in first.items() if y == k)
-        n = max(1, int(round(fraction * len(group))))
-        keep.update(rng.permutation(group)[:n].tolist())
-    return idx[np.isin(patients, list(keep))]
-
+# --- summary ------------------------------------------------------------------------------
 
 def describe(dataset: ImageDataset) -> dict:
     """JSON-ready summary: counts per class, stored and original sizes, patients, sources,

@@ -175,7 +175,7 @@ def split_indices(meta: dict, dataset, split: str) -> np.ndarray:
     patient-level split recorded in the checkpoint meta (seed and fractions)."""
     if split == "all":
         return np.arange(len(dataset))
-    from core.data import split_by_patient
+    from core.splits import split_by_patient
 
     s = meta.get("split") or {}
     if not s:

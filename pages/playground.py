@@ -219,9 +219,9 @@ def live_panel() -> None:
 
 def main() -> None:
     st.set_page_config(layout="wide")
+    state.init()  # also brings a deep link on a fresh server into the app shell
     _init_state()
     ss = st.session_state
-    state.init()  # also brings a deep link on a fresh server into the app shell
     st.title("Playground")
     st.caption("GAN, WGAN and WGAN-GP on toy data, trained live on this machine's CPU. "
                "Orange: real samples; green: generated; arrows: the critic's gradient at "

@@ -102,7 +102,7 @@ def test_split_is_by_patient_and_extras_only_train(tmp_path, monkeypatch):
     td = meta["training_data"]
     assert td["n_synthetic"] == 5 and td["n_augmented"] > 0
     train = seen["train"]
-    from core.data import split_by_patient
+    from core.splits import split_by_patient
     parts = split_by_patient(ds, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     held = {ds.patients[i] for i in np.concatenate([parts["val"], parts["test"]])}
     assert held and not held & set(train.patients)

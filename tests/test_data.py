@@ -1,5 +1,5 @@
 """core.data: every source layout loads with the right classes, patients and metadata; bad files
-are skipped with reasons; patient-level splits never share a patient; data-info runs."""
+are skipped with reasons; the data split options pick the classifier's patients; data-info runs."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from PIL import Image
 
 from conftest import huge_png_header
 from core import CLASSES
-from core.data import (DataConfig, ImageDataset, describe, finding_class, load_dataset,
-                       split_by_patient, subsample_patients)
+from core.data import DataConfig, ImageDataset, describe, finding_class, load_dataset
 from core.errors import UserError
+from core.splits import split_by_patient, subsample_patients
 
 
 def _img(path: Path, value: int = 128, size=(20, 16), mode="L") -> Path:
@@ -294,60 +294,6 @@ def test_natural_spec_without_module_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "core.natural", None)  # import fails as if absent
     with pytest.raises(UserError, match="not available"):
         load_dataset("digits")
-
-
-# --- splits ----------------------------------------------------------------------------------
-
-def _toy(n_patients=30, per_patient=3, seed=0) -> ImageDataset:
-    rng = np.random.default_rng(seed)
-    labels, metas = [], []
-    for p in range(n_patients):
-        for j in range(per_patient):
-            labels.append(p % 3)
-            metas.append({"patient": f"p{p}", "file": f"p{p}_{j}.png"})
-    n = len(labels)
-    return ImageDataset(rng.integers(0, 256, (n, 8, 8), dtype=np.uint8), np.array(labels),
-                        list(CLASSES), metas)
-
-
-def test_split_by_patient_no_leak_and_stratified():
-    ds = _toy()
-    split = split_by_patient(ds, val_fraction=0.2, test_fraction=0.2, seed=1)
-    pats = {k: {ds.patients[i] for i in v} for k, v in split.items()}
-    assert not (pats["train"] & pats["val"]) and not (pats["train"] & pats["test"])
-    assert not (pats["val"] & pats["test"])
-    all_idx = np.concatenate(list(split.values()))
-    assert sorted(all_idx) == list(range(len(ds)))  # a partition
-    for part in ("val", "test"):
-        assert 0.1 <= len(split[part]) / len(ds) <= 0.3
-        assert set(ds.labels[split[part]]) == {0, 1, 2}  # stratified: every class present
-    other = split_by_patient(ds, val_fraction=0.2, test_fraction=0.2, seed=2)
-    assert not np.array_equal(other["val"], split["val"])  # the seed matters
-
-
-def test_split_keeps_augmented_and_synthetic_in_train():
-    ds = _toy()
-    extra = ImageDataset(np.zeros((6, 8, 8), np.uint8), np.array([0, 1, 2, 0, 1, 2]), list(CLASSES),
-                         [{"patient": f"p{k}", "augmented": True} for k in range(3)]
-                         + [{"synthetic": True} for _ in range(3)])
-    both = ds.concat(extra)
-    split = split_by_patient(both, val_fraction=0.3, seed=0)
-    made = set(range(len(ds), len(both)))
-    assert not made & set(split["val"].tolist())
-    val_patients = {both.patients[i] for i in split["val"]}
-    for i in made:
-        if both.metas[i].get("synthetic"):
-            assert i in split["train"]
-        else:  # an augmented copy goes to train unless its source patient is held out
-            assert (i in split["train"]) == (both.patients[i] not in val_patients)
-
-
-def test_split_refuses_single_patient_and_bad_fractions():
-    ds = _toy(n_patients=1)
-    with pytest.raises(UserError, match="one patient"):
-        split_by_patient(ds)
-    with pytest.raises(UserError, match="fractions"):
-        split_by_patient(_toy(), val_fraction=0.6, test_fraction=0.5)
 
 
 # --- describe and the CLI --------------------------------------------------------------------
