@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,6 +276,18 @@ def _make_optimizer(params, loss: str, lr: float) -> torch.optim.Optimizer:
 # ---------------------------------------------------------------------------------------------
 # Trainer
 
+# Threads of this process inside a trainer's torch_threads() now, with their nesting depth
+# (Streamlit runs each browser session in its own thread); auto threads take a second core only
+# when no other thread is training.
+_BUSY: dict[int, int] = {}
+_BUSY_LOCK = threading.Lock()
+
+
+def _others_training() -> bool:
+    me = threading.get_ident()
+    with _BUSY_LOCK:
+        return any(depth for thread, depth in _BUSY.items() if thread != me)
+
 class ToyTrainer:
     """Generator and critic MLPs, their optimizers, step counters and a metrics history.
 
@@ -409,17 +422,25 @@ class ToyTrainer:
         before, want = torch.get_num_threads(), self.threads_now()
         if want != before:
             torch.set_num_threads(want)
+        me = threading.get_ident()
+        with _BUSY_LOCK:
+            _BUSY[me] = _BUSY.get(me, 0) + 1
         try:
             yield
         finally:
+            with _BUSY_LOCK:
+                _BUSY[me] -= 1
+                if not _BUSY[me]:
+                    del _BUSY[me]
             if want != before:
                 torch.set_num_threads(before)
 
     AUTO_EVERY_S = 0.25  # auto threads: look at the CPU load at most this often
 
     def threads_now(self) -> int:
-        """config.threads, or with 0 (auto) 2 threads when other processes used under a third of
-        a core since the last look and the machine has 2 cores or more, else 1.
+        """config.threads, or with 0 (auto) 2 threads when no other thread of this process is
+        training, other processes used under a third of a core since the last look, and the
+        machine has 2 cores or more; else 1.
 
         A second thread made a WGAN-GP critic step 1.2-1.4x faster on the idle 2-core machine,
         but when another job kept the other core busy, OpenMP threads waiting for it made steps
@@ -428,6 +449,11 @@ class ToyTrainer:
         with 1 thread until it has a first measurement."""
         if self.config.threads:
             return self.config.threads
+        if _others_training():
+            # Another trainer of this process is training right now (another browser session
+            # on the same server: a class of students): each gets 1 thread, or their OpenMP
+            # teams would fight over the cores. /proc/stat cannot see it: it is our own process.
+            return 1
         now = time.monotonic()
         if now - self._auto[0] >= self.AUTO_EVERY_S:
             other = self._cpu_load.sample()

@@ -1,11 +1,19 @@
 """Tests for core/toy.py: toy distributions, the toy trainer, live updates and the plotted views."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 from core.errors import UserError
-from core.losses import LOSS_DEFAULTS, LOSSES, gradient_penalty, interpolate, penalty_from_grads
+from core.losses import (
+    LOSS_DEFAULTS,
+    LOSSES,
+    gradient_penalty,
+    interpolate,
+    penalty_from_grads,
+)
 from core.toy import (
     DATASETS,
     EIGHT_GAUSSIANS_CENTERS,
@@ -232,6 +240,27 @@ def test_auto_threads_take_a_second_core_only_when_the_machine_is_otherwise_idle
     t._cpu_load = FakeLoad()
     loads = iter([0.0])
     assert t.threads_now() == 1  # one core: nothing to gain
+    # Another trainer of this process training at the same time (another browser session):
+    # 1 thread, whatever the other processes do.
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    loads = iter([0.0, 0.0])
+    other, inside, release = tiny(), threading.Event(), threading.Event()
+
+    def train_elsewhere():
+        with other.torch_threads():
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=train_elsewhere)
+    worker.start()
+    inside.wait(10)
+    try:
+        assert t.threads_now() == 1
+    finally:
+        release.set()
+        worker.join()
+    with t.torch_threads():  # its own block (or a nested one) does not count as another
+        assert t.threads_now() == 2
 
 
 def test_other_cpu_load_measures_between_calls():
