@@ -102,9 +102,10 @@ def run_ablation(data_config, model_config: ClassifierConfig, train_config: Clas
             if specs:
                 todo += [(fraction, seed, arm, specs) for seed in seeds]
             elif runs.get(arm):
+                flag = f" --data-split-train-fraction {fraction:g}" if fraction < 1 else ""
                 skipped[f"{arm} at {fraction:g}"] = (
                     f"none of its runs was trained on this fraction's patients (train one with "
-                    f"--data-split train --data-split-train-fraction {fraction:g})")
+                    f"--data-split train{flag})")
             else:
                 skipped[arm] = f"no {ARMS[arm]} GAN runs given (--runs {arm}:CLASS=RUN_DIR)"
     for i, (fraction, seed, arm, specs) in enumerate(todo):
