@@ -83,11 +83,20 @@ def _parse_synthetic(spec: str) -> tuple[str | None, str]:
     return None, spec.strip()
 
 
-def _same_source(a, b) -> bool:
-    def norm(spec):
-        path = Path(str(spec)).expanduser()
-        return str(path.resolve()) if path.exists() else str(spec)
-    return a is not None and norm(a) == norm(b)
+def _loaded_as(data: dict) -> tuple[str, dict]:
+    """(source family, the settings that decide which images it loads) of a data config dict.
+    Every phantom spec is one family ("phantom" and "phantom:N" draw from the same generator),
+    told apart by count and seed; a folder is its resolved path."""
+    defaults = to_dict(DataConfig())
+    source = str(data.get("source") or "")
+    extra = bool(data.get("keep_extra_classes", defaults["keep_extra_classes"]))
+    if source.startswith("phantom"):
+        count = source.split(":", 1)[1] if ":" in source else \
+            data.get("phantom_per_class", defaults["phantom_per_class"])
+        return "phantom", {"images per class": int(count), "seed": data.get("seed", 0),
+                           "keep_extra_classes": extra}
+    path = Path(source).expanduser()
+    return (str(path.resolve()) if path.exists() else source), {"keep_extra_classes": extra}
 
 
 def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> float | None:
@@ -96,28 +105,25 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
     was trained on another source (its samples cannot carry these patients).
 
     Raises UserError when the run saw patients outside the classifier's training split (all of
-    the source, another split, or more training patients than train_fraction keeps): its
-    samples would be copies of validation or test patients and inflate every score."""
+    the source, a differently loaded copy, another split, or more training patients than
+    train_fraction keeps): its samples would be copies of validation or test patients and
+    inflate every score."""
     from core.checkpoint import read_meta
     from core.gan_metrics import run_checkpoint
 
     _, run = _parse_synthetic(spec)
     gan = read_meta(run_checkpoint(run)).get("data") or {}
-    if not _same_source(gan.get("source"), data_config.source):
+    (theirs, their_settings), (ours, our_settings) = _loaded_as(gan), _loaded_as(to_dict(data_config))
+    if theirs != ours:
         return None
     fix = "train it with --data-split train (the default fractions and seed"
     if tc.train_fraction < 1:
         fix += f", and --data-split-train-fraction {tc.train_fraction:g}"
     fix += ")"
     # The split is drawn over the whole loaded source, so it matches only if the GAN loaded the
-    # same images (phantoms: the same seed, and count unless "phantom:N" names it; any source:
-    # the same extra classes).
-    fields = ["keep_extra_classes"]
-    if str(data_config.source).startswith("phantom"):
-        fields += ["seed"] + (["phantom_per_class"] if data_config.source == "phantom" else [])
-    defaults = DataConfig()
-    differ = [f"{f} {gan.get(f, getattr(defaults, f))} (here {getattr(data_config, f)})"
-              for f in fields if gan.get(f, getattr(defaults, f)) != getattr(data_config, f)]
+    # same images.
+    differ = [f"{k} {v} (here {our_settings[k]})" for k, v in their_settings.items()
+              if v != our_settings[k]]
     if differ:
         raise UserError(f"GAN run {run} loaded {gan.get('source')} differently "
                         f"({', '.join(differ)}), so its patients cannot be matched to this "

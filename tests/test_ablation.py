@@ -66,9 +66,14 @@ def test_classifier_refuses_gan_runs_that_saw_held_out_patients(tmp_path, data, 
     with pytest.raises(UserError, match=message):
         synthetic_fraction(f"COVID-19={run}", DataConfig(source="phantom:10", size=32), tc)
     # Another source cannot carry these patients; the right split is accepted.
-    assert synthetic_fraction(run, DataConfig(source="phantom:12", size=32), tc) is None
+    assert synthetic_fraction(run, DataConfig(source=str(tmp_path), size=32), tc) is None
     ok = _run_on(tmp_path, "ok", split="train", split_train_fraction=0.5)
     assert synthetic_fraction(ok, DataConfig(source="phantom:10", size=32), tc) == 0.5
+    # "phantom" with 10 per class loads what "phantom:10" loads; 12 per class would not.
+    same = DataConfig(source="phantom", phantom_per_class=10, size=32)
+    assert synthetic_fraction(ok, same, tc) == 0.5
+    with pytest.raises(UserError, match="images per class 10 .here 12."):
+        synthetic_fraction(ok, DataConfig(source="phantom:12", size=32), tc)
     # train_classifier checks before it loads or trains anything.
     with pytest.raises(UserError, match=message):
         train_classifier(RunStore(tmp_path / "clf", create=True),
