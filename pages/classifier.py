@@ -159,7 +159,8 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
         except UserError as exc:
             leaks.append(str(exc))
     for message in leaks:
-        st.error(message, icon=":material/block:")
+        st.error(message + ". On **Train GAN** that is the *Training patients only* switch, "
+                 "with the same data chosen on *Data & augmentation*.", icon=":material/block:")
 
     with st.popover("More settings", icon=":material/tune:"):
         state.seed("clf_lr", 1e-3)
