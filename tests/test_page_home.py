@@ -77,6 +77,8 @@ def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
     assert command[0] == "train-gan"
     assert command[command.index("--preset") + 1] == "cpu-tiny"
     assert command[command.index("--data") + 1] == "phantom"
+    # Training patients only, so the Classifier page accepts its samples on the default data.
+    assert command[command.index("--data-split") + 1] == "train"
     run = RunStore(command[command.index("--run-dir") + 1])
     assert run.path.parent == runs_root()
     assert at.session_state["gan_run"] == run.name
