@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import time
 
 import torch
@@ -42,9 +41,11 @@ class OtherCpuLoad:
 
     def sample(self) -> float | None:
         try:
+            import resource  # POSIX only; there is no /proc/stat without it anyway
+
             with open("/proc/stat") as f:  # "cpu  user nice system idle iowait irq softirq ..."
                 ticks = [int(v) for v in f.readline().split()[1:8]]
-        except (OSError, ValueError):
+        except (ImportError, OSError, ValueError):
             return None
         busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # idle, iowait out
         usage = resource.getrusage(resource.RUSAGE_SELF)
