@@ -93,7 +93,7 @@ def _loaded_as(data: dict) -> tuple[str, dict]:
     if source.startswith("phantom"):
         count = source.split(":", 1)[1] if ":" in source else \
             data.get("phantom_per_class", defaults["phantom_per_class"])
-        return "phantom", {"images per class": int(count), "seed": data.get("seed", 0),
+        return "phantom", {"images per class": str(count), "seed": data.get("seed", 0),
                            "keep_extra_classes": extra}
     path = Path(source).expanduser()
     return (str(path.resolve()) if path.exists() else source), {"keep_extra_classes": extra}
@@ -131,10 +131,11 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
     if gan.get("split") != "train":
         raise UserError(f"GAN run {run} was trained on all of {gan.get('source')}, including this "
                         f"classifier's validation and test patients; its samples would leak them: {fix}")
-    theirs = (gan.get("split_val_fraction"), gan.get("split_test_fraction"), gan.get("split_seed"))
-    if theirs != (tc.val_fraction, tc.test_fraction, tc.split_seed):
+    their_split = (gan.get("split_val_fraction"), gan.get("split_test_fraction"),
+                   gan.get("split_seed"))
+    if their_split != (tc.val_fraction, tc.test_fraction, tc.split_seed):
         raise UserError(f"GAN run {run} was trained on another patient split (val, test, seed = "
-                        f"{theirs}, here {(tc.val_fraction, tc.test_fraction, tc.split_seed)}): {fix}")
+                        f"{their_split}, here {(tc.val_fraction, tc.test_fraction, tc.split_seed)}): {fix}")
     fraction = float(gan.get("split_train_fraction", 1.0))
     if fraction > tc.train_fraction:
         raise UserError(f"GAN run {run} saw {fraction:g} of the training patients, more than the "

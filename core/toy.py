@@ -288,6 +288,7 @@ def _others_training() -> bool:
     with _BUSY_LOCK:
         return any(depth for thread, depth in _BUSY.items() if thread != me)
 
+
 class ToyTrainer:
     """Generator and critic MLPs, their optimizers, step counters and a metrics history.
 
