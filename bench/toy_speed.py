@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -16,8 +17,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.losses import LOSSES  # noqa: E402
-from core import toy  # noqa: E402
+from core.losses import (  # noqa: E402
+    LOSSES,
+    clip_weights,
+    gan_critic_loss,
+    gradient_penalty,
+    wgan_critic_loss,
+)
 from core.toy import ToyConfig, ToyTrainer, modes_covered  # noqa: E402
 from ui import toy_plots  # noqa: E402
 
@@ -31,29 +37,68 @@ def timed(fn, seconds: float) -> tuple[int, float, float]:
     return n, time.perf_counter() - w0, time.process_time() - c0
 
 
-def critic_speed(loss: str, threads: int, seconds: float) -> tuple[float, float, float]:
-    """(critic steps/s wall, per CPU-second, full-loop critic steps/s incl. generator steps)."""
-    t = ToyTrainer(ToyConfig(dataset="8gaussians", loss=loss, hidden=128, depth=3,
-                             batch_size=256, threads=threads))
-    with t.torch_threads():  # what run() does around its loop
-        for _ in range(20):  # warm up allocator and kernels
+def compiled(t: ToyTrainer, timeout: float = 300.0) -> float:
+    """Step t eagerly until its compiled critic update is in use: seconds waited."""
+    t0 = time.perf_counter()
+    with t.torch_threads():  # compiled code is built per thread count: the count it runs with
+        while t.step_code != "compiled":
+            if t.step_code.startswith("eager (") or time.perf_counter() - t0 > timeout:
+                raise SystemExit(f"the compiled critic update did not build: {t.step_code}")
             t.critic_step()
-        n, wall, cpu = timed(t.critic_step, seconds)
-        m, wall2, _ = timed(t.iteration, seconds)
-    return n / wall, n / cpu, m * t.config.n_critic / wall2
+    return time.perf_counter() - t0
 
 
-def autograd_input_gradient(net, x):
-    """The generic route (core.losses.gradient_penalty's): autograd's input gradient with
-    create_graph, the reference that core.toy.mlp_input_gradient replaces."""
-    x = x.requires_grad_(True)
-    (grads,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
-    return grads
+def autograd_critic_step(t: ToyTrainer) -> None:
+    """The generic route, as a reference: autograd through the critic module and core.losses,
+    the penalty by gradient_penalty's double backward (what core.toy_step writes out)."""
+    c, B = t.config, t.config.batch_size
+    real = t._real(B)
+    with torch.no_grad():
+        fake = t.generator(t._noise(B))
+    real_s, fake_s = t.critic(torch.cat([real, fake])).chunk(2)
+    loss = gan_critic_loss(real_s, fake_s) if c.loss == "gan" else wgan_critic_loss(real_s, fake_s)
+    if c.gp_lambda > 0:
+        alpha = torch.rand(B, 1, generator=t._rng)
+        loss = loss + c.gp_lambda * gradient_penalty(t.critic, real, fake, alpha=alpha)[0]
+    t.opt_critic.zero_grad(set_to_none=True)
+    loss.backward()
+    t.opt_critic.step()
+    if c.clip > 0:
+        clip_weights(t.critic, c.clip)
+
+
+CODES = ("autograd", "eager", "compiled")
+
+
+def critic_speeds(loss: str, threads: int, seconds: float, rounds: int) -> dict:
+    """{code: (median critic steps/s wall, median per CPU-second)} for the three codes
+    ("autograd": the reference; "eager"; "compiled"), measured in interleaved slices of
+    seconds / rounds each, so a drift of this VM's speed hits all three alike. Also
+    "built_after": the seconds of eager steps before the compiled update was in use."""
+    trainers = {code: ToyTrainer(ToyConfig(dataset="8gaussians", loss=loss, hidden=128, depth=3,
+                                           batch_size=256, threads=threads,
+                                           compile=code == "compiled"))
+                for code in CODES}
+    out = {"built_after": compiled(trainers["compiled"])}
+    steps = {code: (lambda t=t: autograd_critic_step(t)) if code == "autograd" else t.critic_step
+             for code, t in trainers.items()}
+    rates = {code: [] for code in CODES}
+    for r in range(rounds + 1):  # round 0 warms up allocator and kernels, not counted
+        for code in CODES:
+            with trainers[code].torch_threads():  # what run() does around its loop
+                n, wall, cpu = timed(steps[code], seconds / rounds)
+            if r:
+                rates[code].append((n / wall, n / cpu))
+    for code in CODES:
+        out[code] = tuple(statistics.median(x[i] for x in rates[code]) for i in (0, 1))
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="interleaved slices per code in the critic-speed table")
     parser.add_argument("--threads", default="1,2", help="torch thread counts to compare")
     parser.add_argument("--coverage-seeds", type=int, default=3,
                         help="seeds of the 8-Gaussians coverage run (0 skips it)")
@@ -63,29 +108,25 @@ def main() -> int:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, "
           f"load average before: {os.getloadavg()[0]:.2f}")
 
-    print("\ncritic steps/s (8gaussians, 3x128 MLPs, batch 256)")
-    print(f"{'threads':>7} {'loss':>8} {'wall':>8} {'per CPU-s':>10} {'in loop':>8}")
+    print(f"\ncritic steps/s (8gaussians, 3x128 MLPs, batch 256): medians of {args.rounds} "
+          "interleaved slices per code")
+    print(f"{'threads':>7} {'loss':>8} {'code':>9} {'wall':>6} {'per CPU-s':>10}"
+          f" {'vs autograd':>12}")
     for threads in [int(x) for x in args.threads.split(",")]:
-        rates = {}
         for loss in LOSSES:
-            wall, cpu, loop = critic_speed(loss, threads, args.seconds)
-            rates[loss] = wall
-            print(f"{threads:>7} {loss:>8} {wall:>8.0f} {cpu:>10.0f} {loop:>8.0f}", flush=True)
-        # Side by side, same run: the penalty through autograd's generic double backward.
-        written_out = toy.mlp_input_gradient
-        toy.mlp_input_gradient = autograd_input_gradient
-        try:
-            ref, ref_cpu, ref_loop = critic_speed("wgan-gp", threads, args.seconds)
-        finally:
-            toy.mlp_input_gradient = written_out
-        print(f"{threads:>7} {'wgan-gp':>8} {ref:>8.0f} {ref_cpu:>10.0f} {ref_loop:>8.0f}"
-              f"   <- autograd penalty; written-out gradient {rates['wgan-gp'] / ref:.2f}x",
-              flush=True)
+            r = critic_speeds(loss, threads, args.seconds, args.rounds)
+            for code in CODES:
+                built = (f"   (in use after {r['built_after']:.0f} s of eager steps)"
+                         if code == "compiled" else "")
+                print(f"{threads:>7} {loss:>8} {code:>9} {r[code][0]:>6.0f} {r[code][1]:>10.0f}"
+                      f" {r[code][0] / r['autograd'][0]:>11.2f}x{built}", flush=True)
 
     torch.set_num_threads(1)
-    trainers = [ToyTrainer(ToyConfig(loss="wgan-gp", threads=1)),
-                ToyTrainer(ToyConfig(loss="gan", threads=1))]
+    # As the page runs them: compiled critic updates.
+    trainers = [ToyTrainer(ToyConfig(loss="wgan-gp", threads=1, compile=True)),
+                ToyTrainer(ToyConfig(loss="gan", threads=1, compile=True))]
     for t in trainers:
+        compiled(t)
         t.run(20)  # some history for the curves
     print(f"\nredraw, two trainers side by side (4 figures: heatmap+contours, 512+512 points, "
           f"{toy_plots.N_ARROWS} arrows, curves), 1 thread:   per wall-s  per CPU-s")
@@ -107,10 +148,10 @@ def main() -> int:
     chosen = []
     for t in trainers:
         t.update(threads=0)
-        t.critic.register_forward_pre_hook(lambda m, i: chosen.append(torch.get_num_threads()))
+        t.threads_now = (lambda f: lambda: chosen.append(f()) or chosen[-1])(t.threads_now)
     report("the same with threads=auto (/s)", refresh)
-    print(f"  auto used 2 threads in {sum(n == 2 for n in chosen) / max(len(chosen), 1):.0%} of "
-          "critic calls", flush=True)
+    print(f"  auto chose 2 threads for {sum(n == 2 for n in chosen) / max(len(chosen), 1):.0%} "
+          "of the runs", flush=True)
 
     if args.coverage_seeds:
         print("\nWGAN-GP on 8 Gaussians (3x128, batch 64, lambda 0.1; 300 iterations at lr 1e-3, "

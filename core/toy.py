@@ -19,18 +19,16 @@ import sklearn.datasets
 import torch
 from torch import nn
 
+from core import toy_step
 from core.device import OtherCpuLoad
 from core.errors import UserError
 from core.losses import (
     LOSS_DEFAULTS,
     LOSSES,
     clip_weights,
-    gan_critic_loss,
     gan_generator_loss,
-    interpolate,
     penalty_from_grads,
     wasserstein_estimate,
-    wgan_critic_loss,
     wgan_generator_loss,
 )
 
@@ -202,6 +200,8 @@ class ToyConfig:
     threads: int = 0                 # torch threads while training/drawing; 0 = auto (2 when
                                      # no other process keeps a core busy, else 1)
     pool_size: int = 50_000          # real samples drawn once per reset; batches index into it
+    compile: bool = False            # build the critic update with torch.compile in the
+                                     # background and use it once built (the playground does)
 
     def __post_init__(self):
         if self.loss not in LOSS_DEFAULTS:
@@ -237,31 +237,6 @@ def mlp(n_in: int, n_out: int, hidden: int, depth: int) -> nn.Sequential:
         width = hidden
     layers.append(nn.Linear(width, n_out))
     return nn.Sequential(*layers)
-
-
-def mlp_input_gradient(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """d net(x).sum() / dx (N, D) for a Linear/ReLU stack with one output, written out as
-    W1^T (m1 * W2^T (m2 * ... w_out)) so that it can itself be differentiated into the weights.
-
-    Equal to autograd.grad(net(x).sum(), x, create_graph=True), weight gradients of a penalty on
-    it included (tests/test_toy.py), and cheaper: ReLU's derivative is a 0/1 mask whose own
-    derivative is zero, but autograd's generic double backward still carries those zeros back
-    through every forward layer, a third of a WGAN-GP step's matmuls here. The penalty term got
-    about 1.4x faster, a whole critic step 1.2-1.25x (bench/toy_speed.py, side by side)."""
-    linears = [m for m in net if isinstance(m, nn.Linear)]
-    if linears[-1].out_features != 1 or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in net):
-        raise ValueError("mlp_input_gradient needs a Linear/ReLU stack with one output")
-    masks = []
-    with torch.no_grad():  # only the masks are needed from the forward pass
-        h = x
-        for m in net:
-            h = m(h)
-            if isinstance(m, nn.ReLU):
-                masks.append((h > 0).to(h.dtype))
-    g = linears[-1].weight  # (1, H): the output layer's gradient, the same for every sample
-    for linear, mask in zip(reversed(linears[:-1]), reversed(masks)):
-        g = (g * mask) @ linear.weight  # (N, out) @ (out, in) -> (N, in)
-    return g
 
 
 def _make_optimizer(params, loss: str, lr: float) -> torch.optim.Optimizer:
@@ -308,6 +283,7 @@ class ToyTrainer:
     def dim(self) -> int:
         return dataset_dim(self.config.dataset)
 
+
     def reset(self) -> None:
         """Fresh networks, optimizers, real-data pool and history from `config.seed`."""
         c = self.config
@@ -320,6 +296,8 @@ class ToyTrainer:
         self._build_optimizers()
         self.critic_steps = 0
         self.gen_steps = 0
+        self.step_code = "eager"  # which critic update runs: see _compiled_update
+        self._rebound()
         self.history: list[dict] = []
         self._last: dict[str, torch.Tensor] = {}
         self._viz_noise: torch.Tensor | None = None
@@ -353,36 +331,60 @@ class ToyTrainer:
         """One critic (discriminator) update on a fresh real batch and generated batch."""
         c, B = self.config, self.config.batch_size
         real = self._real(B)
-        with torch.no_grad():
-            fake = self.generator(self._noise(B))  # (B, D)
-        # One forward for both halves: half the Python overhead of two calls.
-        scores = self.critic(torch.cat([real, fake]))  # (2B, 1)
-        real_s, fake_s = scores[:B], scores[B:]
-        if c.loss == "gan":
-            loss = gan_critic_loss(real_s, fake_s)
+        z = self._noise(B)
+        alpha = torch.rand(B, 1, generator=self._rng)  # drawn for every loss: same RNG stream
+        penalty = c.gp_lambda > 0
+        critic_params, gen_views, critic_views = self._params()
+        args = (gen_views, critic_views, z, real, alpha, torch.tensor(float(c.gp_lambda)),
+                c.loss, penalty)
+        update = toy_step.critic_update
+        if c.compile:
+            update = self._compiled_update(args)
         else:
-            loss = wgan_critic_loss(real_s, fake_s)
-        gp = None
-        if c.gp_lambda > 0:
-            alpha = torch.rand(B, 1, generator=self._rng)
-            # The penalty of core.losses.gradient_penalty, with the input gradient written out
-            # for the MLP (mlp_input_gradient: same numbers, a 1.2x faster critic step).
-            grads = mlp_input_gradient(self.critic, interpolate(real, fake, alpha))
-            gp, _ = penalty_from_grads(grads)
-            loss = loss + c.gp_lambda * gp
-        self.opt_critic.zero_grad(set_to_none=True)
-        loss.backward()
+            self.step_code = "eager"
+        with torch.no_grad():
+            fake, scores, loss, gp, grads = update(*args)
+        for p, g in zip(critic_params, grads):
+            p.grad = g
         self.opt_critic.step()
         if c.clip > 0:
             clip_weights(self.critic, c.clip)
         self.critic_steps += 1
         # Keep tensors, not floats: .item() happens only in record().
-        self._last.update(critic=loss.detach(), real_scores=real_s.detach(),
-                          fake_scores=fake_s.detach(), real=real, fake=fake)
+        real_s, fake_s = scores.chunk(2)
+        self._last.update(critic=loss, real_scores=real_s, fake_scores=fake_s, real=real,
+                          fake=fake)
         if gp is not None:
-            self._last["gp"] = gp.detach()
+            self._last["gp"] = gp
         else:
             self._last.pop("gp", None)
+
+    def _rebound(self) -> None:
+        self._bound, self._variant_keys = None, {}  # the networks' tensors changed
+
+    def _params(self) -> tuple[list, list, list]:
+        """(the critic's Parameters, plain-tensor views of the generator's and the critic's),
+        in toy_step.linear_relu_params order; cached until the networks are rebuilt. Views,
+        because compiled code checks the type and would compile again for a Parameter."""
+        if self._bound is None:
+            critic = toy_step.linear_relu_params(self.critic)
+            gen = [p.detach() for p in toy_step.linear_relu_params(self.generator)]
+            self._bound = (critic, gen, [p.detach() for p in critic])
+        return self._bound
+
+    def _compiled_update(self, args: tuple):
+        """The compiled critic update once built for this variant, else the eager one; keeps
+        `step_code` ("eager", "compiling", "compiled" or why not) for the page."""
+        key = self._variant_keys.get((args[6], args[7]))
+        if key is None:
+            key = self._variant_keys[args[6], args[7]] = toy_step.variant_key(*args[:2], *args[6:])
+        try:
+            compiled = toy_step.compiled_critic_update(key, args)
+        except RuntimeError as e:
+            self.step_code = f"eager (compiling failed: {str(e)[:200]})"
+            return toy_step.critic_update
+        self.step_code = "compiled" if compiled is not None else "compiling"
+        return compiled or toy_step.critic_update
 
     def generator_step(self) -> None:
         """One generator update against the current critic."""
@@ -558,6 +560,7 @@ class ToyTrainer:
             mean = 2.5 if self.dim == 1 else 0.0
             layer.bias.copy_(first.bias + mean * first.weight[:, k:].sum(1))
         self.generator[0] = layer
+        self._rebound()
         # Fresh optimizer, carrying the moment estimates of the unchanged layers.
         old_opt = self.opt_gen
         self.opt_gen = _make_optimizer(self.generator.parameters(), self.config.loss,

@@ -13,6 +13,9 @@ from pathlib import Path
 # (one classifier test file: 63 s with 2 threads, 21 s with 1). Set before torch is imported so
 # subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The playground's background compiler would take a core for ~15 s per page test;
+# tests/test_toy_step.py drives it directly.
+os.environ.setdefault("XRAY_TOY_COMPILE", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -1,0 +1,130 @@
+"""Tests for core/toy_step.py: the written-out critic update against autograd, and its compiled
+version as the trainer uses it."""
+
+import copy
+import time
+
+import pytest
+import torch
+
+from core import toy_step
+from core.losses import gan_critic_loss, gradient_penalty, wgan_critic_loss
+from core.toy import ToyConfig, ToyTrainer, mlp
+from core.toy_step import critic_update, linear_relu_params
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def autograd_reference(gen, critic, z, real, alpha, lam, loss, penalty):
+    """The generic route: autograd through core.losses, gradient_penalty with create_graph."""
+    with torch.no_grad():
+        fake = gen(z)
+    scores = critic(torch.cat([real, fake]))
+    real_s, fake_s = scores.chunk(2)
+    value = gan_critic_loss(real_s, fake_s) if loss == "gan" else wgan_critic_loss(real_s, fake_s)
+    total, pen = value, None
+    if penalty:
+        pen = gradient_penalty(critic, real, fake, alpha=alpha)[0]
+        total = value + lam * pen
+    grads = torch.autograd.grad(total, list(critic.parameters()))
+    return fake, scores.detach(), total.detach(), pen, grads
+
+
+@pytest.mark.parametrize("loss, penalty, dim, noise, depth", [
+    ("wgan", True, 2, 2, 3), ("wgan", True, 1, 1, 1), ("gan", False, 2, 3, 2),
+    ("wgan", False, 2, 2, 3), ("gan", True, 1, 2, 2)])
+def test_critic_update_matches_autograd(loss, penalty, dim, noise, depth):
+    torch.manual_seed(0)
+    gen = mlp(noise, dim, hidden=16, depth=depth).double()
+    critic = mlp(dim, 1, hidden=12, depth=depth).double()
+    B = 16
+    z, real, alpha = torch.randn(B, noise), torch.randn(B, dim), torch.rand(B, 1)
+    z, real, alpha = z.double(), real.double(), alpha.double()
+    lam = torch.tensor(3.0, dtype=torch.float64)
+    expected = autograd_reference(gen, critic, z, real, alpha, lam, loss, penalty)
+    with torch.no_grad():
+        got = critic_update(linear_relu_params(gen), linear_relu_params(critic), z, real, alpha,
+                            lam, loss, penalty)
+    for a, b in zip(got[:3], expected[:3]):
+        torch.testing.assert_close(a, b)
+    if penalty:
+        torch.testing.assert_close(got[3], expected[3].detach())
+    else:
+        assert got[3] is None
+    assert len(got[4]) == len(expected[4])
+    for a, b in zip(got[4], expected[4]):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b)
+    assert all(g.abs().sum() > 0 for g in got[4][0::2])  # every weight matrix is pulled
+
+
+def test_linear_relu_params_rejects_other_layers():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with pytest.raises(ValueError, match="Linear/ReLU"):
+        linear_relu_params(net)
+    assert len(linear_relu_params(mlp(2, 1, 8, 2))) == 6
+
+
+def tiny(**kw) -> ToyTrainer:
+    kw = {"hidden": 16, "depth": 2, "batch_size": 16, "pool_size": 500, **kw}
+    return ToyTrainer(ToyConfig(**kw))
+
+
+def steps_until(trainer: ToyTrainer, predicate, timeout: float = 180.0) -> None:
+    t0 = time.monotonic()
+    while not predicate(trainer.step_code):
+        assert time.monotonic() - t0 < timeout, trainer.step_code
+        trainer.critic_step()  # eager meanwhile: training never waits for the compiler
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "gan"])  # with and without the penalty
+def test_trainer_switches_to_the_compiled_update_with_the_same_numbers(loss):
+    # The real compiler (about 10-30 s on this CPU, once per process and variant).
+    t = tiny(compile=True, loss=loss)
+    t.critic_step()
+    assert t.step_code == "compiling"
+    steps_until(t, lambda code: code != "compiling")
+    assert t.step_code == "compiled"
+    # Same numbers as the eager code on the trainer's own networks and a fresh batch.
+    g = torch.Generator().manual_seed(1)
+    args = (linear_relu_params(t.generator), linear_relu_params(t.critic),
+            torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g),
+            torch.rand(16, 1, generator=g), torch.tensor(0.1), loss, loss == "wgan-gp")
+    with torch.no_grad():
+        got, expected = toy_step._COMPILED(*args), critic_update(*args)
+    for a, b in zip(got[:4] + tuple(got[4]), expected[:4] + tuple(expected[4])):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # None == None for the penalty
+    eager = copy.deepcopy(t)
+    eager.config.compile = False
+    t.critic_step()
+    eager.critic_step()
+    assert (t.step_code, eager.step_code) == ("compiled", "eager")
+    # A new batch size reuses the same compiled code (dynamic shapes): no new build.
+    t.update(batch_size=24)
+    t.critic_step()
+    assert t.step_code == "compiled"
+
+
+def test_a_failed_compile_leaves_the_trainer_training_eagerly(monkeypatch):
+    def no_compiler(fn, **kwargs):
+        def broken(*args):
+            raise OSError("no C++ compiler found")
+        return broken
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    monkeypatch.setattr(toy_step, "_BUILDS", {})
+    monkeypatch.setattr(toy_step, "_COMPILED", None)
+    monkeypatch.setattr(toy_step, "_EXECUTOR", None)
+    t = tiny(compile=True, loss="gan")
+    steps_until(t, lambda code: code.startswith("eager ("), timeout=30)
+    assert "no C++ compiler found" in t.step_code
+    before = t.critic_steps
+    t.run(2)
+    assert t.critic_steps == before + 2 * t.config.n_critic
+    assert all(torch.isfinite(p).all() for p in t.critic.parameters())
