@@ -379,12 +379,27 @@ class ToyTrainer:
         if key is None:
             key = self._variant_keys[args[6], args[7]] = toy_step.variant_key(*args[:2], *args[6:])
         try:
-            compiled = toy_step.compiled_critic_update(key, args)
+            # Builds for every thread count auto threads may choose, so a switch finds one.
+            compiled = toy_step.compiled_critic_update(
+                key, args, also_threads=() if self.config.threads else self._auto_choices())
         except RuntimeError as e:
             self.step_code = f"eager (compiling failed: {str(e)[:200]})"
             return toy_step.critic_update
         self.step_code = "compiled" if compiled is not None else "compiling"
         return compiled or toy_step.critic_update
+
+    def prebuild(self) -> None:
+        """Start building the compiled critic update for the current settings now (the page
+        calls it when it creates its trainers, so the build runs while the user reads)."""
+        c = self.config
+        if not c.compile:
+            return
+        B, (_, gen, critic) = c.batch_size, self._params()
+        # Shapes are what matter: zeros, and the trainer's RNG stream stays untouched.
+        args = (gen, critic, torch.zeros(B, c.noise_dim), torch.zeros(B, self.dim),
+                torch.zeros(B, 1), torch.tensor(float(c.gp_lambda)), c.loss, c.gp_lambda > 0)
+        with self.torch_threads():
+            self._compiled_update(args)
 
     def generator_step(self) -> None:
         """One generator update against the current critic."""
@@ -440,6 +455,10 @@ class ToyTrainer:
 
     AUTO_EVERY_S = 0.25  # auto threads: look at the CPU load at most this often
 
+    @staticmethod
+    def _auto_choices() -> tuple[int, ...]:
+        return (1, 2) if (os.cpu_count() or 1) >= 2 else (1,)
+
     def threads_now(self) -> int:
         """config.threads, or with 0 (auto) 2 threads when no other thread of this process is
         training, other processes used under a third of a core since the last look, and the
@@ -461,7 +480,7 @@ class ToyTrainer:
         if now - self._auto[0] >= self.AUTO_EVERY_S:
             other = self._cpu_load.sample()
             idle = other is not None and other < 0.33
-            self._auto = (now, 2 if idle and (os.cpu_count() or 1) >= 2 else 1)
+            self._auto = (now, max(self._auto_choices()) if idle else 1)
         return self._auto[1]
 
     # -- metrics --------------------------------------------------------------------------

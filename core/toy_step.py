@@ -176,19 +176,20 @@ def _guarded(key: tuple):
     return run
 
 
-def compiled_critic_update(key: tuple, example_args: tuple):
+def compiled_critic_update(key: tuple, example_args: tuple, also_threads: tuple[int, ...] = ()):
     """The compiled critic_update if the variant `key` is built for the calling thread's torch
-    thread count, else None, after starting its build (on copies of example_args) if none was
-    started. Also None while any build runs: dynamo compiles one function at a time, and eager
-    steps meanwhile are safe. Raises RuntimeError with the compiler's message if the build
-    failed (no C++ compiler, say). Pass plain tensors (Parameter.detach()), as the build does:
-    the compiled code checks the type, and a Parameter would compile it again in the caller."""
+    thread count, else None. Starts the builds not yet started (on copies of example_args) for
+    that count first, then for each of also_threads (those the caller may switch to). Also None
+    while any build runs: dynamo compiles one function at a time, and eager steps meanwhile are
+    safe. Raises RuntimeError with the compiler's message if the build failed (no C++ compiler,
+    say). Pass plain tensors (Parameter.detach()), as the builds do: the compiled code checks
+    the type, and a Parameter would compile it again in the caller."""
     global _EXECUTOR, _COMPILED
     threads = torch.get_num_threads()
-    key = (*key, threads)
     with _LOCK:
-        future = _BUILDS.get(key)
-        if future is None:
+        for n in dict.fromkeys((threads, *also_threads)):  # ordered, without repeats
+            if (*key, n) in _BUILDS:
+                continue
             if _COMPILED is None:
                 # Variants: loss x penalty x sizes of 1 x thread count (auto switches 1 <-> 2);
                 # past dynamo's default of 8 it would refuse to compile new ones.
@@ -200,10 +201,10 @@ def compiled_critic_update(key: tuple, example_args: tuple):
             copies = tuple([t.detach().clone() for t in a] if isinstance(a, list)
                            else a.detach().clone() if isinstance(a, Tensor) else a
                            for a in example_args)
-            _BUILDS[key] = _EXECUTOR.submit(_build, copies, threads)
-            return None
+            _BUILDS[(*key, n)] = _EXECUTOR.submit(_build, copies, n)
+        future = _BUILDS[(*key, threads)]
         if not all(f.done() for f in _BUILDS.values()):
             return None
     if future.exception() is not None:
         raise RuntimeError(f"{type(future.exception()).__name__}: {future.exception()}")
-    return _guarded(key)
+    return _guarded((*key, threads))

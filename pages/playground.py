@@ -58,6 +58,8 @@ def _init_state() -> None:
     start = dict(lr_critic=START_LR, lr_gen=START_LR, compile=COMPILE)
     ss.toy_trainers = {"a": ToyTrainer(ToyConfig(loss="wgan-gp", **start)),
                        "b": ToyTrainer(ToyConfig(loss="gan", **start))}
+    for trainer in ss.toy_trainers.values():
+        trainer.prebuild()  # compiles in the background while the user reads the page
     # Streamlit's fast reruns start a new script thread before the old one reaches a yield
     # point, so two threads can hold the trainers at once: every access goes through this lock.
     ss.toy_lock = threading.RLock()

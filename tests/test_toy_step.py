@@ -2,6 +2,7 @@
 version as the trainer uses it."""
 
 import copy
+import os
 import time
 
 import pytest
@@ -128,3 +129,27 @@ def test_a_failed_compile_leaves_the_trainer_training_eagerly(monkeypatch):
     t.run(2)
     assert t.critic_steps == before + 2 * t.config.n_critic
     assert all(torch.isfinite(p).all() for p in t.critic.parameters())
+
+
+def test_prebuild_builds_for_both_auto_thread_counts_and_leaves_the_rng_alone(monkeypatch):
+    built_with = []
+
+    def fake_compile(fn, **kwargs):  # records the thread count of each build, runs eagerly
+        def run(*args):
+            built_with.append(torch.get_num_threads())
+            return fn(*args)
+        return run
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(toy_step, "_BUILDS", {})
+    monkeypatch.setattr(toy_step, "_COMPILED", None)
+    monkeypatch.setattr(toy_step, "_EXECUTOR", None)
+    t, twin = tiny(compile=True, threads=0), tiny()
+    t.prebuild()
+    assert len(toy_step._BUILDS) == (2 if (os.cpu_count() or 1) >= 2 else 1)
+    for future in list(toy_step._BUILDS.values()):
+        future.result(timeout=30)
+    assert sorted(built_with) == sorted(n for *_, n in toy_step._BUILDS)
+    t.critic_step()
+    twin.critic_step()
+    assert t.step_code == "compiled"
+    torch.testing.assert_close(t._last["real"], twin._last["real"])  # same batches as without
