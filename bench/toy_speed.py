@@ -94,6 +94,23 @@ def critic_speeds(loss: str, threads: int, seconds: float, rounds: int) -> dict:
     return out
 
 
+def matmul_floor(seconds: float) -> float:
+    """Seconds for the matmuls of one WGAN-GP critic step alone (3x128, batch 256): generator
+    forward 2 at B rows; critic forward 2, input-gradient chain 2 and weight gradients 2 at
+    3B / 2B rows; the penalty's weight gradients 2 and its backward chain 2 at B rows."""
+    B, H = 256, 128
+    w = torch.randn(H, H) * 0.1
+    x1, x2, x3 = torch.randn(B, H), torch.randn(2 * B, H), torch.randn(3 * B, H)
+
+    def matmuls():
+        for x in (x1, x3, x3):  # generator forward, critic forward, input-gradient chain
+            (x @ w.t()) @ w.t()
+        x2.t() @ x2, x2.t() @ x2, x1.t() @ x1, x1.t() @ x1  # weight gradients
+        x1 @ w, x1 @ w  # the penalty's backward chain
+    n, wall, _ = timed(matmuls, seconds)
+    return wall / n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
@@ -122,6 +139,11 @@ def main() -> int:
                       f" {r[code][0] / r['autograd'][0]:>11.2f}x{built}", flush=True)
 
     torch.set_num_threads(1)
+    floor = matmul_floor(args.seconds)
+    flops = 2 * 128 * 128 * 256 * (2 + 2 * 3 + 2 * 3 + 2 * 2 + 2 + 2)
+    print(f"\nthe matmuls of one WGAN-GP critic step alone, 1 thread: {floor * 1e3:.2f} ms "
+          f"({flops / floor / 1e9:.0f} GFLOP/s): at most {1 / floor:.0f} steps/s", flush=True)
+
     # As the page runs them: compiled critic updates.
     trainers = [ToyTrainer(ToyConfig(loss="wgan-gp", threads=1, compile=True)),
                 ToyTrainer(ToyConfig(loss="gan", threads=1, compile=True))]

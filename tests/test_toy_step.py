@@ -153,3 +153,17 @@ def test_prebuild_builds_for_both_auto_thread_counts_and_leaves_the_rng_alone(mo
     twin.critic_step()
     assert t.step_code == "compiled"
     torch.testing.assert_close(t._last["real"], twin._last["real"])  # same batches as without
+
+
+def test_a_copied_trainer_updates_its_own_weights():
+    # The trainer caches plain-tensor views of its Parameters for the update; a copy must
+    # rebuild them, or it would compute gradients from the original's weights.
+    t = tiny(loss="wgan-gp")
+    t.critic_step()
+    twin = copy.deepcopy(t)
+    for _ in range(2):
+        t.critic_step()
+        twin.critic_step()
+    for a, b in zip(t.critic.parameters(), twin.critic.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not any(a is b for a, b in zip(t.critic.parameters(), twin.critic.parameters()))
