@@ -5,9 +5,10 @@ version, built in a background thread and used once ready.
 Why written out: ReLU's derivative is a 0/1 mask whose own derivative is zero, so the WGAN-GP
 penalty's weight gradients are one more pass back through the input-gradient chain; autograd's
 generic double backward carries those zeros through every layer and cannot be compiled quickly.
-As plain tensor code, torch.compile (dynamic shapes, ~10-15 s once per process and variant on
-this CPU) fuses the masks and products into the matmuls' neighbours and removes the per-op
-Python overhead (docs/performance.md). The loss values and their derivatives still come from
+As plain tensor code it compiles in 10-20 s per process, variant and thread count on this CPU
+(1-5 s from inductor's disk cache), with dynamic shapes; the compiled step fuses the masks and
+products around the matmuls and drops the per-op Python overhead: WGAN-GP critic steps 1.4-1.7x
+the autograd step's rate (bench/toy_speed.py, docs/performance.md). The loss values and their derivatives still come from
 core.losses, so the playground and the image trainer share one set of loss functions.
 """
 

@@ -20,8 +20,8 @@ REFRESH_S = 0.4          # live panel period while playing
 # Both trainers start at lr 1e-3, 5-20x the papers' values, so the toy learns in seconds;
 # switching the loss type restores that paper's optimizer settings.
 START_LR = 1e-3
-# The critic update is compiled in the background and used once built (core.toy_step: about
-# 1.3-1.5x the steps per second). XRAY_TOY_COMPILE=0 keeps the eager code (the tests do, so
+# The critic update is compiled in the background and used once built (core.toy_step: WGAN-GP
+# 1.4-1.7x, GAN and WGAN 1.1-1.2x the critic steps per second, docs/performance.md). XRAY_TOY_COMPILE=0 keeps the eager code (the tests do, so
 # page tests do not start the compiler).
 COMPILE = os.environ.get("XRAY_TOY_COMPILE", "1") != "0"
 STEP_CODE = {"eager": "", "compiling": " · compiling a faster critic step…",
