@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import gan_train as gt  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
+from core.gan_trainer import GanTrainer, TrainConfig  # noqa: E402
 from core.models import Critic, CriticConfig, Generator, GeneratorConfig  # noqa: E402
 from core.runstore import RunStore  # noqa: E402
-
 
 # ---- (a) the reference: how popular WGAN-GP tutorials write the loop --------------------------
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     gen_cfg = GeneratorConfig(latent_dim=args.latent_dim, size=args.size, width=args.width)
     critic_cfg = CriticConfig(size=args.size, width=args.width)
-    train_cfg = gt.TrainConfig(loss="wgan-gp", batch_size=args.batch, n_critic=args.n_critic,
+    train_cfg = TrainConfig(loss="wgan-gp", batch_size=args.batch, n_critic=args.n_critic,
                                compile=args.compile, amp=args.amp, seed=0)
     g = torch.Generator().manual_seed(0)
     data_u8 = torch.randint(0, 256, (args.n_images, 1, args.size, args.size), dtype=torch.uint8, generator=g)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     # (b) the project's step: data on the device, detached fakes, one critic forward per step,
     # on-device alpha and statistics; compiled + bf16 on CUDA.
-    trainer = gt.GanTrainer(gen_cfg, critic_cfg, train_cfg, data_u8.to(device), device)
+    trainer = GanTrainer(gen_cfg, critic_cfg, train_cfg, data_u8.to(device), device)
     want_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     if want_compile:
         trainer.use_compiled()

@@ -146,7 +146,8 @@ def compare(run_dir: str | Path, data_config: DataConfig, gen_config: GeneratorC
         resize_u8,
         sample_run,
     )
-    from core.gan_train import resolved, train
+    from core.gan_train import train
+    from core.gan_trainer import resolved
     from core.runstore import RunStore
 
     c = config or CompareConfig()

@@ -13,7 +13,7 @@ from PIL import Image
 from core import compare as cmp
 from core.data import DataConfig, ImageDataset
 from core.errors import UserError
-from core.gan_train import TrainConfig
+from core.gan_trainer import TrainConfig
 from core.models import CriticConfig, GeneratorConfig
 
 

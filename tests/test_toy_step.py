@@ -14,14 +14,6 @@ from core.toy import ToyConfig, ToyTrainer, mlp
 from core.toy_step import critic_update, linear_relu_params
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def autograd_reference(gen, critic, z, real, alpha, lam, loss, penalty):
     """The generic route: autograd through core.losses, gradient_penalty with create_graph."""
     with torch.no_grad():
