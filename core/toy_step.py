@@ -152,9 +152,14 @@ def variant_key(gen_params: list[Tensor], critic_params: list[Tensor], loss: str
 
 def _build(args: tuple, threads: int) -> None:
     # The compiled code is specialised on the torch thread count, which is per OS thread here
-    # (OpenMP), so this sets the caller's count for the builder's thread only.
+    # (OpenMP), so this sets the caller's count for the builder's thread only. Torch's config
+    # is per thread too, hence the patches here: no "duck sizing" (sizes that happen to be equal,
+    # noise dimension 2 and data dimension 2, say, would be assumed equal, and a new noise
+    # dimension would then compile again in the caller's thread), and room for the variants
+    # (loss x penalty x sizes of 1 x thread count) past dynamo's default limit of 8.
     torch.set_num_threads(threads)
-    with torch.no_grad():
+    with (torch.fx.experimental._config.patch(use_duck_shape=False),
+          torch._dynamo.config.patch(recompile_limit=64), torch.no_grad()):
         _COMPILED(*args)  # the first call compiles; same grad mode as the calls that follow
 
 
@@ -192,10 +197,6 @@ def compiled_critic_update(key: tuple, example_args: tuple, also_threads: tuple[
             if (*key, n) in _BUILDS:
                 continue
             if _COMPILED is None:
-                # Variants: loss x penalty x sizes of 1 x thread count (auto switches 1 <-> 2);
-                # past dynamo's default of 8 it would refuse to compile new ones.
-                torch._dynamo.config.recompile_limit = max(
-                    torch._dynamo.config.recompile_limit, 64)
                 _COMPILED = torch.compile(critic_update, dynamic=True, fullgraph=True)
                 _EXECUTOR = concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix="toy-compile")

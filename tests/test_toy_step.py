@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from core import toy_step
 from core.losses import gan_critic_loss, gradient_penalty, wgan_critic_loss
@@ -99,10 +100,14 @@ def test_trainer_switches_to_the_compiled_update_with_the_same_numbers(loss):
     t.critic_step()
     eager.critic_step()
     assert (t.step_code, eager.step_code) == ("compiled", "eager")
-    # A new batch size reuses the same compiled code (dynamic shapes): no new build.
-    t.update(batch_size=24)
-    t.critic_step()
-    assert t.step_code == "compiled"
+    # New sizes reuse the same compiled code (dynamic shapes, no duck sizing): no new build,
+    # and nothing compiles again in this thread, which would freeze the page for seconds.
+    graphs = counters["stats"]["unique_graphs"]
+    for change in ({"batch_size": 24}, {"noise_dim": 5}, {"hidden": 32}):
+        t.update(**change)
+        t.critic_step()
+        assert t.step_code == "compiled", change
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_a_failed_compile_leaves_the_trainer_training_eagerly(monkeypatch):
