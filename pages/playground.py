@@ -21,8 +21,9 @@ REFRESH_S = 0.4          # live panel period while playing
 # switching the loss type restores that paper's optimizer settings.
 START_LR = 1e-3
 # The critic update is compiled in the background and used once built (core.toy_step: WGAN-GP
-# 1.4-1.7x, GAN and WGAN 1.1-1.2x the critic steps per second, docs/performance.md). XRAY_TOY_COMPILE=0 keeps the eager code (the tests do, so
-# page tests do not start the compiler).
+# 1.4-1.7x, GAN and WGAN 1.1-1.2x the critic steps per second, docs/performance.md).
+# XRAY_TOY_COMPILE=0 keeps the eager code (the tests do, so page tests do not start the
+# compiler).
 COMPILE = os.environ.get("XRAY_TOY_COMPILE", "1") != "0"
 STEP_CODE = {"eager": "", "compiling": " · compiling a faster critic step…",
              "compiled": " · compiled critic step"}
@@ -119,8 +120,10 @@ def _reset() -> None:
     ss.toy_playing = False
 
 
-def _toggle_play() -> None:
-    st.session_state.toy_playing = not st.session_state.toy_playing
+def _set_playing(playing: bool) -> None:
+    # Set, not toggled: while the live panel reruns, Streamlit has applied one button click
+    # twice (seen in a real browser: Pause, then Play again within the same click).
+    st.session_state.toy_playing = playing
 
 
 def _options(options: list, value) -> list:
@@ -244,7 +247,8 @@ def main() -> None:
     # Material icons, not the ⏸/▶ characters: those need an emoji font the browser may lack.
     b[0].button("Pause" if ss.toy_playing else "Play", key="toy_play",
                 icon=":material/pause:" if ss.toy_playing else ":material/play_arrow:",
-                on_click=_toggle_play, type="primary", width="stretch")
+                on_click=_set_playing, args=(not ss.toy_playing,), type="primary",
+                width="stretch")
     b[1].button("Step critic", key="toy_step_critic", on_click=_step, args=("critic",),
                 width="stretch")
     b[2].button("Step generator", key="toy_step_gen", on_click=_step, args=("gen",),
