@@ -49,6 +49,9 @@ class ClassifierTrainConfig:
                                      # copies up to the largest class; none
     augment_per_class: int = 0       # with an augment config: grow each class to this many
                                      # training images (0: to the largest class)
+    group_weights: str = ""          # a metadata column (e.g. source): loss weights give every
+                                     # (value, class) cell the same total weight (see
+                                     # group_balanced_weights); overrides `balance`'s weights
     synthetic_runs: tuple[str, ...] = ()  # GAN runs, "CLASS=RUN_DIR" or "RUN_DIR"
     synthetic_per_class: int = 0     # generated images added per named class
     lr_schedule: str = "cosine"      # constant | cosine (decay to 0 over `epochs`)
@@ -74,6 +77,26 @@ def jitter(x: torch.Tensor, tc: ClassifierTrainConfig, generator: torch.Generato
                          torch.stack([sin, cos, u[:, 3] * 2 * tc.jitter_shift], 1)], 1)  # (N, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def group_balanced_weights(labels: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Per-item loss weights (mean 1) that give every non-empty (group, class) cell the same
+    total weight: the "reweighting by group" baseline of Idrissi et al. 2022 (Simple data
+    balancing achieves competitive worst-group-accuracy), groups being (attribute, class) pairs.
+
+    Why: with `source` as the attribute, a class that one source holds almost alone stops being
+    predictable from the source. In cxr-real most adult images are COVID-19 and most children's
+    are not, so class weights alone let a model answer "adult, so COVID-19"; equal cells make the
+    few adult NORMAL and PNEUMONIA images weigh as much as the adult COVID-19 ones."""
+    labels = np.asarray(labels)
+    cells = [(g, int(y)) for g, y in zip(groups, labels)]
+    count: dict[tuple[str, int], int] = {}
+    for c in cells:
+        count[c] = count.get(c, 0) + 1
+    if not cells:
+        return np.zeros(0)
+    # n items over len(count) cells: each cell's items share n / len(count) of the weight.
+    return np.array([len(cells) / (len(count) * count[c]) for c in cells])
 
 
 def _parse_synthetic(spec: str) -> tuple[str | None, str]:
@@ -253,10 +276,20 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
         y_train = torch.from_numpy(train_ds.labels).to(device)
         x_val = dataset.subset(val_idx).tensor()
         y_val = torch.from_numpy(dataset.labels[val_idx])
-        weight = None
-        if tc.balance == "weights":
-            w = len(y_train) / (len(classes) * np.maximum(counts, 1))
-            weight = torch.tensor(w, dtype=torch.float32, device=device)
+        # Per-item loss weights (None: plain mean); a batch's loss is sum(w * loss) / sum(w),
+        # which for class weights is what F.cross_entropy(weight=...) computes.
+        item_weight = None
+        if tc.group_weights:
+            groups = [str(m.get(tc.group_weights, "")) for m in train_ds.metas]
+            if not any(groups):
+                raise UserError(f"no training image has a {tc.group_weights!r} in its metadata; "
+                                f"group weights need a metadata column such as source")
+            item_weight = group_balanced_weights(train_ds.labels, groups)
+        elif tc.balance == "weights":
+            class_weight = len(y_train) / (len(classes) * np.maximum(counts, 1))
+            item_weight = class_weight[train_ds.labels]
+        if item_weight is not None:
+            item_weight = torch.tensor(item_weight, dtype=torch.float32, device=device)
 
         torch.manual_seed(tc.seed)
         model = build_classifier(mc).to(device)
@@ -296,7 +329,11 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
                     break
                 i = perm[b:b + tc.batch_size]
                 logits = model(jitter(x_train[i], tc, shuffle))
-                loss = F.cross_entropy(logits, y_train[i], weight=weight)
+                if item_weight is None:
+                    loss = F.cross_entropy(logits, y_train[i])
+                else:
+                    w = item_weight[i]
+                    loss = (F.cross_entropy(logits, y_train[i], reduction="none") * w).sum() / w.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -15,6 +15,7 @@ from core.classifier import ClassifierConfig, load_classifier
 from core.classifier_train import (
     ClassifierTrainConfig,
     _parse_synthetic,
+    group_balanced_weights,
     train_classifier,
 )
 from core.data import DataConfig, ImageDataset
@@ -133,6 +134,34 @@ def test_bad_balance_fails_cleanly(tmp_path):
     with pytest.raises(UserError):
         train_classifier(store, DataConfig(), TINY, ClassifierTrainConfig(balance="oversample"),
                          dataset=toy_dataset())
+
+
+def test_group_balanced_weights_give_every_cell_the_same_total():
+    # source a: 6 COVID-19, 1 NORMAL; source b: 3 NORMAL (the confound, in miniature)
+    labels = np.array([0] * 6 + [1] + [1] * 3)
+    groups = ["a"] * 7 + ["b"] * 3
+    w = group_balanced_weights(labels, groups)
+    assert w.mean() == pytest.approx(1.0)
+    totals = {(g, y): 0.0 for g, y in zip(groups, labels)}
+    for g, y, wi in zip(groups, labels, w):
+        totals[(g, y)] += wi
+    assert sorted(totals) == [("a", 0), ("a", 1), ("b", 1)]
+    assert all(t == pytest.approx(10 / 3) for t in totals.values())
+    assert w[6] == pytest.approx(6 * w[0])  # the lone adult NORMAL weighs as much as 6 COVID-19
+    assert group_balanced_weights(np.array([], dtype=int), []).size == 0
+
+
+def test_group_weights_train_and_need_the_column(tmp_path):
+    ds = toy_dataset()
+    store = RunStore(tmp_path / "run", create=True)
+    summary = train_classifier(store, DataConfig(source="toy", size=32), TINY,
+                               ClassifierTrainConfig(epochs=1, batch_size=8,
+                                                     group_weights="source"), dataset=ds)
+    assert summary["state"] == "finished"
+    assert math.isfinite(store.metrics_wide()["train/loss"].dropna().iloc[0])
+    with pytest.raises(UserError, match="site"):
+        train_classifier(RunStore(tmp_path / "bad", create=True), DataConfig(source="toy", size=32),
+                         TINY, ClassifierTrainConfig(epochs=1, group_weights="site"), dataset=ds)
 
 
 def test_parse_synthetic():
