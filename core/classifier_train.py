@@ -333,7 +333,8 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
                     loss = F.cross_entropy(logits, y_train[i])
                 else:
                     w = item_weight[i]
-                    loss = (F.cross_entropy(logits, y_train[i], reduction="none") * w).sum() / w.sum()
+                    loss = F.cross_entropy(logits, y_train[i], reduction="none")
+                    loss = (loss * w).sum() / w.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

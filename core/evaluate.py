@@ -203,7 +203,9 @@ def format_table(result: dict) -> str:
 
 # ---- `python -m core evaluate` ------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="classifier .safetensors or its run dir")
+    parser.add_argument("--checkpoint", required=True, nargs="+",
+                        help="classifier .safetensors or its run dir; several: evaluate their "
+                             "ensemble (mean of the calibrated probabilities)")
     parser.add_argument("--data", help="data source (default: the one the model was trained on)")
     parser.add_argument("--json", help="write the full result here")
     parser.add_argument("--split", default="auto", choices=("auto", "train", "val", "test", "all"),
@@ -215,9 +217,14 @@ def main(args: argparse.Namespace) -> int:
     from core.classifier import find_checkpoint, load_classifier
     from core.config import from_dict
     from core.data import DataConfig, load_dataset
+    from core.ensemble import load_ensemble
 
-    path = find_checkpoint(args.checkpoint)
-    model, meta = load_classifier(path)
+    if len(args.checkpoint) > 1:
+        model, meta = load_ensemble(args.checkpoint)
+        path = meta["members"]
+    else:
+        path = find_checkpoint(args.checkpoint[0])
+        model, meta = load_classifier(path)
     data_config = from_dict(DataConfig, meta.get("data"))
     same_source = args.data is None or args.data == data_config.source
     if args.data:
@@ -230,7 +237,8 @@ def main(args: argparse.Namespace) -> int:
         split = ("test" if test else "val") if same_source else "all"
     idx = split_indices(meta, dataset, split)
     result = evaluate(model, meta, dataset, idx)
-    result.update(checkpoint=str(path), data=data_config.source, split=split)
+    result.update(checkpoint=path if isinstance(path, list) else str(path),
+                  data=data_config.source, split=split)
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

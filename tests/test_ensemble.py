@@ -1,0 +1,56 @@
+"""core/ensemble.py: the ensemble's output is the log of the mean calibrated probability, members
+must share classes, size, data and split, and `evaluate` takes several checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core import __main__ as cli
+from core.classifier import ClassifierConfig, build_classifier, load_classifier
+from core.ensemble import Ensemble, load_ensemble
+from core.errors import UserError
+
+TINY = ClassifierConfig(size=32, width=0.25)
+
+
+def test_output_is_log_mean_of_calibrated_probabilities():
+    torch.manual_seed(0)
+    members = [build_classifier(TINY).eval() for _ in range(3)]
+    temps = [0.5, 1.0, 2.0]
+    x = torch.rand(5, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(m(x) / t, 1) for m, t in zip(members, temps)]).mean(0)
+        got = Ensemble(members, temps).eval()(x)
+    torch.testing.assert_close(got.exp(), want)
+    with torch.no_grad():  # one member at T: its own temperature-scaled log-softmax
+        one = Ensemble(members[:1], [2.0]).eval()(x)
+        torch.testing.assert_close(one, torch.log_softmax(members[0](x) / 2.0, 1))
+    with pytest.raises(UserError):
+        Ensemble([], [])
+
+
+def _train(run, *extra):
+    assert cli.main(["train-classifier", "--data", "phantom:8", "--size", "32", "--width", "0.25",
+                     "--epochs", "1", "--run-dir", str(run), *extra]) == 0
+
+
+def test_evaluate_an_ensemble_and_refuse_mismatched_members(tmp_path):
+    a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
+    _train(a, "--seed", "0")
+    _train(b, "--seed", "1")
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--checkpoint", str(a), str(b), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    _, meta = load_classifier(a / "checkpoints" / "best.safetensors")
+    assert res["split"] == "test" and res["n"] == meta["training_data"]["n_test"]
+    assert len(res["checkpoint"]) == 2 and res["temperature"] == 1.0
+
+    model, emeta = load_ensemble([a, b])
+    assert len(model.members) == 2 and emeta["classes"] == meta["classes"]
+    _train(other, "--split-seed", "3")  # another patient split: its test images are a's training
+    with pytest.raises(UserError, match="split"):
+        load_ensemble([a, other])
+    assert cli.main(["evaluate", "--checkpoint", str(a), str(other)]) != 0
