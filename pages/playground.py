@@ -249,12 +249,13 @@ def main() -> None:
                 icon=":material/pause:" if ss.toy_playing else ":material/play_arrow:",
                 on_click=_set_playing, args=(not ss.toy_playing,), type="primary",
                 width="stretch")
-    b[1].button("Step critic", key="toy_step_critic", on_click=_step, args=("critic",),
-                width="stretch")
-    b[2].button("Step generator", key="toy_step_gen", on_click=_step, args=("gen",),
-                width="stretch")
-    b[3].button("Step iteration", key="toy_step_iteration", on_click=_step,
-                args=("iteration",), width="stretch")
+    # Stepping is for a paused run: while playing, the live panel's reruns could apply a step
+    # click twice (as they did Pause), and one step is invisible among hundreds per second.
+    step_help = "Pause first to step." if ss.toy_playing else None
+    for col, (label, kind) in zip(b[1:4], [("Step critic", "critic"), ("Step generator", "gen"),
+                                           ("Step iteration", "iteration")]):
+        col.button(label, key=f"toy_step_{kind}", on_click=_step,
+                   args=(kind,), width="stretch", disabled=ss.toy_playing, help=step_help)
     b[4].button("Reset", key="toy_reset", on_click=_reset, width="stretch")
     for note in ss.toy_notes:
         st.toast(note)

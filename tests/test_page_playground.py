@@ -49,8 +49,11 @@ def test_play_trains_one_refresh_then_pause(app):
     assert app.session_state["toy_playing"]
     assert trainer(app).gen_steps == before + 2
     assert app.button(key="toy_play").label.endswith("Pause")
+    # Steps are for a paused run (a live rerun could apply a step click twice).
+    assert all(app.button(key=f"toy_step_{k}").disabled for k in ("critic", "gen", "iteration"))
     app.button(key="toy_play").click().run()
     assert not app.session_state["toy_playing"] and not app.exception
+    assert not app.button(key="toy_step_critic").disabled
 
 
 def test_live_settings_reach_the_trainer(app):
