@@ -36,8 +36,9 @@ class Ensemble(nn.Module):
 
 def load_ensemble(paths: list[str | Path]) -> tuple[Ensemble, dict]:
     """(Ensemble in eval mode, meta) from classifier checkpoints or run dirs. The meta is the
-    first member's with temperature 1 (each member's own is inside the ensemble) and
-    "members": the checkpoint paths. Raises UserError unless the members share classes, input
+    first member's with temperature 1 (each member's own is inside the ensemble), without its
+    OOD statistics, plus "members" (the checkpoint paths) and "member_metas" (each member's
+    own meta, OOD tensors included). Raises UserError unless the members share classes, input
     size, data source and patient split: otherwise one member's test images could be
     another's training images."""
     from core.classifier import find_checkpoint, load_classifier
@@ -61,6 +62,7 @@ def load_ensemble(paths: list[str | Path]) -> tuple[Ensemble, dict]:
                                 f"data and patient split")
     model = Ensemble([m for m, _ in loaded],
                      [float(meta.get("temperature") or 1.0) for _, meta in loaded]).eval()
-    meta = {k: v for k, v in first.items() if k != "ood_tensors"}
-    meta.update(temperature=1.0, members=[str(f) for f in files])
+    meta = {k: v for k, v in first.items() if k not in ("ood_tensors", "ood")}
+    meta.update(temperature=1.0, members=[str(f) for f in files],
+                member_metas=[m for _, m in loaded])
     return model, meta

@@ -203,7 +203,7 @@ def format_table(result: dict) -> str:
 
 # ---- `python -m core evaluate` ------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, nargs="+",
+    parser.add_argument("--checkpoint", required=True, nargs="+", action="extend",
                         help="classifier .safetensors or its run dir; several: evaluate their "
                              "ensemble (mean of the calibrated probabilities)")
     parser.add_argument("--data", help="data source (default: the one the model was trained on)")

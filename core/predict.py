@@ -71,10 +71,26 @@ def _trained_on(meta: dict) -> dict:
     return {"source": td.get("source"), "real": td.get("real")}
 
 
+def _ood_result(feats: torch.Tensor, meta: dict) -> dict:
+    ood_t = meta.get("ood_tensors") or {}
+    thr = (meta.get("ood") or {}).get("threshold")
+    if "means" not in ood_t or "precision" not in ood_t or thr is None:
+        return {"score": None, "threshold": None, "ratio": None, "flag": None,
+                "note": "this checkpoint has no OOD statistics"}
+    score, thr = float(ood_distance(feats, ood_t)[0]), float(thr)
+    return {"score": score, "threshold": thr, "ratio": score / thr if thr > 0 else None,
+            "flag": bool(score > thr)}
+
+
 def predict_image(model: torch.nn.Module, meta: dict, img: np.ndarray) -> dict:
     """Predict one decoded image, float (H, W) in [0, 1] (any size). Returns probabilities,
-    predicted class, confidence, OOD {score, threshold, flag}, plus non-JSON arrays
-    "heatmap" (S, S) float in [0, 1] and "input" (S, S) uint8 (what the model saw)."""
+    predicted class, confidence, OOD {score, threshold, ratio, flag}, plus non-JSON arrays
+    "heatmap" (S, S) float in [0, 1] and "input" (S, S) uint8 (what the model saw).
+
+    `model` may be a core.ensemble.Ensemble (with the meta load_ensemble gives): probabilities
+    are the members' mean, the heatmap the mean of their Grad-CAMs of the ensemble's class, and
+    the OOD score the members' mean ratio of distance to threshold (flagged above 1)."""
+    from core.ensemble import Ensemble
     from core.imageio import to_uint8
 
     t0 = time.perf_counter()
@@ -83,27 +99,39 @@ def predict_image(model: torch.nn.Module, meta: dict, img: np.ndarray) -> dict:
     x = torch.from_numpy(u8).float().div_(127.5).sub_(1.0)[None, None]   # (1, 1, S, S) in [-1, 1]
     if int(meta["model"].get("channels", 1)) == 3:
         x = x.expand(1, 3, size, size)
+    x = x.to(next(model.parameters()).device)
     t1 = time.perf_counter()
-    device = next(model.parameters()).device
-    logits, heat, feats = gradcam(model, x.to(device))
-    t2 = time.perf_counter()
     classes = list(meta.get("classes") or [])
-    t = float(meta.get("temperature") or 1.0)
-    probs = torch.softmax(logits[0].double() / t, 0).tolist()
-    k = int(np.argmax(probs))
+    if isinstance(model, Ensemble):
+        with torch.no_grad():
+            probs = model(x)[0].double().exp().tolist()
+        k = int(np.argmax(probs))
+        cams, oods = [], []
+        for member, member_meta in zip(model.members, meta["member_metas"]):
+            _, heat, feats = gradcam(member, x, target=k)  # every member explains the same class
+            cams.append(heat)
+            oods.append(_ood_result(feats, member_meta))
+        heat = torch.stack(cams).mean(0)
+        heat = heat / heat.max().clamp_min(1e-12)
+        t = 1.0
+        ratios = [o["ratio"] for o in oods]
+        ood = ({"score": None, "threshold": None, "ratio": None, "flag": None,
+                "note": "a member has no OOD statistics"} if None in ratios else
+               {"score": float(np.mean(ratios)), "threshold": 1.0, "ratio": float(np.mean(ratios)),
+                "flag": bool(np.mean(ratios) > 1), "members_flagged": sum(o["flag"] for o in oods),
+                "note": "mean over the members of distance / threshold"})
+    else:
+        logits, heat, feats = gradcam(model, x)
+        t = float(meta.get("temperature") or 1.0)
+        probs = torch.softmax(logits[0].double() / t, 0).tolist()
+        k = int(np.argmax(probs))
+        ood = _ood_result(feats, meta)
+    t2 = time.perf_counter()
     out = {"ok": True, "predicted": classes[k], "confidence": probs[k],
            "probabilities": dict(zip(classes, probs)), "temperature": t,
-           "trained_on": _trained_on(meta)}
-    ood_t = meta.get("ood_tensors") or {}
-    ood_meta = meta.get("ood") or {}
-    if "means" in ood_t and "precision" in ood_t and ood_meta.get("threshold") is not None:
-        score = float(ood_distance(feats, ood_t)[0])
-        thr = float(ood_meta["threshold"])
-        out["ood"] = {"score": score, "threshold": thr, "ratio": score / thr if thr > 0 else None,
-                      "flag": bool(score > thr)}
-    else:
-        out["ood"] = {"score": None, "threshold": None, "ratio": None, "flag": None,
-                      "note": "this checkpoint has no OOD statistics"}
+           "trained_on": _trained_on(meta), "ood": ood}
+    if "members" in meta:
+        out["members"] = meta["members"]
     if out["trained_on"]["real"] is False:
         out["warning"] = ("this model was trained on phantom (synthetic) images only; its output "
                           "on a real X-ray means nothing")
@@ -163,7 +191,9 @@ def overlay_png(result: dict, path: str | Path, max_side: int = DISPLAY_MAX) -> 
 
 # ---- `python -m core predict` ----------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="classifier .safetensors or its run dir")
+    parser.add_argument("--checkpoint", required=True, action="append",
+                        help="classifier .safetensors or its run dir; repeat it for an ensemble "
+                             "(a list after one flag would swallow the files)")
     parser.add_argument("files", nargs="+", metavar="FILE", help="PNG (8/16-bit), JPEG or DICOM")
     parser.add_argument("--heatmap-dir", help="write FILE-stem.gradcam.png overlays here")
 
@@ -171,8 +201,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Prints one JSON object per file; exit code 1 when any file could not be read."""
     from core.classifier import find_checkpoint, load_classifier
+    from core.ensemble import load_ensemble
 
-    model, meta = load_classifier(find_checkpoint(args.checkpoint))
+    if len(args.checkpoint) > 1:
+        model, meta = load_ensemble(args.checkpoint)
+    else:
+        model, meta = load_classifier(find_checkpoint(args.checkpoint[0]))
     failed = 0
     for i, f in enumerate(args.files):
         result = predict_file(model, meta, f)
