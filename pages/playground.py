@@ -243,7 +243,7 @@ def main() -> None:
                "learning rate 1e-3 so the toy learns in seconds; switching a loss type restores "
                "its paper's settings (WGAN-GP with λ 0.1, its authors' value for toy data).")
     sidebar_controls()
-    b = st.columns([1, 1.2, 1.5, 1.4, 1, 0.6])  # wide enough for whole labels at 1000 px
+    b = st.columns([1, 1.2, 1.5, 1.4, 1, 0.6])  # whole labels from 1280 px with the sidebar open
     # Material icons, not the ⏸/▶ characters: those need an emoji font the browser may lack.
     b[0].button("Pause" if ss.toy_playing else "Play", key="toy_play",
                 icon=":material/pause:" if ss.toy_playing else ":material/play_arrow:",
