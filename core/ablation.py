@@ -136,26 +136,46 @@ def run_ablation(data_config, model_config: ClassifierConfig, train_config: Clas
     return {"rows": rows, "skipped": skipped, "out_dir": str(out_dir)}
 
 
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (fraction, arm, source) of an ablation table (one row per run and source):
+    "seeds" (runs averaged), "n" (test images), and the mean and the spread over seeds
+    ("<metric>", "<metric>_sd", population sd; NaN with one seed) of every metric the table has.
+    Ordered by fraction, then arm in ARMS order, then "all" before the sources."""
+    table = table.copy()
+    if "source" not in table:
+        table["source"] = "all"
+    metrics = [m for m in METRICS if m in table]
+    order = {a: i for i, a in enumerate(ARMS)}
+    rows = []
+    for (fraction, arm, source), g in table.groupby(["fraction", "arm", "source"], sort=False):
+        row = {"fraction": fraction, "arm": arm, "source": source, "seeds": len(g),
+               "n": int(g["n"].iloc[0]) if "n" in g else None}
+        for m in metrics:
+            v = pd.to_numeric(g[m], errors="coerce").dropna()
+            row[m] = v.mean() if len(v) else float("nan")
+            row[f"{m}_sd"] = v.std(ddof=0) if len(v) > 1 else float("nan")
+        rows.append(row)
+    rows.sort(key=lambda r: (r["fraction"], order.get(r["arm"], 99), r["source"] != "all",
+                             r["source"]))
+    return pd.DataFrame(rows)
+
+
 def markdown(table: pd.DataFrame, skipped: dict[str, str] | None = None) -> str:
     """Mean (and spread over seeds) of each metric per arm, fraction and source, as markdown."""
-    def pct(values: pd.Series) -> str:
-        v = values.dropna()
-        if v.empty:
+    def pct(row, metric: str) -> str:
+        mean, sd = row.get(metric), row.get(f"{metric}_sd")
+        if mean is None or pd.isna(mean):
             return "n/a"
-        return f"{100 * v.mean():.1f}%" + (f" ± {100 * v.std(ddof=0):.1f}" if len(v) > 1 else "")
+        return f"{100 * mean:.1f}%" + ("" if pd.isna(sd) else f" ± {100 * sd:.1f}")
 
     lines = []
     if not table.empty:
         lines += ["| arm | train fraction | source | n test | accuracy | macro-F1 | COVID-19 sensitivity |",
                   "|---|---:|---|---:|---:|---:|---:|"]
-        order = {a: i for i, a in enumerate(ARMS)}
-        groups = table.groupby(["fraction", "arm", "source"], sort=False)
-        keys = sorted(groups.groups, key=lambda k: (k[0], order.get(k[1], 99), k[2] != "all", k[2]))
-        for fraction, arm, source in keys:
-            g = groups.get_group((fraction, arm, source))
-            lines.append(f"| {arm} | {fraction:g} | {source} | {int(g['n'].iloc[0])} | "
-                         f"{pct(g['accuracy'])} | {pct(g['macro_f1'])} | "
-                         f"{pct(g['covid_sensitivity'])} |")
+        for row in summarise(table).to_dict("records"):
+            lines.append(f"| {row['arm']} | {row['fraction']:g} | {row['source']} | {row['n']} | "
+                         f"{pct(row, 'accuracy')} | {pct(row, 'macro_f1')} | "
+                         f"{pct(row, 'covid_sensitivity')} |")
     for arm, why in (skipped or {}).items():
         lines.append(f"\n{arm}: skipped, {why}.")
     return "\n".join(lines) + "\n"

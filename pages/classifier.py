@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core import CLASSES
+from core.ablation import summarise
 from core.augment import AugmentConfig
 from core.checkpoint import read_meta
 from core.classifier import ARCHS
@@ -31,6 +32,10 @@ def _classifier_runs() -> list[RunStore]:
     """train-classifier runs, newest first (launched here, or from the command line)."""
     return [r for r in list_runs()
             if jobs.run_command(r) == "train-classifier" or r.config().get("command") == "train-classifier"]
+
+
+ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
+                    "covid_sensitivity": "COVID-19 sensitivity"}
 
 
 def _pct(v) -> str:
@@ -350,5 +355,34 @@ else:
         rows = data.get("rows", data) if isinstance(data, dict) else data
         table = pd.DataFrame(rows) if isinstance(rows, list) else pd.json_normalize(rows)
     if table is not None:
-        st.caption(f"From `{path.parent.name}/{path.name}`.")
-        st.dataframe(table, hide_index=True, key="clf_ablation")
+        seeds = int(table["seed"].nunique()) if "seed" in table else 1
+        st.caption(f"From `{path.parent.name}/{path.name}`: test split, "
+                   + ("one seed." if seeds == 1 else
+                      f"mean over {seeds} seeds, error bars the spread between them."))
+        metrics = [m for m in ABLATION_METRICS if m in table]
+        if {"arm", "fraction"} <= set(table.columns) and metrics:
+            summary = summarise(table)
+            c = st.columns([2, 3])
+            sources = summary["source"].unique().tolist()  # "all" first
+            source = c[0].selectbox("Test images from", sources, key="clf_abl_source",
+                                    help="The by-source rows: on cxr-real, NORMAL and PNEUMONIA "
+                                         "come mostly from children, COVID-19 from adults.")
+            metric = c[1].segmented_control("Metric", metrics, format_func=ABLATION_METRICS.get,
+                                            default=metrics[0], key="clf_abl_metric") or metrics[0]
+            rows = summary[summary["source"] == (source or "all")]
+            st.plotly_chart(plots.ablation_bars(rows, metric, ABLATION_METRICS[metric]),
+                            key="clf_ablation_chart")
+            # Each metric, then its spread between seeds when there is one.
+            percent = ["fraction"] + [c for m in metrics for c in (m, f"{m}_sd")
+                                      if c in rows and rows[c].notna().any()]
+            shown = rows[["fraction", "arm", "seeds", "n"] + percent[1:]].copy()
+            shown[percent] *= 100
+            names = {"fraction": "training patients", "n": "test images", **ABLATION_METRICS,
+                     **{f"{m}_sd": f"{ABLATION_METRICS[m]} sd" for m in metrics}}
+            st.dataframe(shown.rename(columns=names), hide_index=True, key="clf_ablation",
+                         column_config={names[c]: st.column_config.NumberColumn(format="%.1f%%")
+                                        for c in percent})
+            with st.expander("Every run and source", icon=":material/table:"):
+                st.dataframe(table, hide_index=True, key="clf_ablation_rows")
+        else:  # a table from elsewhere: show it as it is
+            st.dataframe(table, hide_index=True, key="clf_ablation")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core import __main__ as cli
-from core.ablation import markdown, parse_runs, run_ablation
+from core.ablation import markdown, parse_runs, run_ablation, summarise
 from core.classifier import ClassifierConfig
 from core.classifier_train import ClassifierTrainConfig, synthetic_fraction, train_classifier
 from core.config import to_dict
@@ -120,6 +120,22 @@ def test_markdown_spread_over_seeds():
                           for a in (0.8, 1.0)])
     md = markdown(table)
     assert "90.0% ± 10.0" in md and "n/a" in md
+
+
+def test_summarise_orders_and_averages_over_seeds():
+    table = pd.DataFrame([{"arm": arm, "fraction": f, "seed": seed, "source": src, "n": 5,
+                           "accuracy": 0.5 + 0.1 * seed, "macro_f1": 0.7,
+                           "covid_sensitivity": None if src == "kids" else 1.0}
+                          for f in (1.0, 0.25) for arm in ("gan", "real") for seed in (0, 1)
+                          for src in ("kids", "all")])
+    s = summarise(table)
+    assert list(zip(s.fraction, s.arm, s.source))[:4] == [
+        (0.25, "real", "all"), (0.25, "real", "kids"), (0.25, "gan", "all"), (0.25, "gan", "kids")]
+    assert len(s) == 8 and s.seeds.eq(2).all()
+    assert s.accuracy.tolist() == pytest.approx([0.55] * 8)
+    assert s.accuracy_sd.tolist() == pytest.approx([0.05] * 8)
+    assert s[s.source == "kids"].covid_sensitivity.isna().all()
+    assert s.macro_f1_sd.eq(0).all()
 
 
 def test_cli_rejects_unknown_arm(tmp_path):

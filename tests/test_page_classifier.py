@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,6 +106,27 @@ def test_finished_run_shows_confusion_and_prf(trained_run):
     acc = next(m for m in at.metric if m.label == "Accuracy").value
     assert acc == f"{100 * results['val']['accuracy']:.1f}%"
     assert _table(at, "source")["source"].tolist() == ["phantom"]
+
+
+def test_ablation_summary_by_source(trained_run):
+    _install(trained_run)
+    abl = RunStore(runs_root() / "20260101-000002-ablation-0000", create=True)
+    rows = [{"arm": arm, "fraction": 1.0, "seed": seed, "source": source, "n": n,
+             "accuracy": acc + 0.1 * seed, "macro_f1": acc, "covid_sensitivity": sens}
+            for seed in (0, 1)
+            for arm, acc in (("wgan-gp", 0.8), ("real", 0.6))
+            for source, n, sens in (("all", 10, 0.5), ("adults", 4, 0.75))]
+    pd.DataFrame(rows).to_csv(abl.path / "ablation.csv", index=False)
+    at = _app().run()
+    assert not at.exception
+    table = _table(at, "arm")
+    assert table["arm"].tolist() == ["real", "wgan-gp"]  # in ARMS order, overall rows first
+    assert table["accuracy"].tolist() == pytest.approx([65.0, 85.0])  # mean of seeds, in %
+    assert table["accuracy sd"].tolist() == pytest.approx([5.0, 5.0])
+    assert any(c.proto.id.endswith("-clf_ablation_chart") for c in at.get("plotly_chart"))
+    at.selectbox(key="clf_abl_source").set_value("adults").run()
+    assert _table(at, "arm")["test images"].tolist() == [4, 4]
+    assert _table(at, "arm")["COVID-19 sensitivity"].tolist() == pytest.approx([75.0, 75.0])
 
 
 def test_ablation_table_is_shown(trained_run):

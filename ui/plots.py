@@ -179,3 +179,26 @@ def probabilities(probs: dict[str, float], predicted: str) -> go.Figure:
                       yaxis=dict(autorange="reversed"), height=240, template="plotly_white",
                       margin=dict(l=10, r=30, t=40, b=10), showlegend=False)
     return fig
+
+
+_ARM_COLORS = {"real": "#9d9d9d", "augmentor": "#f58518", "wgan-gp": "#4c78a8", "gan": "#e45756",
+               "wgan-clip": "#72b7b2"}
+
+
+def ablation_bars(summary: pd.DataFrame, metric: str, title: str) -> go.Figure:
+    """Grouped bars of one metric (mean over seeds, error bar: its spread) per training fraction
+    and arm, from core.ablation.summarise rows of one source."""
+    fig = go.Figure()
+    for arm, g in summary.groupby("arm", sort=False):
+        sd = g.get(f"{metric}_sd")
+        fig.add_trace(go.Bar(
+            name=arm, x=[f"{f:.0%} of training patients" for f in g["fraction"]], y=g[metric],
+            marker_color=_ARM_COLORS.get(arm),
+            error_y=dict(type="data", array=sd.fillna(0).tolist(), visible=bool(sd.notna().any()))
+            if sd is not None else None,
+            text=[f"{v:.1%}" if pd.notna(v) else "n/a" for v in g[metric]], textposition="outside",
+            cliponaxis=False,
+            hovertemplate=f"{arm}<br>%{{x}}<br>{title} %{{y:.1%}}<extra></extra>"))
+    fig.update_layout(barmode="group", title=title, yaxis=dict(range=[0, 1.1], tickformat=".0%"))
+    _layout(fig, 340).update_layout(showlegend=True, legend=dict(orientation="h", y=-0.15))
+    return fig
