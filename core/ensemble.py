@@ -57,6 +57,9 @@ def load_ensemble(paths: list[str | Path]) -> tuple[Ensemble, dict]:
         for key in _SAME + ("model.size",):
             a, b = same(first, key), same(meta, key)
             if a != b:
+                if isinstance(a, dict) and isinstance(b, dict):  # name only what differs
+                    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+                    a, b = ({k: d.get(k) for k in keys} for d in (a, b))
                 raise UserError(f"{f} differs from {files[0]} in {key} ({b!r} vs {a!r}); "
                                 f"ensemble members must be trained on the same classes, size, "
                                 f"data and patient split")

@@ -61,8 +61,8 @@ def test_evaluate_an_ensemble_and_refuse_mismatched_members(pair, tmp_path):
     assert len(model.members) == 2 and emeta["classes"] == meta["classes"]
     other = tmp_path / "other"
     _train(other, "--split-seed", "3")  # another patient split: its test images are a's training
-    with pytest.raises(UserError, match="split"):
-        load_ensemble([a, other])
+    with pytest.raises(UserError, match=r"in split \(\{'seed': 3\} vs \{'seed': 0\}\)"):
+        load_ensemble([a, other])  # names only the setting that differs
     assert cli.main(["evaluate", "--checkpoint", str(a), str(other)]) != 0
 
 
