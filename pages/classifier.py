@@ -30,8 +30,7 @@ NONE = "(none)"
 # ---- runs ---------------------------------------------------------------------------------------
 def _classifier_runs() -> list[RunStore]:
     """train-classifier runs, newest first (launched here, or from the command line)."""
-    return [r for r in list_runs()
-            if jobs.run_command(r) == "train-classifier" or r.config().get("command") == "train-classifier"]
+    return [r for r in list_runs() if jobs.run_command(r) == "train-classifier"]
 
 
 ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",

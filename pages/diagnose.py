@@ -37,8 +37,7 @@ def _models() -> dict[str, str]:
         out["Shipped model (trained on phantoms only)"] = str(SHIPPED)
     for r in list_runs():
         ckpt = r.checkpoints_dir / "best.safetensors"
-        if not ckpt.is_file() or not (jobs.run_command(r) == "train-classifier"
-                                      or r.config().get("command") == "train-classifier"):
+        if not ckpt.is_file() or jobs.run_command(r) != "train-classifier":
             continue
         try:
             meta = read_meta(ckpt)

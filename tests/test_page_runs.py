@@ -75,3 +75,29 @@ def test_no_runs_yet():
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_classifier_runs_from_the_command_line_and_once_logged_metrics():
+    """A train-classifier run started from a terminal is named as such, and a metric it logs once
+    (test/accuracy, at its best epoch) is drawn as a bar per run: a one-point line is invisible."""
+    stores = []
+    for name, acc in (("20260101-000003-classifier-a", 0.9), ("20260101-000004-classifier-b", 0.8)):
+        store = RunStore(runs_root() / name, create=True)
+        store.write_config({"command": "train-classifier", "data": {"source": "phantom"}})
+        store.set_status("finished", step=2, total_steps=2)
+        store.log_metrics(1, {"val/loss": 1.0})
+        store.log_metrics(2, {"val/loss": 0.5, "test/accuracy": acc})
+        store.close()
+        stores.append(store)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert set(at.dataframe[0].value["job"]) == {"train-classifier"}
+    at.selectbox(key="runs_metric").set_value("test/accuracy").run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["type"] for t in spec["data"]] == ["bar"]
+    assert dict(zip(spec["data"][0]["x"], spec["data"][0]["y"])) == {
+        stores[0].name: 0.9, stores[1].name: 0.8}
+    at.selectbox(key="runs_metric").set_value("val/loss").run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t["type"] for t in spec["data"]} == {"scatter"}
+    assert all(t["mode"] == "lines+markers" for t in spec["data"])

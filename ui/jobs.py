@@ -25,7 +25,10 @@ def run_command(store: RunStore) -> str:
     command = store.status().get("command") or []
     if command:  # written by launch()
         return str(command[0])
-    kind = store.config().get("kind")  # runs started on the command line
+    config = store.config()  # runs started on the command line
+    if config.get("command"):  # train-classifier writes its command
+        return str(config["command"])
+    kind = config.get("kind")  # train-gan writes its kind
     if kind:
         return {"gan": "train-gan", "classifier": "train-classifier"}.get(kind, str(kind))
     return "train-gan" if "-gan-" in store.name else ""  # pages name GAN runs ...-gan-<loss>-...

@@ -106,10 +106,21 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
 
 
 def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
-    """One line per run: {run name: frame with columns step, value}."""
+    """One line per run: {run name: frame with columns step, value}. A metric logged once per
+    run (a classifier's test/accuracy) is a bar per run instead: a line of one point is not drawn."""
     fig = go.Figure()
+    if all(len(df) <= 1 for df in series.values()):
+        names = list(series)
+        values = [float(df["value"].iloc[-1]) if len(df) else None for df in series.values()]
+        fig.add_trace(go.Bar(x=names, y=values, marker_color=_LINE, cliponaxis=False,
+                             text=[f"{v:.4g}" if v is not None else "" for v in values],
+                             textposition="outside"))
+        fig.update_layout(title=f"{metric} (logged once per run)", yaxis_title=metric)
+        return _layout(fig, 420)
     for name, df in series.items():
-        fig.add_trace(go.Scatter(x=df["step"], y=df["value"], mode="lines", name=name))
+        # Markers where points are sparse (per-epoch curves), so short series stay visible.
+        fig.add_trace(go.Scatter(x=df["step"], y=df["value"], name=name,
+                                 mode="lines+markers" if len(df) <= 50 else "lines"))
     fig.update_layout(title=metric, xaxis_title="step", yaxis_title=metric)
     _layout(fig, 420).update_layout(showlegend=True, legend={"orientation": "h", "y": -0.2})
     return fig
