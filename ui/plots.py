@@ -107,7 +107,7 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
 
 def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
     """One line per run: {run name: frame with columns step, value}. A metric logged once per
-    run (a classifier's test/accuracy) is a bar per run instead: a line of one point is not drawn."""
+    run (a classifier's test/accuracy) is a bar per run instead: a one-point line is not drawn."""
     fig = go.Figure()
     if all(len(df) <= 1 for df in series.values()):
         names = list(series)
