@@ -23,7 +23,9 @@ st.markdown(
     "- **Train GAN**: GAN, WGAN (weight clipping) or WGAN-GP, with live charts and live steering "
     "of the gradient-penalty weight, critic steps and learning rates.\n"
     "- **Samples**, **Classifier**, **Diagnose**: look at what the generator learned, train a "
-    "classifier with and without synthetic images, and try it on one X-ray.\n\n"
+    "classifier with and without synthetic images, and try it on one X-ray.\n"
+    "- **Playground**: the three losses side by side on toy 1D and 2D data, trained live, to "
+    "see what the critic learns and why the gradient penalty helps.\n\n"
     f"_{nav.DISCLAIMER}_")
 
 if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":material/play_arrow:",
