@@ -181,11 +181,73 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
             st.session_state.pop("clf_run_pick", None)
             st.rerun()
 
+# ---- ablation --------------------------------------------------------------------------------------
+def _ablation() -> None:
+    """The newest ablation table under the runs folder, as a chart and a summary per source. It
+    belongs to no one run, so it is drawn under whatever the run view shows, even when that view
+    ends early (no runs, a live or failed run)."""
+    st.header("Ablation")
+    found = sorted((p for p in runs_root().glob("*/ablation*") if p.suffix in (".csv", ".json")),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    if not found:
+        st.caption("No ablation result yet. Run `python -m core ablation --data SOURCE ...`: it "
+                   "trains real-only, + Augmentor and + GAN samples at several data fractions and "
+                   "writes its table into its run directory.")
+        return
+    path = found[0]
+    stamp, what = path.stat().st_mtime_ns, "reading the ablation"
+    if path.suffix == ".csv":
+        table = attempt(cache.csv_file, str(path), stamp, what=what)
+    else:
+        data = attempt(cache.json_file, str(path), stamp, what=what)
+        rows = data.get("rows", data) if isinstance(data, dict) else data
+        table = pd.DataFrame(rows) if isinstance(rows, list) else pd.json_normalize(rows)
+    if table is None:
+        return
+    seeds = int(table["seed"].nunique()) if "seed" in table else 1
+    st.caption(f"From `{path.parent.name}/{path.name}`: test split, "
+               + ("one seed." if seeds == 1 else
+                  f"mean over {seeds} seeds, error bars the spread between them."))
+    metrics = [m for m in ABLATION_METRICS if m in table]
+    if not ({"arm", "fraction"} <= set(table.columns) and metrics):  # a table from elsewhere
+        st.dataframe(table, hide_index=True, key="clf_ablation")
+        return
+    summary = summarise(table)
+    c = st.columns([2, 3])
+    sources = summary["source"].unique().tolist()  # "all" first
+    source = c[0].selectbox("Test images from", sources, key="clf_abl_source",
+                            help="The by-source rows: on cxr-real, NORMAL and PNEUMONIA come "
+                                 "mostly from children, COVID-19 from adults.")
+    metric = c[1].segmented_control("Metric", metrics, format_func=ABLATION_METRICS.get,
+                                    default=metrics[0], key="clf_abl_metric") or metrics[0]
+    rows = summary[summary["source"] == (source or "all")]
+    st.plotly_chart(plots.ablation_bars(rows, metric, ABLATION_METRICS[metric]),
+                    key="clf_ablation_chart")
+    # Each metric, then its spread between seeds when there is one.
+    percent = ["fraction"] + [col for m in metrics for col in (m, f"{m}_sd")
+                              if col in rows and rows[col].notna().any()]
+    shown = rows[["fraction", "arm", "seeds", "n"] + percent[1:]].copy()
+    shown[percent] *= 100
+    labels = {"fraction": "training patients", "n": "test images", **ABLATION_METRICS,
+              **{f"{m}_sd": f"{ABLATION_METRICS[m]} sd" for m in metrics}}
+    st.dataframe(shown.rename(columns=labels), hide_index=True, key="clf_ablation",
+                 column_config={labels[col]: st.column_config.NumberColumn(format="%.1f%%")
+                                for col in percent})
+    with st.expander("Every run and source", icon=":material/table:"):
+        st.dataframe(table, hide_index=True, key="clf_ablation_rows")
+
+
+def _done() -> None:
+    """End the page early, with the ablation still drawn."""
+    _ablation()
+    st.stop()
+
+
 # ---- the run shown ------------------------------------------------------------------------------
 runs = _classifier_runs()
 if not runs:
     st.info("No classifier runs yet: train one above. Its epoch curves and evaluation appear here.")
-    st.stop()
+    _done()
 names = [r.name for r in runs]
 if st.session_state.get("clf_run") not in names:
     st.session_state["clf_run"] = jobs.default_run(runs).name
@@ -236,7 +298,7 @@ if s in ("queued", "running", "paused"):
         attempt(store.send_control, stop=True, what="stopping the run")
         st.toast("Asked the run to stop; it saves its best model first.")
     _live()
-    st.stop()
+    _done()
 
 if s == "failed":
     st.error(f"This run failed: {status.get('reason') or 'no reason given'}", icon=":material/error:")
@@ -244,7 +306,7 @@ if s == "failed":
     if tail:
         st.caption("Last lines of its log (job.log):")
         st.code(tail, language=None)
-    st.stop()
+    _done()
 
 reason = status.get("reason") or s
 best = status.get("best_epoch")
@@ -269,10 +331,10 @@ if meta and meta.get("training_data"):
 eval_path = store.path / "eval.json"
 if not eval_path.exists():
     st.warning("This run has no evaluation (eval.json): it stopped before its first epoch ended.")
-    st.stop()
+    _done()
 results = attempt(cache.json_file, str(eval_path), eval_path.stat().st_mtime_ns, what="reading eval.json")
 if not results:
-    st.stop()
+    _done()
 st.header("Evaluation")
 splits = [k for k in ("test", "val") if k in results]
 split_names = {"test": "held-out test patients", "val": "validation patients"}
@@ -337,51 +399,4 @@ if by_source:
 else:
     st.caption("The data has no source column, so there is no breakdown.")
 
-# ---- ablation --------------------------------------------------------------------------------------
-st.header("Ablation")
-found = sorted((p for p in runs_root().glob("*/ablation*") if p.suffix in (".csv", ".json")),
-               key=lambda p: p.stat().st_mtime, reverse=True)
-if not found:
-    st.caption("No ablation result yet. Run `python -m core ablation --data SOURCE ...`: it trains "
-               "real-only, + Augmentor and + GAN samples at several data fractions and writes its "
-               "table into its run directory.")
-else:
-    path = found[0]
-    if path.suffix == ".csv":
-        table = attempt(cache.csv_file, str(path), path.stat().st_mtime_ns, what="reading the ablation")
-    else:
-        data = attempt(cache.json_file, str(path), path.stat().st_mtime_ns, what="reading the ablation")
-        rows = data.get("rows", data) if isinstance(data, dict) else data
-        table = pd.DataFrame(rows) if isinstance(rows, list) else pd.json_normalize(rows)
-    if table is not None:
-        seeds = int(table["seed"].nunique()) if "seed" in table else 1
-        st.caption(f"From `{path.parent.name}/{path.name}`: test split, "
-                   + ("one seed." if seeds == 1 else
-                      f"mean over {seeds} seeds, error bars the spread between them."))
-        metrics = [m for m in ABLATION_METRICS if m in table]
-        if {"arm", "fraction"} <= set(table.columns) and metrics:
-            summary = summarise(table)
-            c = st.columns([2, 3])
-            sources = summary["source"].unique().tolist()  # "all" first
-            source = c[0].selectbox("Test images from", sources, key="clf_abl_source",
-                                    help="The by-source rows: on cxr-real, NORMAL and PNEUMONIA "
-                                         "come mostly from children, COVID-19 from adults.")
-            metric = c[1].segmented_control("Metric", metrics, format_func=ABLATION_METRICS.get,
-                                            default=metrics[0], key="clf_abl_metric") or metrics[0]
-            rows = summary[summary["source"] == (source or "all")]
-            st.plotly_chart(plots.ablation_bars(rows, metric, ABLATION_METRICS[metric]),
-                            key="clf_ablation_chart")
-            # Each metric, then its spread between seeds when there is one.
-            percent = ["fraction"] + [c for m in metrics for c in (m, f"{m}_sd")
-                                      if c in rows and rows[c].notna().any()]
-            shown = rows[["fraction", "arm", "seeds", "n"] + percent[1:]].copy()
-            shown[percent] *= 100
-            names = {"fraction": "training patients", "n": "test images", **ABLATION_METRICS,
-                     **{f"{m}_sd": f"{ABLATION_METRICS[m]} sd" for m in metrics}}
-            st.dataframe(shown.rename(columns=names), hide_index=True, key="clf_ablation",
-                         column_config={names[c]: st.column_config.NumberColumn(format="%.1f%%")
-                                        for c in percent})
-            with st.expander("Every run and source", icon=":material/table:"):
-                st.dataframe(table, hide_index=True, key="clf_ablation_rows")
-        else:  # a table from elsewhere: show it as it is
-            st.dataframe(table, hide_index=True, key="clf_ablation")
+_ablation()

@@ -77,6 +77,18 @@ def test_no_runs_is_a_clear_message():
     assert not at.exception and not at.error
     assert any("No classifier runs yet" in i.value for i in at.info)
     assert at.button(key="clf_start") is not None
+    assert any("No ablation result yet" in c.value for c in at.caption)
+
+
+def test_ablation_shows_without_classifier_runs():
+    """`python -m core ablation` keeps its runs inside its own folder, so the page may have no
+    classifier run to show and still has an ablation to show."""
+    abl = RunStore(runs_root() / "20260101-000001-ablation-0000", create=True)
+    (abl.path / "ablation.csv").write_text("arm,fraction,accuracy\nreal,0.25,0.81\n")
+    at = _app().run()
+    assert not at.exception
+    assert any("No classifier runs yet" in i.value for i in at.info)
+    assert _table(at, "arm")["arm"].tolist() == ["real"]
 
 
 def test_finished_run_shows_confusion_and_prf(trained_run):
