@@ -194,7 +194,13 @@ def _ablation() -> None:
                    "trains real-only, + Augmentor and + GAN samples at several data fractions and "
                    "writes its table into its run directory.")
         return
-    path = found[0]
+    # One table per ablation folder (the newer of its CSV and JSON), newest folder first.
+    by_run = {}
+    for p in found:
+        by_run.setdefault(p.parent.name, p)
+    path = by_run[next(iter(by_run))]
+    if len(by_run) > 1:
+        path = by_run[st.selectbox("Ablation run", list(by_run), key="clf_abl_run")]
     stamp, what = path.stat().st_mtime_ns, "reading the ablation"
     if path.suffix == ".csv":
         table = attempt(cache.csv_file, str(path), stamp, what=what)

@@ -89,6 +89,16 @@ def test_ablation_shows_without_classifier_runs():
     assert not at.exception
     assert any("No classifier runs yet" in i.value for i in at.info)
     assert _table(at, "arm")["arm"].tolist() == ["real"]
+    assert "clf_abl_run" not in [sb.key for sb in at.selectbox]  # one ablation: nothing to choose
+
+    # A second ablation folder (say, another seed run separately): choose between them.
+    other = RunStore(runs_root() / "20260101-000002-ablation-0000", create=True)
+    (other.path / "ablation.csv").write_text("arm,fraction,accuracy\naugmentor,0.25,0.9\n")
+    at = _app().run()
+    assert at.selectbox(key="clf_abl_run").value == other.name  # the newest first
+    assert _table(at, "arm")["arm"].tolist() == ["augmentor"]
+    at.selectbox(key="clf_abl_run").set_value(abl.name).run()
+    assert _table(at, "arm")["arm"].tolist() == ["real"]
 
 
 def test_finished_run_shows_confusion_and_prf(trained_run):
