@@ -25,16 +25,14 @@ from ui.errors import attempt, log
 ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)", "resnet": "Small ResNet (from scratch)"}
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 NONE = "(none)"
+ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
+                    "covid_sensitivity": "COVID-19 sensitivity"}
 
 
 # ---- runs ---------------------------------------------------------------------------------------
 def _classifier_runs() -> list[RunStore]:
     """train-classifier runs, newest first (launched here, or from the command line)."""
     return [r for r in list_runs() if jobs.run_command(r) == "train-classifier"]
-
-
-ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
-                    "covid_sensitivity": "COVID-19 sensitivity"}
 
 
 def _pct(v) -> str:
@@ -183,9 +181,9 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
 
 # ---- ablation --------------------------------------------------------------------------------------
 def _ablation() -> None:
-    """The newest ablation table under the runs folder, as a chart and a summary per source. It
-    belongs to no one run, so it is drawn under whatever the run view shows, even when that view
-    ends early (no runs, a live or failed run)."""
+    """An ablation table under the runs folder (the newest, or the one chosen), as a chart and a
+    summary per source. It belongs to no one run, so it is drawn under whatever the run view
+    shows, even when that view ends early (no runs, a live or failed run)."""
     st.header("Ablation")
     found = sorted((p for p in runs_root().glob("*/ablation*") if p.suffix in (".csv", ".json")),
                    key=lambda p: p.stat().st_mtime, reverse=True)
