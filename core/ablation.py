@@ -157,7 +157,9 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     rows.sort(key=lambda r: (r["fraction"], order.get(r["arm"], 99), r["source"] != "all",
                              r["source"]))
-    return pd.DataFrame(rows)
+    columns = ["fraction", "arm", "source", "seeds", "n"] + [
+        c for m in metrics for c in (m, f"{m}_sd")]
+    return pd.DataFrame(rows, columns=columns)  # the columns even when there are no rows
 
 
 def markdown(table: pd.DataFrame, skipped: dict[str, str] | None = None) -> str:

@@ -208,6 +208,9 @@ def _ablation() -> None:
         table = pd.DataFrame(rows) if isinstance(rows, list) else pd.json_normalize(rows)
     if table is None:
         return
+    if table.empty:
+        st.caption(f"`{path.parent.name}/{path.name}` has no rows yet.")
+        return
     seeds = int(table["seed"].nunique()) if "seed" in table else 1
     st.caption(f"From `{path.parent.name}/{path.name}`: test split, "
                + ("one seed." if seeds == 1 else

@@ -136,6 +136,8 @@ def test_summarise_orders_and_averages_over_seeds():
     assert s.accuracy_sd.tolist() == pytest.approx([0.05] * 8)
     assert s[s.source == "kids"].covid_sensitivity.isna().all()
     assert s.macro_f1_sd.eq(0).all()
+    empty = summarise(table.iloc[:0])
+    assert list(empty.columns)[:5] == ["fraction", "arm", "source", "seeds", "n"]
 
 
 def test_cli_rejects_unknown_arm(tmp_path):

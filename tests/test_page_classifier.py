@@ -100,6 +100,12 @@ def test_ablation_shows_without_classifier_runs():
     at.selectbox(key="clf_abl_run").set_value(abl.name).run()
     assert _table(at, "arm")["arm"].tolist() == ["real"]
 
+    # An ablation that wrote its header but no rows yet: said so, no traceback.
+    (other.path / "ablation.csv").write_text("arm,fraction,accuracy\n")
+    at = _app().run()
+    assert not at.exception
+    assert any("has no rows yet" in c.value for c in at.caption)
+
 
 def test_finished_run_shows_confusion_and_prf(trained_run):
     run = _install(trained_run)
