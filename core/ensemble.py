@@ -5,6 +5,7 @@ than one draw of its initialisation and shuffling."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logp = torch.stack([torch.log_softmax(m(x).float() / t, 1)
                             for m, t in zip(self.members, self.temperatures)])  # (M, N, K)
-        return torch.logsumexp(logp, 0) - torch.log(torch.tensor(float(len(self.members))))
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))
 
 
 def load_ensemble(paths: list[str | Path]) -> tuple[Ensemble, dict]:
