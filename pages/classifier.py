@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from core import CLASSES
-from core.ablation import summarise
 from core.augment import AugmentConfig
 from core.checkpoint import read_meta
 from core.classifier import ARCHS
@@ -19,24 +18,18 @@ from core.config import to_dict
 from core.data import DataConfig
 from core.errors import UserError
 from core.runstore import RunStore, list_runs, runs_root
-from ui import cache, jobs, plots, state
+from ui import cache, evaluation, jobs, plots, state
 from ui.errors import attempt, log
 
 ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)", "resnet": "Small ResNet (from scratch)"}
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 NONE = "(none)"
-ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
-                    "covid_sensitivity": "COVID-19 sensitivity"}
 
 
 # ---- runs ---------------------------------------------------------------------------------------
 def _classifier_runs() -> list[RunStore]:
     """train-classifier runs, newest first (launched here, or from the command line)."""
     return [r for r in list_runs() if jobs.run_command(r) == "train-classifier"]
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def _augment_file(aug: AugmentConfig) -> Path:
@@ -179,78 +172,14 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
             st.session_state.pop("clf_run_pick", None)
             st.rerun()
 
-# ---- ablation --------------------------------------------------------------------------------------
-def _ablation() -> None:
-    """An ablation table under the runs folder (the newest, or the one chosen), as a chart and a
-    summary per source. It belongs to no one run, so it is drawn under whatever the run view
-    shows, even when that view ends early (no runs, a live or failed run)."""
-    st.header("Ablation")
-    found = sorted((p for p in runs_root().glob("*/ablation*") if p.suffix in (".csv", ".json")),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
-    if not found:
-        st.caption("No ablation result yet. Run `python -m core ablation --data SOURCE ...`: it "
-                   "trains real-only, + Augmentor and + GAN samples at several data fractions and "
-                   "writes its table into its run directory.")
-        return
-    # One table per ablation folder (the newer of its CSV and JSON), newest folder first.
-    by_run = {}
-    for p in found:
-        by_run.setdefault(p.parent.name, p)
-    path = by_run[next(iter(by_run))]
-    if len(by_run) > 1:
-        path = by_run[st.selectbox("Ablation run", list(by_run), key="clf_abl_run")]
-    stamp, what = path.stat().st_mtime_ns, "reading the ablation"
-    if path.suffix == ".csv":
-        table = attempt(cache.csv_file, str(path), stamp, what=what)
-    else:
-        data = attempt(cache.json_file, str(path), stamp, what=what)
-        rows = data.get("rows", data) if isinstance(data, dict) else data
-        table = pd.DataFrame(rows) if isinstance(rows, list) else pd.json_normalize(rows)
-    if table is None:
-        return
-    if table.empty:
-        st.caption(f"`{path.parent.name}/{path.name}` has no rows yet.")
-        return
-    seeds = int(table["seed"].nunique()) if "seed" in table else 1
-    st.caption(f"From `{path.parent.name}/{path.name}`: test split, "
-               + ("one seed." if seeds == 1 else
-                  f"mean over {seeds} seeds, error bars the spread between them."))
-    metrics = [m for m in ABLATION_METRICS if m in table]
-    if not ({"arm", "fraction"} <= set(table.columns) and metrics):  # a table from elsewhere
-        st.dataframe(table, hide_index=True, key="clf_ablation")
-        return
-    summary = summarise(table)
-    c = st.columns([2, 3])
-    sources = summary["source"].unique().tolist()  # "all" first
-    source = c[0].selectbox("Test images from", sources, key="clf_abl_source",
-                            help="The by-source rows: on cxr-real, NORMAL and PNEUMONIA come "
-                                 "mostly from children, COVID-19 from adults.")
-    metric = c[1].segmented_control("Metric", metrics, format_func=ABLATION_METRICS.get,
-                                    default=metrics[0], key="clf_abl_metric") or metrics[0]
-    rows = summary[summary["source"] == (source or "all")]
-    st.plotly_chart(plots.ablation_bars(rows, metric, ABLATION_METRICS[metric]),
-                    key="clf_ablation_chart")
-    # Each metric, then its spread between seeds when there is one.
-    percent = ["fraction"] + [col for m in metrics for col in (m, f"{m}_sd")
-                              if col in rows and rows[col].notna().any()]
-    shown = rows[["fraction", "arm", "seeds", "n"] + percent[1:]].copy()
-    shown[percent] *= 100
-    labels = {"fraction": "training patients", "n": "test images", **ABLATION_METRICS,
-              **{f"{m}_sd": f"{ABLATION_METRICS[m]} sd" for m in metrics}}
-    st.dataframe(shown.rename(columns=labels), hide_index=True, key="clf_ablation",
-                 column_config={labels[col]: st.column_config.NumberColumn(format="%.1f%%")
-                                for col in percent})
-    with st.expander("Every run and source", icon=":material/table:"):
-        st.dataframe(table, hide_index=True, key="clf_ablation_rows")
 
-
+# ---- the run shown ------------------------------------------------------------------------------
 def _done() -> None:
     """End the page early, with the ablation still drawn."""
-    _ablation()
+    evaluation.ablation()
     st.stop()
 
 
-# ---- the run shown ------------------------------------------------------------------------------
 runs = _classifier_runs()
 if not runs:
     st.info("No classifier runs yet: train one above. Its epoch curves and evaluation appear here.")
@@ -342,68 +271,5 @@ if not eval_path.exists():
 results = attempt(cache.json_file, str(eval_path), eval_path.stat().st_mtime_ns, what="reading eval.json")
 if not results:
     _done()
-st.header("Evaluation")
-splits = [k for k in ("test", "val") if k in results]
-split_names = {"test": "held-out test patients", "val": "validation patients"}
-# default= rather than a seeded key: the control is not drawn while a run trains, and Streamlit
-# drops the state of widgets it did not draw.
-split = st.segmented_control("Evaluated on", splits, format_func=split_names.get,
-                             default=splits[0], key="clf_split")
-r = results[split or splits[0]]
-classes = list(r["per_class"])
-
-m = st.columns(5)
-m[0].metric("Accuracy", _pct(r.get("accuracy")), help=f"{r.get('n', 0):,} images")
-m[1].metric("Macro F1", _pct(r.get("macro_f1")))
-m[2].metric("COVID-19 sensitivity", _pct(r.get("covid_sensitivity")))
-m[3].metric("Macro ROC AUC", "n/a" if r.get("roc_auc_macro") is None else f"{r['roc_auc_macro']:.3f}")
-ece, ece_t = r.get("ece"), r.get("ece_scaled")
-m[4].metric("ECE, temperature-scaled", _pct(ece_t),
-            delta=None if ece is None or ece_t is None else f"{100 * (ece_t - ece):+.1f} pts",
-            delta_color="inverse",
-            help=f"Expected calibration error: {_pct(ece)} before, {_pct(ece_t)} after scaling the "
-                 f"logits by 1/T with T = {r.get('temperature', 1.0):.3g} fitted on validation.")
-
-cm1, cm2 = st.columns(2)
-with cm1:
-    st.plotly_chart(plots.confusion(r["confusion"], classes, False), key="clf_cm_counts")
-with cm2:
-    st.plotly_chart(plots.confusion(r["confusion"], classes, True), key="clf_cm_norm")
-
-t1, t2 = st.columns([1, 1])
-with t1:
-    st.subheader("Per class")
-    table = pd.DataFrame([{"class": k, "precision": v["precision"], "recall": v["recall"],
-                           "F1": v["f1"], "support": v["support"],
-                           "ROC AUC": (r.get("roc_auc") or {}).get(k)}
-                          for k, v in r["per_class"].items()])
-    st.dataframe(table, hide_index=True, key="clf_prf",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("precision", "recall", "F1", "ROC AUC")})
-    st.subheader("Calibration")
-    st.dataframe(pd.DataFrame([
-        {"": "before (T = 1)", "ECE": ece, "NLL": r.get("nll")},
-        {"": f"after (T = {r.get('temperature', 1.0):.3g})", "ECE": ece_t, "NLL": r.get("nll_scaled")},
-    ]), hide_index=True, key="clf_calib",
-        column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("ECE", "NLL")})
-with t2:
-    if r.get("roc_curves"):
-        st.plotly_chart(plots.roc(r["roc_curves"], r.get("roc_auc") or {}), key="clf_roc")
-    else:
-        st.caption("No ROC curve: each class needs positive and negative examples in this split.")
-
-by_source = r.get("by_source") or {}
-st.subheader("By source")
-if by_source:
-    st.dataframe(pd.DataFrame([{"source": k, "images": v["n"], "accuracy": v.get("accuracy"),
-                                "macro F1": v.get("macro_f1"),
-                                "COVID-19 sensitivity": v.get("covid_sensitivity"),
-                                "ECE (scaled)": v.get("ece_scaled")}
-                               for k, v in by_source.items()]),
-                 hide_index=True, key="clf_by_source",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("accuracy", "macro F1", "COVID-19 sensitivity", "ECE (scaled)")})
-else:
-    st.caption("The data has no source column, so there is no breakdown.")
-
-_ablation()
+evaluation.evaluation(results)
+evaluation.ablation()
