@@ -23,6 +23,17 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
+# What the DICOM header can tell before the model looks (DICOM PS3.3 C.7.3.1.1.1, C.8.11.7):
+# radiographs are CR (computed), DX (digital) or RG; OT ("other") is what many secondary captures
+# and anonymisers write, and DR is a common non-standard spelling. Anything else (CT, MR, US...)
+# is a different kind of image.
+RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "OT", "DR"}
+LATERAL_VIEWS = {"LL", "RL", "LLD", "RLD", "LAT", "LATERAL"}
+CHEST_WORDS = ("CHEST", "THORAX", "TORAX", "THORAC", "LUNG", "TORSO")
+# Mean absolute difference between colour channels (0..1) above which an image is called colour:
+# a gray X-ray saved as RGB has 0; JPEG chroma noise on one stays under about 0.01.
+COLOUR_THRESHOLD = 0.03
+
 
 def _fail(name: str, reason: str) -> ImageReadError:
     exc = ImageReadError(f"{name}: {reason}")
@@ -90,7 +101,31 @@ def _window(x: np.ndarray, center: float, width: float, function: str) -> np.nda
     return np.clip(y, 0.0, 1.0).astype(np.float32)
 
 
-def _read_dicom(data: bytes, name: str) -> np.ndarray:
+def _dicom_notes(ds, frames: int) -> list[str]:
+    """Cautions from the header of a readable DICOM: not a radiograph, not the chest, a lateral
+    view, several frames. Missing or empty fields say nothing (anonymisers often clear them)."""
+    notes = []
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        notes.append(f"DICOM modality is {modality}, not a radiograph (CR or DX); the model "
+                     "knows only chest radiographs")
+    part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    if part and not any(w in part for w in CHEST_WORDS):
+        notes.append(f"DICOM body part is {part}, not the chest")
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if view in LATERAL_VIEWS:
+        notes.append(f"DICOM view position is {view}, a lateral view; the model knows only "
+                     "frontal (PA or AP) views")
+    if frames > 1:
+        notes.append(f"multi-frame DICOM ({frames} frames); frame {frames // 2 + 1} was used")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
+    if photometric and not photometric.startswith("MONOCHROME"):
+        notes.append(f"colour DICOM ({photometric}), converted to gray; X-rays are monochrome")
+    return notes
+
+
+def _read_dicom(data: bytes, name: str, notes: list[str] | None = None) -> np.ndarray:
+    """Decode a DICOM to float (H, W) in [0, 1]; cautions from its header go into `notes`."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -113,6 +148,8 @@ def _read_dicom(data: bytes, name: str) -> np.ndarray:
         raise _fail(name, f"cannot decode DICOM pixel data (transfer syntax {ts_name}); compressed "
                           f"DICOM needs a decoder such as pylibjpeg or gdcm "
                           f"({type(exc).__name__}: {exc})") from exc
+    if notes is not None:
+        notes += _dicom_notes(ds, frames)
     if frames > 1:  # (F, R, C[, 3]): a cine or tomosynthesis series; the middle frame is typical
         arr = arr[frames // 2]
     if arr.ndim == 3:  # colour (R, C, 3), already RGB after pydicom's YBR conversion
@@ -167,6 +204,17 @@ def _open_pil(data: bytes, name: str) -> Image.Image:
         return im
 
 
+def _colour_note(im: Image.Image) -> list[str]:
+    """["a colour image ..."] when an RGB(A) image's channels differ visibly, else []."""
+    if im.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
+        return []
+    rgb = np.asarray(im.convert("RGB").reduce(max(1, max(im.size) // 256)), np.float32) / 255.0
+    spread = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
+    if spread <= COLOUR_THRESHOLD:
+        return []
+    return ["a colour image (a photograph?), converted to gray; X-rays are monochrome"]
+
+
 def _pil_to_gray(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit PNG/TIFF: full-scale 0..65535
@@ -192,6 +240,20 @@ def _pil_to_gray(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
+def _decode(src, name: str | None, notes: list[str] | None) -> np.ndarray:
+    data, name = _read_bytes(src, name)
+    if is_dicom(data, name):
+        img = _read_dicom(data, name, notes)
+    else:
+        im = _open_pil(data, name)
+        if notes is not None:
+            notes += _colour_note(im)
+        img = _pil_to_gray(im)
+    if not np.isfinite(img).all():
+        img = np.nan_to_num(img, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.ascontiguousarray(np.clip(img, 0.0, 1.0), dtype=np.float32)
+
+
 def read_image(src: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
     """Read one image file, path, bytes or binary file object as float32 (H, W) in [0, 1].
 
@@ -201,14 +263,17 @@ def read_image(src: str | Path | bytes | BinaryIO, name: str | None = None) -> n
     middle frame of a multi-frame file. Raises ImageReadError (with `.reason`) on zero-byte,
     truncated, non-image, oversized or undecodable input.
     """
-    data, name = _read_bytes(src, name)
-    if is_dicom(data, name):
-        img = _read_dicom(data, name)
-    else:
-        img = _pil_to_gray(_open_pil(data, name))
-    if not np.isfinite(img).all():
-        img = np.nan_to_num(img, nan=0.0, posinf=1.0, neginf=0.0)
-    return np.ascontiguousarray(np.clip(img, 0.0, 1.0), dtype=np.float32)
+    return _decode(src, name, None)
+
+
+def read_image_notes(src: str | Path | bytes | BinaryIO,
+                     name: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """read_image, plus cautions about what the file holds that decoding alone does not catch
+    (a CT or ultrasound DICOM, another body part, a lateral view, several frames, a colour
+    photograph), each a short phrase for a person. For one image shown to a user; data scans
+    use read_image and skip the colour check."""
+    notes: list[str] = []
+    return _decode(src, name, notes), notes
 
 
 def read_rgb(src: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:

@@ -145,14 +145,15 @@ def predict_file(model: torch.nn.Module, meta: dict, src, name: str | None = Non
     """Predict one file (path, bytes or binary file object): see predict_image. A file that
     cannot be read (or any UserError) gives {"file", "ok": False, "error": message} instead of
     raising, so a batch never stops at one bad file. "image" holds the decoded (H, W) float
-    image for the overlay."""
-    from core.imageio import read_image
+    image for the overlay; "notes" lists cautions about the file (core.imageio.read_image_notes,
+    shape_notes) that the OOD score may or may not catch."""
+    from core.imageio import read_image_notes
 
     label = name or (str(src) if isinstance(src, (str, Path)) else getattr(src, "name", None)
                      or "<bytes>")
     t0 = time.perf_counter()
     try:
-        img = read_image(src, name)
+        img, notes = read_image_notes(src, name)
         t1 = time.perf_counter()
         out = predict_image(model, meta, img)
     except UserError as exc:
@@ -161,7 +162,22 @@ def predict_file(model: torch.nn.Module, meta: dict, src, name: str | None = Non
     out["file"] = label
     out["image"] = img
     out["input_shape"] = list(img.shape)
+    out["notes"] = notes + shape_notes(img.shape, int(meta["model"]["size"]))
     return out
+
+
+def shape_notes(shape: tuple[int, ...], size: int) -> list[str]:
+    """Cautions about an image's geometry: much smaller than the model's input (enlarged, so it
+    carries little detail), or far from square (the training images were square, so it is
+    stretched; a chest film is at most about 1.3:1)."""
+    h, w = shape[:2]
+    notes = []
+    if max(h, w) < size / 2:
+        notes.append(f"the image is only {w}x{h} px, enlarged to {size}x{size} for the model")
+    if max(h, w) > 1.6 * min(h, w):
+        notes.append(f"the image is {w}x{h} px, far from square, and was stretched to "
+                     f"{size}x{size}; a chest X-ray is nearly square")
+    return notes
 
 
 def to_json(result: dict) -> dict:

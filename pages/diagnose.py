@@ -146,6 +146,10 @@ if ood.get("flag"):
                f"threshold {ood['threshold']:.1f}): a photo, a lateral view, another body part, or "
                "a real X-ray given to a phantom-trained model. The probabilities below are not "
                "meaningful for it.", icon=":material/report:")
+notes = result.get("notes") or []
+if notes:  # what the file itself says (DICOM header, colour, size), whatever the OOD score
+    st.warning("**About this file:**\n" + "".join(f"\n- {n[0].upper()}{n[1:]}." for n in notes),
+               icon=":material/info:")
 
 left, right = st.columns([1, 1])
 with left:

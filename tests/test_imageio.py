@@ -12,7 +12,7 @@ from PIL import Image
 import core.imageio as imageio
 from conftest import huge_png_header
 from core.errors import ImageReadError
-from core.imageio import read_image, read_rgb, to_uint8
+from core.imageio import read_image, read_image_notes, read_rgb, to_uint8
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -159,6 +159,37 @@ def test_dicom_multiframe_takes_middle_frame(tmp_path):
         frames[k, k, k] = 1000  # frame k is bright only at (k, k)
     img = read_image(_dicom(tmp_path / "mf.dcm", frames))
     assert np.unravel_index(img.argmax(), img.shape) == (1, 1)
+
+
+def test_dicom_header_notes(tmp_path):
+    """The header says what decoding cannot: another modality, body part or view, several
+    frames. A plain chest DX says nothing, nor do fields an anonymiser left empty."""
+    px = np.arange(36, dtype=np.uint16).reshape(6, 6)
+    plain = _dicom(tmp_path / "dx.dcm", px, BodyPartExamined="CHEST", ViewPosition="PA")
+    assert read_image_notes(plain)[1] == []
+    blank = _dicom(tmp_path / "blank.dcm", px, Modality="", BodyPartExamined="")
+    assert read_image_notes(blank)[1] == []
+    cases = {"ct": ({"Modality": "CT"}, "modality is CT"),
+             "knee": ({"BodyPartExamined": "KNEE"}, "body part is KNEE"),
+             "lateral": ({"ViewPosition": "LL"}, "lateral view")}
+    for name, (attrs, words) in cases.items():
+        img, notes = read_image_notes(_dicom(tmp_path / f"{name}.dcm", px, **attrs))
+        assert len(notes) == 1 and words in notes[0], (name, notes)
+        np.testing.assert_array_equal(img, read_image(plain))  # notes never change the pixels
+    frames = np.stack([px] * 3)
+    assert read_image_notes(_dicom(tmp_path / "mf.dcm", frames))[1] == [
+        "multi-frame DICOM (3 frames); frame 2 was used"]
+
+
+def test_colour_note_only_for_colour():
+    gray = _ramp(64, 64)
+    gray_jpeg = _png(np.stack([gray] * 3, -1), fmt="JPEG", quality=90)
+    assert read_image_notes(gray_jpeg, "g.jpg")[1] == []
+    colour = np.zeros((64, 64, 3), np.uint8)
+    colour[..., 2], colour[32:, :, 1] = 220, 160  # blue sky over a green field
+    img, notes = read_image_notes(_png(colour, fmt="JPEG"), "photo.jpg")
+    assert len(notes) == 1 and "colour image" in notes[0]
+    np.testing.assert_array_equal(img, read_image(_png(colour, fmt="JPEG"), "photo.jpg"))
 
 
 def test_dicom_without_pixel_data(tmp_path):

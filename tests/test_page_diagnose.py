@@ -119,6 +119,31 @@ def test_png_upload_and_gradcam_toggle(app_with_run):
     assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_ct_dicom_upload_says_so(app_with_run):
+    """A readable DICOM of the wrong kind still predicts, under a note from its header."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, CTImageStorage, generate_uid()
+    ds.Modality, ds.BodyPartExamined, ds.Rows, ds.Columns = "CT", "HEAD", 64, 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.random.default_rng(0).integers(0, 4000, (64, 64), np.uint16).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    at = app_with_run
+    upload = ("head.dcm", buf.getvalue(), "application/dicom")
+    at.file_uploader(key="diagnose_upload").set_value(upload).run()
+    assert not at.exception and not at.error
+    about = [w.value for w in at.warning if "About this file" in w.value]
+    assert len(about) == 1 and "modality is CT" in about[0] and "body part is HEAD" in about[0]
+    assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's warnings on the broken DICOM
 @pytest.mark.parametrize("name,data,needle", [
     ("broken.png", _png(np.zeros((64, 64), np.uint8))[:60], "broken.png"),

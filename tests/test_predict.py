@@ -161,6 +161,18 @@ def test_predict_formats(phantom_model, tmp_path):
     assert Image.open(png).mode == "RGB" and Image.open(png).size == (150, 150)
 
 
+def test_predict_notes(phantom_model):
+    """A phantom at a sane size has no notes; a tiny or very wide image says what was done to it."""
+    model, meta, _ = phantom_model
+    assert predict_file(model, meta, _png_bytes(phantom_image(64)), name="ok.png")["notes"] == []
+    tiny = predict_file(model, meta, _png_bytes(phantom_image(32)[::4, ::4]), name="tiny.png")
+    assert tiny["ok"]
+    assert tiny["notes"] == ["the image is only 8x8 px, enlarged to 32x32 for the model"]
+    wide = np.tile(phantom_image(64), (1, 2))  # 128 x 64
+    notes = predict_file(model, meta, _png_bytes(wide), name="wide.png")["notes"]
+    assert len(notes) == 1 and "far from square" in notes[0] and "128x64" in notes[0]
+
+
 def test_predict_bad_files(phantom_model, tmp_path):
     model, meta, _ = phantom_model
     (tmp_path / "empty.png").write_bytes(b"")
