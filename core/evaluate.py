@@ -61,20 +61,15 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """ECE of the top-class confidence: sum over equal-width confidence bins of
-    (bin size / N) * |accuracy - mean confidence|."""
+    """ECE of the top-class confidence (torchmetrics, L1): sum over equal-width confidence bins
+    of (bin size / N) * |accuracy - mean confidence|; NaN for no labels."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     probs, labels = np.asarray(probs), np.asarray(labels)
     if len(labels) == 0:
         return float("nan")
-    conf, pred = probs.max(1), probs.argmax(1)
-    correct = (pred == labels).astype(np.float64)
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        m = bins == b
-        if m.any():
-            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(ece)
+    return float(multiclass_calibration_error(torch.as_tensor(probs), torch.as_tensor(labels),
+                                              num_classes=probs.shape[1], n_bins=n_bins, norm="l1"))
 
 
 def _nll(logits: torch.Tensor, labels: np.ndarray, t: float) -> float:
