@@ -65,13 +65,22 @@ def _init_state() -> None:
     # point, so two threads can hold the trainers at once: every access goes through this lock.
     ss.toy_lock = threading.RLock()
     ss.toy_playing, ss.toy_notes, ss.toy_error = False, [], None
+
+
+def _seed_widgets() -> None:
+    """Every run, before the widgets: their values from the trainers' configs at first, then
+    the user's. state.seed writes them back each run, because Streamlit drops them when the page
+    is left (the trainers stay) and the browser drops slot b's when "Compare" is off."""
+    ss = st.session_state
     cfg = ss.toy_trainers["a"].config
     for field in SHARED:
-        ss[_key(field)] = getattr(cfg, field)
+        state.seed(_key(field), getattr(cfg, field))
     for slot in SLOTS:
-        _sync_widgets(slot)
-    ss.toy_compare, ss.toy_speed = True, 20
-    ss.toy_heatmap, ss.toy_arrows = True, True
+        for field in PER_SLOT:
+            state.seed(_key(field, slot), getattr(ss.toy_trainers[slot].config, field))
+    for key, value in (("toy_compare", True), ("toy_speed", 20), ("toy_heatmap", True),
+                       ("toy_arrows", True)):
+        state.seed(key, value)
 
 
 def _apply(slots: tuple[str, ...], field: str) -> None:
@@ -235,6 +244,7 @@ def main() -> None:
     st.set_page_config(layout="wide")
     state.init()  # also brings a deep link on a fresh server into the app shell
     _init_state()
+    _seed_widgets()
     ss = st.session_state
     st.title("Playground")
     st.caption("GAN, WGAN and WGAN-GP on toy data, trained live on this machine's CPU. "

@@ -49,10 +49,17 @@ def init() -> None:
 
 def seed(key: str, value: Any) -> None:
     """Give widget `key` its starting value unless it already has one (set the widget's value
-    here, never through both `value=` and session state). Streamlit forgets a widget's value when
-    its page is left, so the latest value is also kept aside and restored on return."""
+    here, never through both `value=` and session state). Call it before the widget, each run.
+
+    Two ways Streamlit loses a widget's value, both handled by writing it back every run:
+    - leaving the page drops the widget's state, so the latest value is kept aside in `_kept`
+      and restored on return;
+    - a run that does not draw the widget (an early st.stop, another branch) leaves the server's
+      value in place but drops it in the browser, which then draws the widget at its default (a
+      slider at its minimum) and sends that back on the next click. Only a value written to
+      session state in this run is sent to the browser again (seen in Chromium: Data page
+      sliders at 0 after Source -> ZIP -> Phantoms)."""
     kept = st.session_state.setdefault("_kept", {})
-    if key in st.session_state:
-        kept[key] = st.session_state[key]
-    else:
-        st.session_state[key] = kept.get(key, value)
+    current = st.session_state[key] if key in st.session_state else kept.get(key, value)
+    kept[key] = current
+    st.session_state[key] = current
