@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 # url path of each page; a deep link comes first: a fresh server must still run it inside the
 # app shell (navigation, device, disclaimer), not as a bare file of pages/.
-PAGES = {"runs": "runs", "home": "", "data": "data", "train_gan": "train_gan", "samples": "samples"}
+PAGES = {"runs": "runs", "home": "", "data": "data", "train_gan": "train_gan", "samples": "samples",
+         "playground": "playground"}
 TITLES = {"runs": "Runs", "home": "Home", "data": "Data & augmentation", "train_gan": "Train GAN",
-          "samples": "Samples"}
+          "samples": "Samples", "playground": "Playground"}
 H1 = {**TITLES, "home": "X-Ray GAN Studio", "data": "Data & augmentation"}
 
 pytestmark = [
@@ -56,7 +57,8 @@ def server(tmp_path):
         # For the docs: a finished GAN run (e.g. the CPU demo) to show beside the test's own.
         seed = Path(os.environ["SCREENSHOT_RUN"])
         shutil.copytree(seed, runs / seed.name, ignore=shutil.ignore_patterns("*.pt", "job.log"))
-    env = {**os.environ, "XRAY_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
+    # XRAY_TOY_COMPILE=0: the Playground's background torch.compile would compete for the CPU.
+    env = {**os.environ, "XRAY_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1", "XRAY_TOY_COMPILE": "0"}
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
@@ -233,6 +235,28 @@ def test_dashboard_end_to_end(server, tmp_path):
                 render_s[name] = min(render_s.get(name, seconds), seconds)
                 _no_exception(page, name)
         print(f"[{time.monotonic() - t_start:5.1f} s] pages opened")
+
+        # A widget that one run did not draw keeps its value in the browser: on Data, Source ->
+        # ZIP (which stops before the phantom and Augmentor controls) -> Phantoms once drew every
+        # slider at its minimum.
+        _nav(page, TITLES["data"])
+        _idle(page, 30)
+
+        def thumbs(label):
+            return page.locator('[data-testid="stSlider"]', has_text=label).first.locator(
+                '[data-testid="stSliderThumbValue"]').all_inner_texts()
+
+        before = thumbs("Phantoms per class"), thumbs("probability")
+        for option in ("Upload a ZIP", "Phantoms"):
+            page.locator('[data-testid="stRadio"]', has_text="Source").get_by_text(option).click()
+            _idle(page, 30)
+        assert (thumbs("Phantoms per class"), thumbs("probability")) == before == (["100"], ["0.70"])
+        # The Playground opened above and left; coming back draws it, with its values.
+        _nav(page, TITLES["playground"])
+        _idle(page, 30)
+        _no_exception(page, "playground, second visit")
+        _nav(page, TITLES["train_gan"])
+        _idle(page, 30)
         print("render seconds (cached, incl. browser):", {k: round(v, 2) for k, v in render_s.items()})
 
         # Start a tiny CPU run from Train GAN (the page we are on): a small batch, a metric every
