@@ -104,7 +104,6 @@ if not runs:
     st.info("No GAN runs yet: start one above, or press *Train the CPU demo* on Home.")
     st.stop()
 names = [r.name for r in runs]
-labels = {r.name: f"{r.name} · {r.status().get('state')}" for r in runs}
 if st.session_state.get("gan_run") not in names:
     st.session_state["gan_run"] = jobs.default_run(runs).name
 if st.session_state.get("gan_run_pick") != st.session_state["gan_run"]:
@@ -115,7 +114,9 @@ def _picked():
     st.session_state["gan_run"] = st.session_state["gan_run_pick"]
 
 
-st.selectbox("Run", names, format_func=labels.get, key="gan_run_pick", on_change=_picked)
+# Plain names: a state in the label ("· running") stayed stale in the browser after the run
+# paused or ended, since a keyed selectbox keeps the label it drew; the panel's badge shows it.
+st.selectbox("Run", names, key="gan_run_pick", on_change=_picked)
 store = RunStore(runs[names.index(st.session_state["gan_run"])].path)
 live.controls(store)
 live.steering(store)

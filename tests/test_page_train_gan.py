@@ -124,6 +124,7 @@ def test_live_panel_marks_control_changes():
         changes = next(f for f in frames if "change" in f)
         assert changes["step"].tolist() == [3, 5]
     assert changes["change"].tolist() == ["λ=5", "n_critic=2"]
+    assert changes["label_y"].tolist() == [0, 13]  # one line each, not printed over each other
     # The gradient-norm panel has its target line at 1.
     layers = json.loads(charts[3].proto.spec)["layer"]
     assert {"values": [{"target": 1.0}]} in [layer["data"] for layer in layers]

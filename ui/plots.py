@@ -4,6 +4,7 @@ comparison; Vega-Lite specs for the live training panel, which must update in pl
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -19,6 +20,7 @@ TRAINING_PANELS = [
 ]
 _LINE = "#4c78a8"
 _MARK = "#e45756"
+LABEL_LINES, LABEL_LINE_PX = 4, 13  # control-change labels: lines, and their spacing
 
 
 def _layout(fig: go.Figure, height: int) -> go.Figure:
@@ -76,6 +78,9 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
     changes = pd.DataFrame({"step": events["step"].astype(int).to_numpy(),
                             "change": [_change_label(p) for p in events["payload"]]}) \
         if events is not None and len(events) else pd.DataFrame({"step": [], "change": []})
+    # Each label a line below the previous one (4 lines, then from the top again): changes a few
+    # steps apart, as when a slider is moved twice, printed on top of each other.
+    changes["label_y"] = (np.arange(len(changes)) % LABEL_LINES) * LABEL_LINE_PX
 
     x = {"field": "step", "type": "quantitative", "title": None, "axis": {"tickCount": 5}}
     # Named, so the browser test can tell these rules from the axis grid (also rules).
@@ -99,7 +104,9 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
             layers.append({"data": {"name": "changes"},
                            "mark": {"type": "text", "align": "right", "baseline": "top", "dx": -3,
                                     "dy": 2, "color": _MARK, "fontSize": 11},
-                           "encoding": {"x": x, "y": {"value": 0}, "text": {"field": "change"}}})
+                           "encoding": {"x": x, "text": {"field": "change"},
+                                        "y": {"field": "label_y", "type": "quantitative",
+                                              "scale": None}}})  # pixels from the top
         specs.append({"title": title, "height": 210, "layer": layers,
                       "datasets": {"metrics": data, "changes": changes}})
     return specs
