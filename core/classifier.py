@@ -17,6 +17,8 @@ from core.config import from_dict, to_dict
 from core.errors import CheckpointError, UserError
 
 ARCHS = ("report-cnn", "resnet")
+ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)",
+              "resnet": "Small ResNet (from scratch)"}
 # State-dict keys under this prefix hold the OOD statistics, not model weights (see ood_stats).
 OOD_PREFIX = "ood."
 

@@ -12,7 +12,7 @@ import streamlit as st
 from core import CLASSES
 from core.augment import AugmentConfig
 from core.checkpoint import read_meta
-from core.classifier import ARCHS
+from core.classifier import ARCH_NAMES, ARCHS
 from core.classifier_train import ClassifierTrainConfig, synthetic_fraction
 from core.config import to_dict
 from core.data import DataConfig
@@ -21,7 +21,6 @@ from core.runstore import RunStore, list_runs, runs_root
 from ui import cache, evaluation, jobs, plots, state
 from ui.errors import attempt, log
 
-ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)", "resnet": "Small ResNet (from scratch)"}
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 NONE = "(none)"
 

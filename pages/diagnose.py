@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import CLASSES
 from core.checkpoint import read_meta
+from core.classifier import ARCH_NAMES
 from core.runstore import list_runs
 from ui import cache, jobs, plots, state
 from ui.errors import attempt, log
@@ -63,9 +64,17 @@ def _trained_on(meta: dict) -> str:
     if td.get("n_synthetic"):
         extra.append(f"{td['n_synthetic']:,} GAN samples")
     m = meta.get("model") or {}
-    return (f"Trained on {kind} from `{td.get('source')}`: {counts} training images"
+    # The folder's name, not its path on the server (and nothing for phantoms: "phantom:300" is
+    # the command line's spelling, not a clinician's).
+    source = str(td.get("source") or "")
+    where = f" (`{Path(source).name or source}`)" if td.get("real") and source else ""
+    acc = meta.get("val_acc")
+    return (f"Trained on {kind}{where}: {counts} training images"
             + (f" (including {', '.join(extra)})" if extra else "")
-            + f". Model: {m.get('arch', '?')} at {m.get('size', '?')}x{m.get('size', '?')} px.")
+            + f". Model: {ARCH_NAMES.get(m.get('arch'), m.get('arch', '?'))} at "
+              f"{m.get('size', '?')}x{m.get('size', '?')} px"
+            + (f"; right on {acc:.0%} of its validation images, so any one answer can be wrong."
+               if acc is not None else "."))
 
 
 state.init()
@@ -163,8 +172,12 @@ with left:
     else:
         st.image(result["display"], caption=caption)
 with right:
-    st.metric("Predicted", result["predicted"], help=f"confidence {result['confidence']:.1%}")
-    st.plotly_chart(plots.probabilities(result["probabilities"], result["predicted"]),
+    flagged = bool(ood.get("flag"))
+    # A flagged image still gets its numbers (hiding them would hide what the model does with
+    # it), but not as a headline: a photo called "COVID-19 99.9%" in large print misleads.
+    st.metric("Closest class (image flagged, see above)" if flagged else "Predicted",
+              result["predicted"], help=f"confidence {result['confidence']:.1%}")
+    st.plotly_chart(plots.probabilities(result["probabilities"], result["predicted"], flagged),
                     key="diagnose_probs")
     if ood.get("score") is not None and not ood.get("flag"):
         st.caption(f"In distribution: distance {ood['score']:.1f} to the training data, below the "

@@ -141,6 +141,9 @@ def test_ct_dicom_upload_says_so(app_with_run):
     assert not at.exception and not at.error
     about = [w.value for w in at.warning if "About this file" in w.value]
     assert len(about) == 1 and "modality is CT" in about[0] and "body part is HEAD" in about[0]
+    # Noise is unlike the phantoms: flagged, so the class is not shown as a headline.
+    assert any("unlike the model's training data" in w.value for w in at.warning)
+    assert at.metric[0].label.startswith("Closest class")
     assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
 
 

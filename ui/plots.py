@@ -187,13 +187,18 @@ def roc(curves: dict, aucs: dict) -> go.Figure:
     return fig
 
 
-def probabilities(probs: dict[str, float], predicted: str) -> go.Figure:
+def probabilities(probs: dict[str, float], predicted: str, muted: bool = False) -> go.Figure:
+    """Horizontal bars, the predicted class in red; all gray when `muted` (an image flagged as
+    unlike the training data, whose probabilities mean little)."""
     names = list(probs)
+    colour = {True: "#bab0ac", False: "#4c78a8"}[muted]
     fig = go.Figure(go.Bar(x=[probs[n] for n in names], y=names, orientation="h",
-                           marker_color=["#e45756" if n == predicted else "#4c78a8" for n in names],
+                           marker_color=["#e45756" if n == predicted and not muted else colour
+                                         for n in names],
                            text=[f"{probs[n]:.1%}" for n in names], textposition="outside",
                            cliponaxis=False))
-    fig.update_layout(title="Class probabilities", xaxis=dict(range=[0, 1.15], tickformat=".0%"),
+    fig.update_layout(title="Class probabilities" + (" (not meaningful for this image)" * muted),
+                      xaxis=dict(range=[0, 1.15], tickformat=".0%"),
                       yaxis=dict(autorange="reversed"), height=240, template="plotly_white",
                       margin=dict(l=10, r=30, t=40, b=10), showlegend=False)
     return fig
