@@ -83,9 +83,7 @@ active = [r for r in runs if r.is_active()]
 
 # ---- a new run ----------------------------------------------------------------------------------
 with st.expander("Train a classifier", expanded=not active, icon=":material/add_circle:"):
-    where = (f"{data_cfg.source}, {data_cfg.phantom_per_class} per class"
-             if data_cfg.source == "phantom" else data_cfg.source)
-    st.markdown(f"**Data:** {where} at {data_cfg.size}x{data_cfg.size} px, as chosen on the "
+    st.markdown(f"**Data:** {state.data_label(data_cfg)} at {data_cfg.size}x{data_cfg.size} px, as chosen on the "
                 "*Data & augmentation* page. Training, validation and test are split by patient; "
                 "augmented and generated images go to training only.")
     bar = st.empty()

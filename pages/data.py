@@ -64,8 +64,8 @@ def _add_files(files, label: str) -> None:
             continue
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f.name)[-120:] or "image.png"
         (folder / name).write_bytes(f.getvalue())
-    if bad:
-        st.warning("Not added (unreadable):\n\n" + "\n".join(f"- {b}" for b in bad))
+    # Shown after the rerun that empties the uploader (see below).
+    st.session_state["data_files_bad"] = bad
 
 
 # ---- source ------------------------------------------------------------------------------------
@@ -100,24 +100,40 @@ elif kind == "zip":
         source = st.session_state.get("data_zip_folder")
 else:
     st.session_state.setdefault("upload_id", "files-" + secrets.token_hex(4))
+    st.session_state.setdefault("data_files_round", 0)
     c1, c2 = st.columns([3, 1])
     with c1:
+        # A new key after each Add empties the uploader (its files cannot be cleared through
+        # session state), so the same files are not added again under the next class.
         files = st.file_uploader("PNG, JPEG or DICOM files of one class", accept_multiple_files=True,
-                                 type=["png", "jpg", "jpeg", "dcm", "dicom"], key="data_files")
+                                 type=["png", "jpg", "jpeg", "dcm", "dicom"],
+                                 key=f"data_files_{st.session_state['data_files_round']}")
     with c2:
         label = st.selectbox("Their class", CLASSES, key="data_files_class")
         if st.button("Add to my upload set", key="data_files_add", disabled=not files):
             _add_files(files, label)
+            st.session_state["data_files_round"] += 1
+            st.rerun()
     folder = _uploads() / st.session_state["upload_id"]
-    if folder.is_dir():
-        counts = {p.name: sum(1 for _ in p.iterdir()) for p in sorted(folder.iterdir()) if p.is_dir()}
+    counts = ({p.name: sum(1 for _ in p.iterdir()) for p in sorted(folder.iterdir()) if p.is_dir()}
+              if folder.is_dir() else {})
+    if bad := st.session_state.pop("data_files_bad", None):
+        st.warning("Not added (unreadable):\n\n" + "\n".join(f"- {b}" for b in bad))
+    if counts:
         st.caption("Upload set: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if len(counts) == 1:  # the usual first step, not an error: training needs two classes
+        st.info("Now add images of at least one more class: training needs two or more.",
+                icon=":material/info:")
+    elif counts:
         source = str(folder)
 keep_extra = kind != "phantom" and st.checkbox(
     "Keep extra classes (e.g. Lung_Opacity)", key="data_keep_extra")
 
 if not source:
-    st.info("Choose a data source above to see its classes and examples.")
+    # Say what training uses meanwhile: the last data that loaded, which a rejected ZIP or an
+    # empty folder box does not change.
+    st.info("Choose a data source above to see its classes and examples. Until then training "
+            f"uses the last data that loaded: **{state.data_label(cfg)}**.", icon=":material/info:")
     st.stop()
 
 new_cfg = DataConfig(source=source, size=int(size), channels=1, phantom_per_class=int(per_class),

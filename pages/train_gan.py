@@ -84,9 +84,8 @@ with st.expander("New run", expanded=not active, icon=":material/add_circle:"):
                                help="Train on the classifier's training patients only (the same "
                                     "patient split as Train classifier), so generated images never "
                                     "carry validation or test patients into the classifier.")
-    where = (f"{data_cfg.source} ({data_cfg.phantom_per_class} per class)"
-             if data_cfg.source.startswith("phantom") else data_cfg.source)
-    st.caption(f"Data: **{where}**, as chosen on the *Data & augmentation* page.")
+    st.caption(f"Data: **{state.data_label(data_cfg)}**, as chosen on the *Data & augmentation* "
+               "page.")
     if st.button("Start", key="gan_start", type="primary", icon=":material/play_arrow:"):
         args = jobs.gan_args(data_cfg, loss=loss, size=int(size), preset=preset, steps=int(steps),
                              batch_size=int(batch), n_critic=int(n_critic), lr_critic=float(lr_c),

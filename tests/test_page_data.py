@@ -117,21 +117,28 @@ def test_malicious_zip_is_refused_with_a_message():
     assert not at.exception
     assert any("leaves its folder" in e.value for e in at.error)
     assert at.session_state["data_config"].source == "phantom"
+    assert any("training uses the last data that loaded: **built-in phantoms" in i.value
+               for i in at.info)
     assert not list(runs_root().rglob("escape.png")) and not (runs_root().parent / "escape.png").exists()
 
 
 def test_uploaded_files_build_a_class_folder_set():
     at = _app().run()
     at.radio(key="data_kind").set_value("files").run()
-    for label, value in (("COVID-19", 60), ("NORMAL", 180)):
-        at.file_uploader(key="data_files").set_value(
+    for k, (label, value) in enumerate((("COVID-19", 60), ("NORMAL", 180))):
+        # The uploader is a new, empty one after each Add: nothing is added twice.
+        at.file_uploader(key=f"data_files_{k}").set_value(
             [(f"{label}-{i}.png", _png(value + i), "image/png") for i in range(2)]
             + [("junk.png", b"junk", "image/png")]).run()
         at.selectbox(key="data_files_class").set_value(label).run()
         at.button(key="data_files_add").click().run()
         assert any("junk.png" in w.value for w in at.warning)
-    assert not at.exception and not at.error, [e.value for e in at.error]
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        if k == 0:  # one class so far: a note, and training keeps the data it had
+            assert any("at least one more class" in i.value for i in at.info)
+            assert at.session_state["data_config"].source == "phantom"
     assert [m.value for m in at.metric][:2] == ["4", "2"]
+    assert "/uploads/files-" in at.session_state["data_config"].source
 
 
 def test_choices_survive_leaving_the_page():

@@ -5,12 +5,14 @@ last choice after navigating away and back."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from core.augment import AugmentConfig
 from core.data import DataConfig
+from core.runstore import runs_root
 
 DEFAULTS: dict[str, Any] = {
     # What Train GAN and Classifier use; written by the Data & augmentation page.
@@ -63,3 +65,20 @@ def seed(key: str, value: Any) -> None:
     current = st.session_state[key] if key in st.session_state else kept.get(key, value)
     kept[key] = current
     st.session_state[key] = current
+
+
+def data_label(cfg: DataConfig) -> str:
+    """The data a config names, for a person: "built-in phantoms, 100 per class", "the uploaded
+    ZIP 'mydata'", or the folder path the user typed (an upload's folder on the server is
+    internal and not shown)."""
+    source = cfg.source
+    if source == "phantom" or source.startswith("phantom:"):
+        n = source.split(":", 1)[1] if ":" in source else cfg.phantom_per_class
+        return f"built-in phantoms, {n} per class"
+    path = Path(source)
+    try:
+        inside = path.resolve().relative_to((runs_root() / "uploads").resolve())
+    except (ValueError, OSError):
+        return source
+    kind = "the uploaded ZIP" if inside.parts[0].startswith("zip-") else "your uploaded images"
+    return kind + (f" '{path.name}'" if len(inside.parts) > 1 else "")
