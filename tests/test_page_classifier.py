@@ -118,7 +118,7 @@ def test_finished_run_shows_confusion_and_prf(trained_run):
     per_class = results["test"]["per_class"]
     assert list(table["class"]) == list(per_class)
     for _, row in table.iterrows():
-        assert row["recall"] == pytest.approx(per_class[row["class"]]["recall"])
+        assert row["recall"] == pytest.approx(100 * per_class[row["class"]]["recall"])  # percent
         assert row["support"] == per_class[row["class"]]["support"]
     # Both confusion heatmaps: counts equal eval.json's matrix, the other rows sum to 1.
     heatmaps = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]

@@ -15,8 +15,16 @@ ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
                     "covid_sensitivity": "COVID-19 sensitivity"}
 
 
+PERCENT = st.column_config.NumberColumn(format="%.1f%%")
+
+
 def pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _hundred(v):
+    """A rate in [0, 1] as percent points for a PERCENT column (None stays empty)."""
+    return None if v is None else 100 * v
 
 
 def evaluation(results: dict) -> None:
@@ -39,7 +47,7 @@ def evaluation(results: dict) -> None:
     m[2].metric("COVID-19 sensitivity", pct(r.get("covid_sensitivity")))
     m[3].metric("Macro ROC AUC", "n/a" if r.get("roc_auc_macro") is None else f"{r['roc_auc_macro']:.3f}")
     ece, ece_t = r.get("ece"), r.get("ece_scaled")
-    m[4].metric("ECE, temperature-scaled", pct(ece_t),
+    m[4].metric("ECE (scaled)", pct(ece_t),
                 delta=None if ece is None or ece_t is None else f"{100 * (ece_t - ece):+.1f} pts",
                 delta_color="inverse",
                 help=f"Expected calibration error: {pct(ece)} before, {pct(ece_t)} after scaling the "
@@ -54,19 +62,21 @@ def evaluation(results: dict) -> None:
     t1, t2 = st.columns([1, 1])
     with t1:
         st.subheader("Per class")
-        table = pd.DataFrame([{"class": k, "precision": v["precision"], "recall": v["recall"],
-                               "F1": v["f1"], "support": v["support"],
-                               "ROC AUC": (r.get("roc_auc") or {}).get(k)}
+        # Rates in percent, as in the headline metrics above; AUC stays a fraction, as usual.
+        table = pd.DataFrame([{"class": k, "precision": _hundred(v["precision"]),
+                               "recall": _hundred(v["recall"]), "F1": _hundred(v["f1"]),
+                               "support": v["support"], "ROC AUC": (r.get("roc_auc") or {}).get(k)}
                               for k, v in r["per_class"].items()])
         st.dataframe(table, hide_index=True, key="clf_prf",
-                     column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                    for c in ("precision", "recall", "F1", "ROC AUC")})
+                     column_config={**{c: PERCENT for c in ("precision", "recall", "F1")},
+                                    "ROC AUC": st.column_config.NumberColumn(format="%.3f")})
         st.subheader("Calibration")
         st.dataframe(pd.DataFrame([
-            {"": "before (T = 1)", "ECE": ece, "NLL": r.get("nll")},
-            {"": f"after (T = {r.get('temperature', 1.0):.3g})", "ECE": ece_t, "NLL": r.get("nll_scaled")},
+            {"": "before (T = 1)", "ECE": _hundred(ece), "NLL": r.get("nll")},
+            {"": f"after (T = {r.get('temperature', 1.0):.3g})", "ECE": _hundred(ece_t),
+             "NLL": r.get("nll_scaled")},
         ]), hide_index=True, key="clf_calib",
-            column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("ECE", "NLL")})
+            column_config={"ECE": PERCENT, "NLL": st.column_config.NumberColumn(format="%.3f")})
     with t2:
         if r.get("roc_curves"):
             st.plotly_chart(plots.roc(r["roc_curves"], r.get("roc_auc") or {}), key="clf_roc")
@@ -76,15 +86,13 @@ def evaluation(results: dict) -> None:
     by_source = r.get("by_source") or {}
     st.subheader("By source")
     if by_source:
-        st.dataframe(pd.DataFrame([{"source": k, "images": v["n"], "accuracy": v.get("accuracy"),
-                                    "macro F1": v.get("macro_f1"),
-                                    "COVID-19 sensitivity": v.get("covid_sensitivity"),
-                                    "ECE (scaled)": v.get("ece_scaled")}
-                                   for k, v in by_source.items()]),
-                     hide_index=True, key="clf_by_source",
-                     column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                    for c in ("accuracy", "macro F1", "COVID-19 sensitivity",
-                                              "ECE (scaled)")})
+        rates = {"accuracy": "accuracy", "macro F1": "macro_f1",
+                 "COVID-19 sensitivity": "covid_sensitivity", "ECE (scaled)": "ece_scaled"}
+        rows = [{"source": k, "images": v["n"],
+                 **{label: _hundred(v.get(field)) for label, field in rates.items()}}
+                for k, v in by_source.items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="clf_by_source",
+                     column_config={label: PERCENT for label in rates})
     else:
         st.caption("The data has no source column, so there is no breakdown.")
 
