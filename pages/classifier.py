@@ -83,9 +83,9 @@ active = [r for r in runs if r.is_active()]
 
 # ---- a new run ----------------------------------------------------------------------------------
 with st.expander("Train a classifier", expanded=not active, icon=":material/add_circle:"):
-    st.markdown(f"**Data:** {state.data_label(data_cfg)} at {data_cfg.size}x{data_cfg.size} px, as chosen on the "
-                "*Data & augmentation* page. Training, validation and test are split by patient; "
-                "augmented and generated images go to training only.")
+    st.markdown(f"**Data:** {state.data_label(data_cfg)} at {data_cfg.size}x{data_cfg.size} px, "
+                "as chosen on the *Data & augmentation* page. Training, validation and test are "
+                "split by patient; augmented and generated images go to training only.")
     bar = st.empty()
     ds = attempt(cache.dataset, data_cfg, lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg),
                  what="loading the data")
@@ -158,8 +158,9 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
         state.seed("clf_lr", 1e-3)
         lr = st.number_input("Learning rate (Adam)", 1e-6, 1e-1, format="%.1e", step=1e-4,
                              key="clf_lr")
+    waiting = jobs.busy()
     if st.button("Start training", key="clf_start", type="primary", icon=":material/play_arrow:",
-                 disabled=ds is None or bool(leaks)):
+                 disabled=ds is None or bool(leaks) or bool(waiting), help=waiting):
         args = _train_args(data_cfg, arch, int(epochs), int(batch), float(lr), augment, target,
                            synthetic, int(synthetic_n))
         run = attempt(jobs.start, "train-classifier", args, f"classifier-{arch}",

@@ -28,13 +28,21 @@ st.markdown(
     "see what the critic learns and why the gradient penalty helps.\n\n"
     f"_{nav.DISCLAIMER}_")
 
+waiting = jobs.busy()
 if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":material/play_arrow:",
-             help="WGAN-GP, cpu-tiny preset, on phantom COVID-19 images; about two minutes on a "
-                  "laptop CPU. Opens the live view."):
+             disabled=bool(waiting),
+             help=waiting or "WGAN-GP, cpu-tiny preset, on phantom COVID-19 images; about two "
+                             "minutes on a laptop CPU. Opens the live view."):
     run = attempt(jobs.start, "train-gan", DEMO_ARGS, "gan-wgan-gp", what="starting the demo run")
     if run is not None:
         st.session_state["gan_run"] = run.name
         st.switch_page(nav.path("pages/train_gan.py"))
+if waiting:
+    page, title = (("pages/classifier.py", "Classifier")
+                   if jobs.run_command(jobs.active_runs()[0]) == "train-classifier"
+                   else ("pages/train_gan.py", "Train GAN"))
+    st.page_link(nav.path(page), label=f"A run is active: watch it on {title}",
+                 icon=":material/monitoring:")
 
 st.subheader("Pages")
 cols = st.columns(4)

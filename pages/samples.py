@@ -148,5 +148,8 @@ with d3:
             out = attempt(export_dataset, made, export_class, runs_root() / "exports", name,
                           what="writing the dataset")
             if out is not None:
-                st.success(f"Wrote {len(made)} images to `{out}` (class folder {export_class}/). "
-                           "Use it as synthetic data on the Classifier page.")
+                st.success(f"Wrote {len(made)} images to `{out}` (class folder {export_class}/), "
+                           "for use outside this app or merged into your own class folders. To "
+                           "train the classifier with generated images, pick this GAN run under "
+                           "*Synthetic samples* on the Classifier page: it samples the run "
+                           "directly, for the training split only.")

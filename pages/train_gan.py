@@ -71,7 +71,7 @@ with st.expander("New run", expanded=not active, icon=":material/add_circle:"):
         elif loss == "wgan":
             state.seed(f"gan_clip_{k}", float(d["clip"]))
             extra["clip"] = st.number_input("clip c", 1e-4, 1.0, format="%.3f", key=f"gan_clip_{k}")
-    a = st.columns(6)
+    a = st.columns([1, 1, 2, 2])  # the toggle's label needs two columns' width
     with a[0]:
         state.seed(f"gan_log_every_{k}", int(d.get("log_every", 10)))
         log_every = st.number_input("Log every (steps)", 1, 10_000, key=f"gan_log_every_{k}")
@@ -86,7 +86,11 @@ with st.expander("New run", expanded=not active, icon=":material/add_circle:"):
                                     "carry validation or test patients into the classifier.")
     st.caption(f"Data: **{state.data_label(data_cfg)}**, as chosen on the *Data & augmentation* "
                "page.")
-    if st.button("Start", key="gan_start", type="primary", icon=":material/play_arrow:"):
+    # Disabled while any run is active (ensure_can_start still checks at the click): an
+    # enabled button whose error vanished in the live panel's next rerun looked like a dead one.
+    waiting = jobs.busy()
+    if st.button("Start", key="gan_start", type="primary", icon=":material/play_arrow:",
+                 disabled=bool(waiting), help=waiting):
         args = jobs.gan_args(data_cfg, loss=loss, size=int(size), preset=preset, steps=int(steps),
                              batch_size=int(batch), n_critic=int(n_critic), lr_critic=float(lr_c),
                              lr_gen=float(lr_g), klass=None if klass == "all classes" else klass,

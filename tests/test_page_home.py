@@ -84,3 +84,16 @@ def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
     assert at.session_state["gan_run"] == run.name
     assert at.title[0].value == "Train GAN"   # switched page
     assert any(run.name in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("command,page", [("train-gan", "Train GAN"),
+                                          ("train-classifier", "Classifier")])
+def test_demo_button_waits_for_an_active_run(command, page):
+    store = RunStore(runs_root() / f"20260101-000000-{command}-eeee", create=True)
+    store.set_status("running", command=[command])  # pid is this process: alive
+    at = _app().run()
+    assert not at.exception
+    demo = at.button(key="home_demo")
+    assert demo.disabled and store.name in demo.help
+    labels = [link.proto.label for link in at.get("page_link")]
+    assert f"A run is active: watch it on {page}" in labels

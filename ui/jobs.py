@@ -57,6 +57,15 @@ def _on_gpu() -> bool:
     return pick_device().type == "cuda"
 
 
+def busy() -> str | None:
+    """Why a new run cannot start now (for a disabled Start button's tooltip), or None."""
+    runs = active_runs()
+    if not runs:
+        return None
+    return (f"A run is active ({runs[0].name}): one job at a time. Stop it on its page or wait "
+            "for it to finish.")
+
+
 def ensure_can_start() -> None:
     """Raise UserError when a run is already active. On CUDA one process owning the GPU keeps
     memory and speed predictable; on CPU a second run would halve both runs' speed and make the
