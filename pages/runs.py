@@ -8,6 +8,7 @@ from core.runstore import list_runs
 from ui import cache, jobs, plots, state
 from ui.errors import attempt
 
+st.set_page_config(layout="wide")  # the table has a column per config field and metric
 state.init()
 st.title("Runs")
 
@@ -55,7 +56,7 @@ if chosen and metric_names:
     default = "wgan/w_estimate" if "wgan/w_estimate" in metric_names else metric_names[0]
     if st.session_state.get("runs_metric") not in metric_names:
         st.session_state["runs_metric"] = default
-    metric = st.selectbox("Metric", metric_names, key="runs_metric")
+    metric = st.selectbox("Metric", metric_names, key="runs_metric", format_func=plots.metric_label)
     series = {}
     for n in chosen:
         df = cache.run_metrics(str(runs[names.index(n)].path), (metric,), cache.run_stamp(statuses[n]))

@@ -40,9 +40,10 @@ def test_table_compare_and_delete():
 
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["name"] for t in spec["data"]} == {done.name, live.name}
-    assert spec["layout"]["title"]["text"] == "wgan/w_estimate"
+    assert spec["layout"]["title"]["text"] == "Wasserstein estimate (wgan/w_estimate)"
     at.selectbox(key="runs_metric").set_value("loss/critic").run()
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"] == "loss/critic"
+    title = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+    assert title == "Critic loss (loss/critic)"
 
     # An active run is refused, with its state in the message.
     at.selectbox(key="runs_delete_pick").set_value(live.name).run()

@@ -112,6 +112,32 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
     return specs
 
 
+# Names a person reads for the metrics the jobs log (the Runs page shows both).
+_METRIC_NAMES = {
+    **dict(TRAINING_PANELS), "wgan/grad_norm_std": "Gradient norm, spread",
+    "time/step_s": "Seconds per step", "time/epoch_s": "Seconds per epoch",
+    "lambda": "Gradient penalty lambda", "n_critic": "Critic steps per generator step",
+    "lr/critic": "Critic learning rate", "lr/gen": "Generator learning rate",
+    "train/loss": "Training loss", "train/acc": "Training accuracy",
+    "val/loss": "Validation loss", "val/acc": "Validation accuracy"}
+_SPLIT_NAMES = {"val": "validation", "test": "test"}
+_FINAL_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ece": "ECE",
+                "ece_scaled": "ECE (temperature-scaled)"}
+
+
+def metric_label(name: str) -> str:
+    """'Wasserstein estimate (wgan/w_estimate)' for a known metric, else the name itself."""
+    split, _, what = name.partition("/")
+    if name in _METRIC_NAMES:
+        nice = _METRIC_NAMES[name]
+    elif split in _SPLIT_NAMES and what in _FINAL_NAMES:  # a classifier's final evaluation
+        nice = _FINAL_NAMES[what]
+        nice = f"{nice[0].upper()}{nice[1:]}, {_SPLIT_NAMES[split]} split"
+    else:
+        return name
+    return f"{nice} ({name})"
+
+
 def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
     """One line per run: {run name: frame with columns step, value}. A metric logged once per
     run (a classifier's test/accuracy) is a bar per run instead: a one-point line is not drawn."""
@@ -122,13 +148,14 @@ def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
         fig.add_trace(go.Bar(x=names, y=values, marker_color=_LINE, cliponaxis=False,
                              text=[f"{v:.4g}" if v is not None else "" for v in values],
                              textposition="outside"))
-        fig.update_layout(title=f"{metric} (logged once per run)", yaxis_title=metric)
+        fig.update_layout(title=f"{metric_label(metric)}, logged once per run",
+                          yaxis_title=metric)
         return _layout(fig, 420)
     for name, df in series.items():
         # Markers where points are sparse (per-epoch curves), so short series stay visible.
         fig.add_trace(go.Scatter(x=df["step"], y=df["value"], name=name,
                                  mode="lines+markers" if len(df) <= 50 else "lines"))
-    fig.update_layout(title=metric, xaxis_title="step", yaxis_title=metric)
+    fig.update_layout(title=metric_label(metric), xaxis_title="step", yaxis_title=metric)
     _layout(fig, 420).update_layout(showlegend=True, legend={"orientation": "h", "y": -0.2})
     return fig
 
