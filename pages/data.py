@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import secrets
+from pathlib import Path
 
 import streamlit as st
 
@@ -90,6 +91,15 @@ elif kind == "folder":
     path = st.text_input("Folder of class sub-folders (e.g. COVID-19/, NORMAL/, PNEUMONIA/)",
                          key="data_folder", placeholder="/path/to/chest_xray")
     source = path.strip() or None
+    # Said here in the terms of this box; the loader's own message lists every source spec of
+    # the command line (phantom:N, medmnist:PATH...), which this box is not about.
+    folder = Path(source).expanduser() if source and ":" not in source else None
+    if folder is not None and not folder.is_dir():
+        st.error(f"`{source}` is a file, not a folder of class folders." if folder.is_file() else
+                 f"There is no folder `{source}` on the machine running this dashboard (a path "
+                 "on your own computer works only when the dashboard runs there).",
+                 icon=":material/folder_off:")
+        source = None
 elif kind == "zip":
     upload = st.file_uploader("ZIP of class folders", type=["zip"], key="data_zip",
                               help="Paths are checked: no absolute paths, '..', links or zip bombs.")

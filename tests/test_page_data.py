@@ -68,9 +68,14 @@ def test_bad_folder_is_a_clear_error(tmp_path):
     at.radio(key="data_kind").set_value("folder").run()
     at.text_input(key="data_folder").set_value(str(tmp_path / "nope")).run()
     assert not at.exception
-    assert any("not found" in e.value for e in at.error)
+    assert any("There is no folder" in e.value and "nope" in e.value for e in at.error)
+    (tmp_path / "a.txt").write_text("x")
+    at.text_input(key="data_folder").set_value(str(tmp_path / "a.txt")).run()
+    assert any("is a file, not a folder" in e.value for e in at.error)
+    at.text_input(key="data_folder").set_value(str(tmp_path)).run()  # a folder with no images
+    assert any("No usable images" in e.value for e in at.error)
     # The stored data config is only replaced by a source that loads.
-    assert at.session_state["data_config"].source == "phantom"
+    assert not at.exception and at.session_state["data_config"].source == "phantom"
 
 
 def test_balance_sets_training_target():
