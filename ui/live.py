@@ -188,8 +188,9 @@ def render(run_path: str) -> None:
         st.rerun(scope="app")
     wide = _wide(_metrics(store, status))
     total = int(status.get("total_steps") or 0)
-    st.markdown(f":{BADGE.get(state, 'gray')}-badge[{state}] &nbsp; **{store.name}** · "
-                f"{status.get('device') or 'device not reported yet'}"
+    device = status.get("device") or ("starting: loading PyTorch and the data…" if state == "queued"
+                                      else "device not reported yet")
+    st.markdown(f":{BADGE.get(state, 'gray')}-badge[{state}] &nbsp; **{store.name}** · {device}"
                 + (f" · {status['path']} path" if status.get("path") else ""))
     frac = min(int(status.get("step") or 0) / total, 1.0) if total else 0.0
     st.progress(frac, text=_eta(status, wide))
