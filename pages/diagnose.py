@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import CLASSES
+from core import CLASSES, phantom
 from core.checkpoint import read_meta
 from core.classifier import ARCH_NAMES
 from core.runstore import list_runs
@@ -18,7 +18,6 @@ from ui.nav import REPO
 SHIPPED = REPO / "checkpoints" / "classifier-phantom.safetensors"
 MAX_UPLOAD_MB = 30
 DISPLAY_MAX = 512          # images are shown at most this many pixels on their long side
-EXAMPLE_SIZE = 256
 EXAMPLE_SEED = 20_260_101  # not the seed of the phantom training data, so these are unseen
 DISCLAIMER = "Research and teaching tool, not a medical device: do not use for diagnosis."
 
@@ -130,7 +129,11 @@ if pick == "upload" and upload is not None:
     source = f"uploaded file {name}"
 elif pick and pick.startswith("example:"):
     label = pick.split(":", 1)[1]
-    data, name = cache.phantom_example_png(label, EXAMPLE_SIZE, EXAMPLE_SEED), f"phantom-{label}.png"
+    # Rendered at the model's input size, as its training phantoms were: rendered larger and
+    # shrunk, a phantom is smoother than any the model saw, and the shipped model's OOD check
+    # flagged 25 of 90 such 256 px phantoms (1 of 90 at 64 px; docs/results.md).
+    size = min(max(int(meta["model"]["size"]), phantom.MIN_SIZE), phantom.MAX_SIZE)
+    data, name = cache.phantom_example_png(label, size, EXAMPLE_SEED), f"phantom-{label}.png"
     source = f"synthetic phantom, drawn as {label}"
 else:
     st.stop()

@@ -97,7 +97,7 @@ def test_example_shows_probabilities(app_with_run, trained_run):
     assert sum(bars.values()) == pytest.approx(1.0, abs=1e-6)
     # The same numbers as core.predict on the same phantom.
     model, meta = load_classifier(trained_run / "checkpoints" / "best.safetensors")
-    img, _ = render("PNEUMONIA", 0, size=256, seed=20_260_101)
+    img, _ = render("PNEUMONIA", 0, size=32, seed=20_260_101)  # the model's input size
     expected = predict_image(model, meta, img.astype(np.float32) / 255.0)
     for k, v in expected["probabilities"].items():
         assert bars[k] == pytest.approx(v, abs=1e-4)
@@ -168,3 +168,16 @@ def test_oversized_upload_is_refused(app_with_run):
         ("huge.png", b"\x89PNG" + b"\0" * (31 * 2**20), "image/png")).run()
     assert not at.exception
     assert at.error and "limit is 30 MB" in at.error[0].value
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped phantom model is not in this copy")
+@pytest.mark.parametrize("label", ["COVID-19", "NORMAL", "PNEUMONIA"])
+def test_shipped_model_gets_its_examples_right(label):
+    """A visitor's first clicks: each built-in example, with the default (shipped) model, is
+    classified as what it was drawn as, and not flagged as unlike the training data."""
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert "Shipped" in at.selectbox(key="diagnose_model").value
+    at.button(key=f"diagnose_example_{label}").click().run()
+    assert not at.exception and not at.error
+    assert at.metric[0].label == "Predicted" and at.metric[0].value == label
+    assert not any("unlike the model's training data" in w.value for w in at.warning)

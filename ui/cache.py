@@ -20,8 +20,10 @@ from PIL import Image
 from core.augment import AugmentConfig
 from core.config import to_dict
 from core.data import DataConfig, ImageDataset
+from ui.images import upscale
 
 Progress = Callable[[float, str], None]
+DISPLAY_MIN = 256  # px: smaller images are shown enlarged (nearest neighbour) on Diagnose
 
 
 def _key(config) -> str:
@@ -200,4 +202,7 @@ def prediction(path: str, mtime_ns: int, digest: str, _data: bytes, name: str,
                                                       max(1, round(h * scale))), Image.BILINEAR))
     out["display"] = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)   # (h', w') uint8
     out["overlay"] = overlay(img, out["heatmap"])                          # (h', w', 3) uint8
+    # A small image (a 64 px phantom example) is enlarged, crisply, to at least DISPLAY_MIN px.
+    factor = DISPLAY_MIN // max(h, w)
+    out["display"], out["overlay"] = upscale(out["display"], factor), upscale(out["overlay"], factor)
     return out
