@@ -664,3 +664,22 @@ class ToyTrainer:
         x = x.reshape(len(x), self.dim).clone().requires_grad_(True)
         (grads,) = torch.autograd.grad(self.critic(x).sum(), x)
         return x.detach().numpy(), grads.numpy()
+
+
+def run_together(trainers: list[ToyTrainer], max_iterations: int, budget_s: float) -> int:
+    """Iterate the trainers in lockstep (so compared runs stay at the same generator step) up to
+    `max_iterations` times, stopping after the iteration in which `budget_s` seconds of wall time
+    ran out; returns the iterations done (at least 1). The live page trains under this budget
+    so that a refresh stays short whatever the speed setting and the machine's load."""
+    start, done = time.perf_counter(), 0
+    with contextlib.ExitStack() as stack:
+        for t in trainers:
+            stack.enter_context(t.torch_threads())
+        while done < max_iterations:
+            for t in trainers:
+                t.iteration()
+            done += 1
+            if time.perf_counter() - start >= budget_s:
+                break
+    return done
+

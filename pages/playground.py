@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 import streamlit as st
 
 from core.errors import UserError
 from core.losses import LOSSES
-from core.toy import DATASETS, ToyConfig, ToyTrainer, modes_covered
+from core.toy import DATASETS, ToyConfig, ToyTrainer, modes_covered, run_together
 from ui import state
 from ui.toy_plots import N_POINTS, refresh_figures
 
 LOSS_NAMES = {"gan": "GAN", "wgan": "WGAN (clip)", "wgan-gp": "WGAN-GP"}
-REFRESH_S = 0.4          # live panel period while playing
+# The live panel's period follows its measured cost. With a fixed 0.4 s period and 20 iterations
+# per refresh, one refresh took 0.8-1.5 s on the loaded 2-core machine, so the timer kept a run
+# always pending, the browser (0.6-1.5 CPU-s to draw one refresh of 4 figures) was busy 80-95%
+# of the time, and a click on Pause reached the page 2-10 s late. Now training stops at a time
+# budget and the period is twice the server's time per refresh (budget + building and sending
+# the figures, a running mean), which leaves about half of it to the browser and to clicks.
+TRAIN_BUDGET_S = 0.25    # most wall time one refresh spends training, both trainers together
+REFRESH_S = (0.5, 2.0)   # the period's bounds while playing
 # Both trainers start at lr 1e-3, 5-20x the papers' values, so the toy learns in seconds;
 # switching the loss type restores that paper's optimizer settings.
 START_LR = 1e-3
@@ -65,6 +74,7 @@ def _init_state() -> None:
     # point, so two threads can hold the trainers at once: every access goes through this lock.
     ss.toy_lock = threading.RLock()
     ss.toy_playing, ss.toy_notes, ss.toy_error = False, [], None
+    ss.toy_draw_s = 0.1  # running mean of one redraw's wall time (build + send the figures)
 
 
 def _seed_widgets() -> None:
@@ -102,6 +112,11 @@ def _apply(slots: tuple[str, ...], field: str) -> None:
             _sync_widgets(slot)
     if field == "dataset":  # noise_dim may follow the data's dimension
         ss[_key("noise_dim")] = trainers[0].config.noise_dim
+
+
+def refresh_period(draw_s: float) -> float:
+    """Seconds between live refreshes: twice one refresh's server time, within REFRESH_S."""
+    return min(max(2.0 * (TRAIN_BUDGET_S + draw_s), REFRESH_S[0]), REFRESH_S[1])
 
 
 def _active_slots() -> tuple[str, ...]:
@@ -196,48 +211,75 @@ def slot_controls(slot: str) -> None:
                          help="Critic weights clamped to [-c, c] after each step; 0 = off.")
 
 
-def trainer_panel(slot: str) -> None:
-    t = st.session_state.toy_trainers[slot]
+def trainer_view(slot: str, n_metric_cols: int) -> Callable[[], None]:
+    """Everything slot's panel shows, computed now; the returned function only emits it.
+    Both panels are computed before either emits, so a refresh replaces the old panels within
+    milliseconds: drawing slot b's figures while slot a's new elements were already out left
+    the browser showing a half-new layout, slot b's charts missing, for the whole build."""
+    ss = st.session_state
+    t = ss.toy_trainers[slot]
     c = t.config
     code = STEP_CODE.get(t.step_code, " · eager critic step (could not compile)")
-    st.markdown(f"**{LOSS_NAMES[c.loss]}** · step {t.gen_steps} · "
-                f"critic steps {t.critic_steps}{code}",
-                help=None if t.step_code in STEP_CODE else t.step_code)
+    header = (f"**{LOSS_NAMES[c.loss]}** · step {t.gen_steps} · "
+              f"critic steps {t.critic_steps}{code}")
+    tooltip = None if t.step_code in STEP_CODE else t.step_code
     last = t.history[-1] if t.history else {}
     if last and not all(np.isfinite(v) for v in last.values()):
-        st.warning("Training diverged (NaN or inf). Lower the learning rates, then Reset.")
-        return
+        def diverged() -> None:
+            st.markdown(header, help=tooltip)
+            st.warning("Training diverged (NaN or inf). Lower the learning rates, then Reset.")
+        return diverged
+    metrics = []
     if last:
-        m = st.columns(4)
-        m[0].metric("W estimate", f"{last.get('wgan/w_estimate', float('nan')):.3f}")
-        m[1].metric("‖∇D‖ mean", f"{last.get('wgan/grad_norm_mean', float('nan')):.2f}")
-        m[2].metric("critic loss", f"{last.get('loss/critic', float('nan')):.3f}")
+        metrics = [("W estimate", f"{last.get('wgan/w_estimate', float('nan')):.3f}"),
+                   ("‖∇D‖ mean", f"{last.get('wgan/grad_norm_mean', float('nan')):.2f}"),
+                   ("critic loss", f"{last.get('loss/critic', float('nan')):.3f}")]
         if c.dataset == "8gaussians":
-            m[3].metric("modes covered", f"{modes_covered(t.sample(N_POINTS))}/8")
-    ss = st.session_state
+            metrics.append(("modes covered", f"{modes_covered(t.sample(N_POINTS))}/8"))
     main, curves = refresh_figures([t], ss.toy_heatmap, ss.toy_arrows)
-    st.plotly_chart(main, key=f"toy_fig_{slot}_main", config={"displayModeBar": False})
-    st.plotly_chart(curves, key=f"toy_fig_{slot}_curves", config={"displayModeBar": False})
+
+    def emit() -> None:
+        st.markdown(header, help=tooltip)
+        if metrics:
+            cols = st.columns(n_metric_cols)
+            for i, (label, value) in enumerate(metrics):
+                cols[i % n_metric_cols].metric(label, value)
+        st.plotly_chart(main, key=f"toy_fig_{slot}_main", config={"displayModeBar": False})
+        st.plotly_chart(curves, key=f"toy_fig_{slot}_curves",
+                        config={"displayModeBar": False})
+    return emit
 
 
 def live_panel() -> None:
-    """Trains `speed` iterations per refresh while playing, then redraws every view."""
+    """Trains up to `speed` iterations per refresh while playing, then redraws every view."""
     ss = st.session_state
     slots = _active_slots()
-    trainers, lock, speed, playing = ([ss.toy_trainers[s] for s in slots], ss.toy_lock,
-                                      ss.toy_speed, ss.toy_playing)
+    trainers, lock, speed, playing, period = ([ss.toy_trainers[s] for s in slots], ss.toy_lock,
+                                              ss.toy_speed, ss.toy_playing, ss.toy_period)
+    # Side by side, four metrics in a row are cut short ("-0.…", "modes cover…"): two rows.
+    n_metric_cols = 2 if len(slots) > 1 else 4
     try:
         # No session-state access (a yield point) between the trainers' runs, and the lock
-        # keeps an overlapping rerun from touching them until this refresh has drawn.
+        # keeps an overlapping rerun from touching them until this refresh has drawn. Training
+        # stops at TRAIN_BUDGET_S: a click (Pause) reruns the page at the next yield point, so
+        # this bounds how long it waits, and the lock how long the new run waits for it.
         with lock:
             if playing:
-                for t in trainers:
-                    t.run(speed)
-            for col, slot in zip(st.columns(len(slots)), slots):
+                run_together(trainers, speed, TRAIN_BUDGET_S)
+            start = time.perf_counter()
+            views = [trainer_view(slot, n_metric_cols) for slot in slots]
+            for col, emit in zip(st.columns(len(slots)), views):
                 with col:
-                    trainer_panel(slot)
+                    emit()
+            draw_s = time.perf_counter() - start
     except UserError as exc:
         st.error(str(exc))
+        return
+    ss.toy_draw_s = 0.8 * ss.toy_draw_s + 0.2 * draw_s
+    # The period is registered by the full page run; a cost that drifted 1.5x from it (another
+    # job started, the heatmap turned off) reruns the page to register the new one.
+    if playing and period and not 1 / 1.5 < refresh_period(ss.toy_draw_s) / period < 1.5:
+        st.rerun()
 
 
 def main() -> None:
@@ -276,7 +318,8 @@ def main() -> None:
     for col, slot in zip(st.columns(len(_active_slots())), _active_slots()):
         with col:
             slot_controls(slot)
-    st.fragment(run_every=REFRESH_S if ss.toy_playing else None)(live_panel)()
+    ss.toy_period = refresh_period(ss.toy_draw_s) if ss.toy_playing else None
+    st.fragment(run_every=ss.toy_period)(live_panel)()
 
 
 main()

@@ -1,5 +1,6 @@
 """AppTest of pages/playground.py: loads, steps, plays one refresh, applies live settings."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,24 @@ def test_step_buttons(app):
     assert not app.exception
 
 
+def test_compare_mode_shows_metrics_two_to_a_row(app):
+    # Four to a row in a half-width column were cut short ("-0.…", "modes cover…").
+    assert len(app.metric) == 8
+    cols = [c for c in app.columns if c.get("metric") and not c.get("plotly_chart")]
+    assert [len(c.get("metric")) for c in cols] == [2, 2, 2, 2]  # two columns per trainer
+    assert all(c.weight == 0.5 for c in cols)
+
+
 def test_play_trains_one_refresh_then_pause(app):
     app.slider(key="toy_speed").set_value(2).run()
     before = trainer(app).gen_steps
     app.button(key="toy_play").click().run()  # AppTest renders the fragment once, no timer
     assert app.session_state["toy_playing"]
-    assert trainer(app).gen_steps == before + 2
+    # At most `speed` iterations (fewer once the refresh's time budget runs out), in lockstep.
+    assert before < trainer(app).gen_steps <= before + 2 and \
+        trainer(app).gen_steps == trainer(app, "b").gen_steps
+    # The period follows the measured cost of a refresh, within its bounds.
+    assert 0.5 <= app.session_state["toy_period"] <= 2.0
     assert app.button(key="toy_play").label.endswith("Pause")
     # Steps are for a paused run (a live rerun could apply a step click twice).
     assert all(app.button(key=f"toy_step_{k}").disabled for k in ("critic", "gen", "iteration"))
@@ -71,6 +84,12 @@ def test_live_settings_reach_the_trainer(app):
 def test_1d_dataset_and_reset(app):
     app.selectbox(key="toy_dataset").set_value("gaussian-1d").run()
     assert not app.exception and trainer(app).dim == 1
+    # The critic's axis: ticks of its own, not synced to the density axis (0.49287, 0.48878);
+    # the GAN's D(x) on [0, 1]. Margins fixed: a changing tick width would draw twice.
+    specs = [json.loads(c.proto.spec)["layout"] for c in app.get("plotly_chart")]
+    gan_hist = specs[2]
+    assert gan_hist["yaxis2"]["tickmode"] == "auto" and gan_hist["yaxis2"]["range"] == [0, 1]
+    assert all(s["margin"]["autoexpand"] is False for s in specs)
     assert app.session_state["toy_noise_dim"] == 1
     app.button(key="toy_step_iteration").click().run()
     assert trainer(app).gen_steps == 1

@@ -18,6 +18,7 @@ from core.toy import (
     ToyTrainer,
     dataset_dim,
     modes_covered,
+    run_together,
     sample_dataset,
 )
 
@@ -442,3 +443,12 @@ def test_wgan_gp_learns_the_1d_gaussian_with_the_toy_lambda():
     t.run(300)
     x = t.sample(4000, fixed=False)[:, 0]
     assert abs(x.mean() - 2.0) < 0.3 and 0.7 < x.std() < 1.3
+
+
+def test_run_together_keeps_lockstep_within_the_time_budget():
+    a = ToyTrainer(ToyConfig(loss="wgan-gp", hidden=16, batch_size=8))
+    b = ToyTrainer(ToyConfig(loss="gan", hidden=16, batch_size=8))
+    assert run_together([a, b], 50, budget_s=0.0) == 1  # at least one iteration, then stop
+    assert (a.gen_steps, b.gen_steps) == (1, 1) and a.critic_steps == 5
+    assert run_together([a, b], 3, budget_s=60.0) == 3  # the budget never ran out
+    assert a.gen_steps == b.gen_steps == 4

@@ -10,7 +10,21 @@ from core.toy import ToyTrainer
 
 # Orange real and green generated, as in gan_toy.py's plots.
 REAL, FAKE, ARROW = "#f28e2b", "#2ca02c", "rgba(20,20,20,0.55)"
-N_POINTS, GRID_RES, N_ARROWS = 512, 64, 48
+# 256 points per set, not 512: plotly.js styles every SVG marker one by one, about a quarter
+# of the browser's plotting time per live refresh with 512 real + 512 generated per landscape.
+N_POINTS, GRID_RES, N_ARROWS = 256, 64, 48
+
+
+def _margin(left: int, right: int, top: int, bottom: int) -> dict:
+    # Fixed margins, and no axis may push them (Streamlit's plotly theme sets automargin on
+    # every axis): otherwise a tick label or colorbar that changes width between refreshes makes
+    # plotly.js lay the figure out and draw it a second time, about half of the browser's time
+    # per refresh in a profile of the playing page.
+    return dict(l=left, r=right, t=top, b=bottom, autoexpand=False)
+
+
+def _axis(**kw) -> dict:
+    return dict(automargin=False, **kw)
 
 
 def _arrow_segments(points: np.ndarray, grads: np.ndarray, length: float):
@@ -57,10 +71,10 @@ def landscape_figure(trainer: ToyTrainer, heatmap: bool = True, arrows: bool = T
                              marker=dict(color=REAL, size=5, opacity=0.7)))
     # Layout passed to the constructor: ~3x faster than update_layout (magic-underscore parsing).
     return go.Figure(traces, layout=dict(
-        height=430, margin=dict(l=10, r=10, t=30, b=10), uirevision="keep",
+        height=430, margin=_margin(40, 70, 30, 30), uirevision="keep",
         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),  # above: ticks stay clear
-        xaxis=dict(range=list(bounds[0]), constrain="domain"),
-        yaxis=dict(range=list(bounds[1]), scaleanchor="x", scaleratio=1, constrain="domain")))
+        xaxis=_axis(range=list(bounds[0]), constrain="domain"),
+        yaxis=_axis(range=list(bounds[1]), scaleanchor="x", scaleratio=1, constrain="domain")))
 
 
 def histogram_figure(trainer: ToyTrainer, n_points: int = 4000, bins: int = 60) -> go.Figure:
@@ -72,18 +86,33 @@ def histogram_figure(trainer: ToyTrainer, n_points: int = 4000, bins: int = 60) 
     real_h = np.histogram(trainer.real_sample(n_points)[:, 0], edges, density=True)[0]
     fake_h = np.histogram(fake, edges, density=True)[0]
     xs, values = trainer.critic_curve(200, bounds)
-    name = "D(x)" if trainer.config.loss == "gan" else "critic"
+    gan = trainer.config.loss == "gan"
+    name = "D(x)" if gan else "critic"
     return go.Figure([
         go.Bar(x=centers, y=real_h, width=width, name="real", marker_color=REAL, opacity=0.6),
         go.Bar(x=centers, y=fake_h, width=width, name="generated", marker_color=FAKE,
                opacity=0.6),
         go.Scatter(x=xs, y=values, mode="lines", name=name, yaxis="y2",
                    line=dict(color="#1f77b4", width=2)),
-    ], layout=dict(barmode="overlay", height=430, margin=dict(l=10, r=10, t=30, b=10),
+    ], layout=dict(barmode="overlay", height=430, margin=_margin(55, 60, 30, 30),
                    uirevision="keep", legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),
-                   yaxis=dict(title=dict(text="density")),
-                   yaxis2=dict(title=dict(text=name), overlaying="y", side="right",
-                               showgrid=False)))
+                   xaxis=_axis(), yaxis=_axis(title=dict(text="density")),
+                   # tickmode "auto": an overlaying axis defaults to "sync", ticks at the
+                   # density axis's positions labelled 0.49287, 0.48878, -0.0285.
+                   yaxis2=_axis(title=dict(text=name), overlaying="y", side="right",
+                                showgrid=False, tickmode="auto",
+                                range=[0.0, 1.0] if gan else _value_range(values))))
+
+
+def _value_range(values: np.ndarray) -> list[float]:
+    """An axis range around `values`, spanning at least a tenth of their magnitude: a nearly
+    flat critic (a WGAN early on) would otherwise get ticks 0.4925, 0.493, 0.4935..."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return [-1.0, 1.0]
+    span = max(hi - lo, 0.1 * max(abs(lo), abs(hi)), 1e-6)
+    mid = 0.5 * (lo + hi)
+    return [mid - 0.55 * span, mid + 0.55 * span]
 
 
 def curves_figure(trainer: ToyTrainer) -> go.Figure:
@@ -102,12 +131,12 @@ def curves_figure(trainer: ToyTrainer) -> go.Figure:
     one = dict(type="line", xref="x domain", x0=0, x1=1, yref="y3", y0=1, y1=1,
                line=dict(dash="dot", width=1, color="gray"))
     return go.Figure(traces, layout=dict(
-        height=340, margin=dict(l=10, r=10, t=30, b=10), uirevision="keep",
+        height=340, margin=_margin(65, 10, 50, 45), uirevision="keep",
         legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0), shapes=[one],
-        xaxis=dict(anchor="y3", title=dict(text="generator step")),
-        yaxis=dict(domain=[0.7, 1.0], title=dict(text="loss")),
-        yaxis2=dict(domain=[0.37, 0.65], title=dict(text="W est.")),
-        yaxis3=dict(domain=[0.0, 0.32], title=dict(text="‖∇D‖"))))
+        xaxis=_axis(anchor="y3", title=dict(text="generator step")),
+        yaxis=_axis(domain=[0.7, 1.0], title=dict(text="loss")),
+        yaxis2=_axis(domain=[0.37, 0.65], title=dict(text="W est.")),
+        yaxis3=_axis(domain=[0.0, 0.32], title=dict(text="‖∇D‖"))))
 
 
 def refresh_figures(trainers: list[ToyTrainer], heatmap: bool = True,
