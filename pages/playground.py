@@ -174,8 +174,10 @@ def sidebar_controls() -> None:
                         args=(SLOTS, "seed"), help="A new seed starts over.")
         st.subheader("Display")
         st.toggle("Compare two loss types", key="toy_compare")
-        st.slider("Iterations per refresh", 1, 200, key="toy_speed",
-                  help="Each iteration: n_critic critic steps + 1 generator step.")
+        st.slider("Iterations per refresh (at most)", 1, 200, key="toy_speed",
+                  help="Each iteration: n_critic critic steps + 1 generator step. A refresh "
+                       f"stops training after {TRAIN_BUDGET_S:g} s, so on a slow machine it "
+                       "does fewer, and Pause still answers at once.")
         st.toggle("Critic heatmap", key="toy_heatmap")
         st.toggle("Gradient arrows", key="toy_arrows")
 
