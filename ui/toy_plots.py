@@ -136,7 +136,10 @@ def curves_figure(trainer: ToyTrainer) -> go.Figure:
         xaxis=_axis(anchor="y3", title=dict(text="generator step")),
         yaxis=_axis(domain=[0.7, 1.0], title=dict(text="loss")),
         yaxis2=_axis(domain=[0.37, 0.65], title=dict(text="W est.")),
-        yaxis3=_axis(domain=[0.0, 0.32], title=dict(text="‖∇D‖"))))
+        # The axis always reaches 1, or the dotted line falls outside its panel (a GAN's
+        # gradient norm can stay far below 1).
+        yaxis3=_axis(domain=[0.0, 0.32], title=dict(text="‖∇D‖"),
+                     autorangeoptions={"include": [1]})))
 
 
 def refresh_figures(trainers: list[ToyTrainer], heatmap: bool = True,
