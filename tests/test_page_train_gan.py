@@ -127,6 +127,14 @@ def test_live_panel_marks_control_changes():
         assert changes["step"].tolist() == [3, 5]
     assert changes["change"].tolist() == ["λ=5", "n_critic=2"]
     assert changes["label_y"].tolist() == [0, 13]  # one line each, not printed over each other
+    # Of many changes only the newest four are labelled (eleven were unreadable); all keep a rule.
+    import pandas as pd
+
+    from ui.plots import training_panels
+    many = pd.DataFrame({"step": range(6), "payload": [{"n_critic": k} for k in range(6)]})
+    labelled = training_panels(pd.DataFrame(), many)[0]["datasets"]["changes"]
+    assert labelled["label"].tolist() == ["", ""] + [f"n_critic={k}" for k in range(2, 6)]
+    assert labelled["label_y"].tolist()[2:] == [0, 13, 26, 39] and len(labelled) == 6
     # The gradient-norm panel has its target line at 1.
     layers = json.loads(charts[3].proto.spec)["layer"]
     assert {"values": [{"target": 1.0}]} in [layer["data"] for layer in layers]

@@ -14,7 +14,7 @@ TRAINING_PANELS = [
     ("loss/critic", "Critic loss"),
     ("loss/gen", "Generator loss"),
     ("wgan/w_estimate", "Wasserstein estimate"),
-    ("wgan/grad_norm_mean", "Gradient norm (target 1)"),
+    ("wgan/grad_norm_mean", "‖∇D‖, target 1"),
     ("wgan/gp", "Gradient penalty"),
     ("throughput/img_s", "Images / s"),
 ]
@@ -78,9 +78,15 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
     changes = pd.DataFrame({"step": events["step"].astype(int).to_numpy(),
                             "change": [_change_label(p) for p in events["payload"]]}) \
         if events is not None and len(events) else pd.DataFrame({"step": [], "change": []})
-    # Each label a line below the previous one (4 lines, then from the top again): changes a few
-    # steps apart, as when a slider is moved twice, printed on top of each other.
-    changes["label_y"] = (np.arange(len(changes)) % LABEL_LINES) * LABEL_LINE_PX
+    # Labels for the newest LABEL_LINES changes only, each a line below the one before: changes a
+    # few steps apart (a slider moved twice) printed on top of each other, and eleven were
+    # unreadable. Older changes keep their rule and tooltip.
+    n = len(changes)
+    changes["label"] = [c if i >= n - LABEL_LINES else "" for i, c in enumerate(changes["change"])]
+    changes["label_y"] = np.maximum(np.arange(n) - max(n - LABEL_LINES, 0), 0) * LABEL_LINE_PX
+    # A label in the right part of the chart goes left of its rule, or the plot edge cuts it.
+    last = max([changes["step"].max() if n else 0, data["step"].max() if len(data) else 0, 1])
+    changes["left_of_rule"] = changes["step"] > 0.6 * last
 
     x = {"field": "step", "type": "quantitative", "title": None, "axis": {"tickCount": 5}}
     # Named, so the browser test can tell these rules from the axis grid (also rules).
@@ -100,13 +106,16 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
             layers.append({"data": {"values": [{"target": 1.0}]},
                            "mark": {"type": "rule", "color": "#54a24b", "strokeDash": [6, 4]},
                            "encoding": {"y": {"field": "target", "type": "quantitative"}}})
-        if k == 0:
-            layers.append({"data": {"name": "changes"},
-                           "mark": {"type": "text", "align": "right", "baseline": "top", "dx": -3,
-                                    "dy": 2, "color": _MARK, "fontSize": 11},
-                           "encoding": {"x": x, "text": {"field": "change"},
-                                        "y": {"field": "label_y", "type": "quantitative",
-                                              "scale": None}}})  # pixels from the top
+        if k == 0:  # labels beside their rules, clipped to the plot (never over the y axis)
+            for left in (False, True):
+                layers.append({
+                    "data": {"name": "changes"},
+                    "transform": [{"filter": f"{'' if left else '!'}datum.left_of_rule"}],
+                    "mark": {"type": "text", "align": "right" if left else "left", "dx": -3 if left else 3,
+                             "baseline": "top", "dy": 2, "color": _MARK, "fontSize": 11, "clip": True},
+                    "encoding": {"x": x, "text": {"field": "label"},
+                                 "y": {"field": "label_y", "type": "quantitative",
+                                       "scale": None}}})  # pixels from the top
         specs.append({"title": title, "height": 210, "layer": layers,
                       "datasets": {"metrics": data, "changes": changes}})
     return specs
