@@ -4,11 +4,12 @@ one chart (any metric); deleting a run that is no longer active."""
 import pandas as pd
 import streamlit as st
 
+from core.errors import UserError
 from core.runstore import list_runs
 from ui import cache, jobs, plots, state
-from ui.errors import attempt
+from ui.errors import log
 
-st.set_page_config(layout="wide")  # the table has a column per config field and metric
+st.set_page_config(layout="wide")  # room for the table and the comparison chart
 state.init()
 st.title("Runs")
 
@@ -21,24 +22,37 @@ statuses = {r.name: r.status() for r in runs}
 summaries = {r.name: cache.run_summary(str(r.path), cache.run_stamp(statuses[r.name])) for r in runs}
 
 # ---- table -----------------------------------------------------------------------------------------
-# Config columns worth a glance, by their short name; the first key found for a name wins
-# (so data.size, not critic.size). The full config is in the expander below.
-KEY_CONFIG = ("loss", "source", "classes", "size", "steps", "epochs", "batch_size", "model")
+# A glance per run, narrow enough to fit: what it trained on and with what, how far it got, and
+# its headline number. The full config is in the expander below.
+def _first(config: dict, name: str):
+    """The value of the first key ending in `name` (data.* and train.* first: data.size, not
+    critic.size)."""
+    keys = sorted(config, key=lambda k: not k.startswith(("data.", "train.")))
+    return next((config[k] for k in keys if k.split(".")[-1] == name), None)
+
+
 rows = []
 for r in runs:
     s, summ = statuses[r.name], summaries[r.name]
-    row = {"run": r.name, "job": jobs.run_command(r) or "?", "state": s.get("state"),
-           "step": s.get("step"), "of": s.get("total_steps"), "device": s.get("device")}
-    config = sorted(summ["config"].items(), key=lambda kv: not kv[0].startswith(("data.", "train.")))
-    for k, v in config:
-        short = k.split(".")[-1]
-        if short in KEY_CONFIG and short not in row:
-            row[short] = ",".join(map(str, v)) if isinstance(v, list) else v
-    for name in ("loss/critic", "loss/gen", "wgan/w_estimate", "val/accuracy"):
-        if name in summ["final"]:
-            row[f"final {name}"] = round(float(summ["final"][name]), 4)
-    rows.append(row)
-st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs_table")
+    config, final = summ["config"], summ["final"]
+    source, classes = _first(config, "source"), _first(config, "classes")
+    step, total = s.get("step"), s.get("total_steps")
+    rows.append({
+        "run": r.name, "job": jobs.run_command(r) or "?",
+        "state": f"{s.get('state')} · {step or 0:,} / {total:,}" if total else s.get("state"),
+        "data": state.source_label(source) if source else "",
+        "classes": ", ".join(classes) if isinstance(classes, list) else (classes or "all"),
+        "size": _first(config, "size"),
+        "model": _first(config, "loss") or _first(config, "arch") or "",
+        "W estimate": final.get("wgan/w_estimate"),
+        "test acc.": 100 * final["test/accuracy"] if "test/accuracy" in final else None,
+        "device": s.get("device") or ""})
+st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs_table", column_config={
+    "run": st.column_config.TextColumn(pinned=True),
+    "W estimate": st.column_config.NumberColumn(format="%.3f", help="Last logged (GAN runs)"),
+    "test acc.": st.column_config.NumberColumn(format="%.1f%%", help="Test accuracy "
+                                               "(classifier runs)"),
+    "size": st.column_config.NumberColumn(format="%d px")})
 
 with st.expander("Full config of one run"):
     pick = st.selectbox("Run", [r.name for r in runs], key="runs_config_pick")
@@ -70,15 +84,29 @@ elif chosen:
 st.header("Delete a run")
 if "runs_deleted" in st.session_state:
     st.success(f"Deleted {st.session_state.pop('runs_deleted')}.")
+
+
+def _delete() -> None:
+    """Button callback, so the confirmation box can be unticked before it is drawn again (set
+    from the script after a delete, the browser kept showing it ticked)."""
+    store = runs[names.index(st.session_state["runs_delete_pick"])]
+    st.session_state["runs_delete_confirm"] = False
+    try:
+        jobs.delete_run(store)
+        st.session_state["runs_deleted"] = store.name
+    except UserError as exc:
+        st.session_state["runs_delete_error"] = str(exc)
+    except OSError as exc:  # a file in use or a permission: say so, keep the traceback in the log
+        log.exception("deleting %s", store.path)
+        st.session_state["runs_delete_error"] = f"{type(exc).__name__}: {exc}"
+
+
 d1, d2 = st.columns([2, 1])
 with d1:
-    victim = st.selectbox("Run to delete", names, key="runs_delete_pick")
+    st.selectbox("Run to delete", names, key="runs_delete_pick")
 with d2:
     sure = st.checkbox("Yes, delete this run permanently", key="runs_delete_confirm")
-    if st.button("Delete", key="runs_delete_go", disabled=not sure, icon=":material/delete:"):
-        store = runs[names.index(victim)]
-        attempt(jobs.delete_run, store, what="deleting the run")
-        if not store.path.exists():
-            st.session_state.pop("runs_delete_confirm", None)
-            st.session_state["runs_deleted"] = victim
-            st.rerun()
+    st.button("Delete", key="runs_delete_go", disabled=not sure, icon=":material/delete:",
+              on_click=_delete)
+if error := st.session_state.pop("runs_delete_error", None):
+    st.error(f"Could not delete the run: {error}", icon=":material/error:")

@@ -35,8 +35,10 @@ def test_table_compare_and_delete():
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert set(table["run"]) == {done.name, live.name}
-    assert dict(zip(table["run"], table["state"])) == {done.name: "finished", live.name: "running"}
+    assert dict(zip(table["run"], table["state"])) == {done.name: "finished · 3 / 3",
+                                                       live.name: "running · 3 / 3"}
     assert list(table.loc[table["run"] == done.name, "size"]) == [32]   # data.size, not critic.size
+    assert list(table.loc[table["run"] == done.name, "W estimate"]) == [3.0]  # the last logged
 
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["name"] for t in spec["data"]} == {done.name, live.name}
@@ -59,6 +61,7 @@ def test_table_compare_and_delete():
     assert not at.exception
     assert not done.path.exists()
     assert any(done.name in s.value for s in at.success)
+    assert at.checkbox(key="runs_delete_confirm").value is False  # unticked for the next one
     assert set(at.dataframe[0].value["run"]) == {live.name}
     assert at.multiselect(key="runs_compare").value == [live.name]
 

@@ -134,8 +134,9 @@ _FINAL_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ece": "ECE",
                 "ece_scaled": "ECE (temperature-scaled)"}
 
 
-def metric_label(name: str) -> str:
-    """'Wasserstein estimate (wgan/w_estimate)' for a known metric, else the name itself."""
+def metric_label(name: str, key: bool = True) -> str:
+    """'Wasserstein estimate (wgan/w_estimate)' for a known metric (without the bracket when not
+    `key`), else the name itself."""
     split, _, what = name.partition("/")
     if name in _METRIC_NAMES:
         nice = _METRIC_NAMES[name]
@@ -144,7 +145,7 @@ def metric_label(name: str) -> str:
         nice = f"{nice[0].upper()}{nice[1:]}, {_SPLIT_NAMES[split]} split"
     else:
         return name
-    return f"{nice} ({name})"
+    return f"{nice} ({name})" if key else nice
 
 
 def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
@@ -158,13 +159,14 @@ def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
                              text=[f"{v:.4g}" if v is not None else "" for v in values],
                              textposition="outside"))
         fig.update_layout(title=f"{metric_label(metric)}, logged once per run",
-                          yaxis_title=metric)
+                          yaxis_title=metric_label(metric, key=False))
         return _layout(fig, 420)
     for name, df in series.items():
         # Markers where points are sparse (per-epoch curves), so short series stay visible.
         fig.add_trace(go.Scatter(x=df["step"], y=df["value"], name=name,
                                  mode="lines+markers" if len(df) <= 50 else "lines"))
-    fig.update_layout(title=metric_label(metric), xaxis_title="step", yaxis_title=metric)
+    fig.update_layout(title=metric_label(metric), xaxis_title="step",
+                      yaxis_title=metric_label(metric, key=False))
     _layout(fig, 420).update_layout(showlegend=True, legend={"orientation": "h", "y": -0.2})
     return fig
 

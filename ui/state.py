@@ -67,14 +67,13 @@ def seed(key: str, value: Any) -> None:
     st.session_state[key] = current
 
 
-def data_label(cfg: DataConfig) -> str:
-    """The data a config names, for a person: "built-in phantoms, 100 per class", "the uploaded
-    ZIP 'mydata'", or the folder path the user typed (an upload's folder on the server is
+def source_label(source: str) -> str:
+    """A data source for a person: "built-in phantoms", "the uploaded ZIP 'mydata'", "your
+    uploaded images", or the folder path the user typed (an upload's folder on the server is
     internal and not shown)."""
-    source = cfg.source
+    source = str(source)
     if source == "phantom" or source.startswith("phantom:"):
-        n = source.split(":", 1)[1] if ":" in source else cfg.phantom_per_class
-        return f"built-in phantoms, {n} per class"
+        return "built-in phantoms"
     path = Path(source)
     try:
         inside = path.resolve().relative_to((runs_root() / "uploads").resolve())
@@ -82,3 +81,12 @@ def data_label(cfg: DataConfig) -> str:
         return source
     kind = "the uploaded ZIP" if inside.parts[0].startswith("zip-") else "your uploaded images"
     return kind + (f" '{path.name}'" if len(inside.parts) > 1 else "")
+
+
+def data_label(cfg: DataConfig) -> str:
+    """source_label, with the count per class for phantoms ("built-in phantoms, 100 per class")."""
+    source = cfg.source
+    if source == "phantom" or source.startswith("phantom:"):
+        n = source.split(":", 1)[1] if ":" in source else cfg.phantom_per_class
+        return f"{source_label(source)}, {n} per class"
+    return source_label(source)
