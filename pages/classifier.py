@@ -103,7 +103,8 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
         state.seed("clf_epochs", 15)
         epochs = st.number_input("Epochs (at most)", 1, 500, key="clf_epochs",
                                  help="Early stopping ends the run when the validation loss has "
-                                      "not improved for 5 epochs.")
+                                      f"not improved for {ClassifierTrainConfig().patience} "
+                                      "epochs.")
     with c[2]:
         state.seed("clf_batch", 32)
         batch = st.number_input("Batch size", 1, 1024, key="clf_batch")
@@ -135,7 +136,11 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
             # Runs trained on this class first; runs that do not say which class are offered too.
             fits = [n for n, k in gans.items() if k == klass] + [n for n, k in gans.items() if k is None]
             with g[i]:
-                pick = st.selectbox(f"GAN run for {klass}", [NONE, *fits], key=f"clf_syn_{klass}")
+                key = f"clf_syn_{klass}"
+                state.seed(key, NONE)  # kept when the user comes back from another page
+                if st.session_state[key] not in fits:  # that run was deleted meanwhile
+                    st.session_state[key] = NONE
+                pick = st.selectbox(f"GAN run for {klass}", [NONE, *fits], key=key)
             if pick != NONE:
                 synthetic[klass] = pick
         with g[-1]:
@@ -244,7 +249,9 @@ if s == "failed":
 
 reason = status.get("reason") or s
 best = status.get("best_epoch")
-st.success(f"**{store.name}** {s}: {reason}" + (f" · best epoch {best}" if best else ""),
+# The reason often starts with the state ("finished 3 epochs"): say it once.
+said = reason if reason.startswith(s) else f"{s}: {reason}"
+st.success(f"**{store.name}** {said}" + (f" · best epoch {best}" if best else ""),
            icon=":material/check_circle:")
 wide = _wide(status)
 if not wide.empty:
@@ -255,7 +262,8 @@ ckpt = store.checkpoints_dir / "best.safetensors"
 meta = attempt(read_meta, ckpt, what="reading the checkpoint") if ckpt.exists() else None
 if meta and meta.get("training_data"):
     td = meta["training_data"]
-    st.caption(f"Trained on **{td.get('source')}** ({'real X-rays' if td.get('real') else 'phantoms only'}): "
+    kind = "real X-rays" if td.get("real") else "no real X-rays"
+    st.caption(f"Trained on **{state.source_label(td.get('source'))}** ({kind}): "
                + ", ".join(f"{k} {v:,}" for k, v in (td.get("counts") or {}).items())
                + f" training images ({td.get('n_augmented', 0):,} Augmentor copies, "
                f"{td.get('n_synthetic', 0):,} GAN samples); {td.get('n_val', 0):,} validation, "

@@ -247,3 +247,19 @@ def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
     assert any("trained on all of phantom" in e.value and "--data-split train" in e.value
                for e in at.error)
     assert at.button(key="clf_start").disabled
+    # The pick survives a visit to another page (the whole app, as in a browser), and a run
+    # deleted meanwhile falls back to "(none)" instead of an error.
+    app = str(REPO / "streamlit_app.py")
+    at = AppTest.from_string(f"import runpy\nrunpy.run_path({app!r}, run_name='__main__')\n",
+                             default_timeout=60)
+    at.session_state["data_config"] = DataConfig(source="phantom", size=32, phantom_per_class=12)
+    at.switch_page(PAGE).run()
+    at.selectbox(key="clf_syn_COVID-19").set_value(store.name).run()
+    at.switch_page(str(REPO / "pages" / "runs.py")).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception and at.selectbox(key="clf_syn_COVID-19").value == store.name
+    at.switch_page(str(REPO / "pages" / "runs.py")).run()
+    shutil.copytree(store.path, store.path.with_name(store.name + "-copy"))  # still offered
+    shutil.rmtree(store.path)
+    at.switch_page(PAGE).run()
+    assert not at.exception and at.selectbox(key="clf_syn_COVID-19").value == "(none)"
