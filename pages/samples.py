@@ -31,12 +31,22 @@ names = [r.name for r in runs]
 preferred = st.session_state.get("samples_run") or st.session_state.get("gan_run")
 if st.session_state.get("samples_run_pick") not in names:
     st.session_state["samples_run_pick"] = preferred if preferred in names else names[0]
+# A run started or picked on Train GAN since this page last looked is the one to show.
+gan_run = st.session_state.get("gan_run")
+if gan_run != st.session_state.get("samples_followed") and gan_run in names:
+    st.session_state["samples_run_pick"] = gan_run
+st.session_state["samples_followed"] = gan_run
 c1, c2 = st.columns([2, 1])
 with c1:
     name = st.selectbox("GAN run", names, key="samples_run_pick")
 st.session_state["samples_run"] = name
 store = runs[names.index(name)]
 ckpts = store.checkpoints()
+if store.is_active():  # this page does not poll; say so rather than look frozen
+    a1, a2 = st.columns([4, 1], vertical_alignment="center")
+    a1.info("This run is still training: newer grids and checkpoints appear when you refresh.",
+            icon=":material/hourglass_top:")
+    a2.button("Refresh", key="samples_refresh", icon=":material/refresh:")
 
 
 def _trained_class(meta: dict) -> str:
@@ -84,7 +94,8 @@ if not loaded:
 model, meta = loaded
 latent_dim, size = int(model.config.latent_dim), int(model.config.size)
 label = _trained_class(meta)
-right.caption(f"Step {meta.get('step', '?')} · loss {meta.get('loss', '?')} · {size}x{size} px · "
+loss = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (clipping)", "gan": "GAN"}.get(meta.get("loss"), "?")
+right.caption(f"{loss} generator at step {meta.get('step', '?')} · {size}x{size} px · "
               f"trained on: {label}")
 
 g1, g2 = right.columns([1, 1])
@@ -148,8 +159,11 @@ with d3:
             out = attempt(export_dataset, made, export_class, runs_root() / "exports", name,
                           what="writing the dataset")
             if out is not None:
-                st.success(f"Wrote {len(made)} images to `{out}` (class folder {export_class}/), "
-                           "for use outside this app or merged into your own class folders. To "
+                where = out.relative_to(runs_root()) if runs_root() in out.parents else out.name
+                st.success(f"Wrote {len(made)} images into the runs folder of the machine running "
+                           f"the dashboard, under `{where}/{export_class}/`, for use outside this "
+                           "app or merged into your own class folders (from another computer, use "
+                           "the ZIP download instead). To "
                            "train the classifier with generated images, pick this GAN run under "
                            "*Synthetic samples* on the Classifier page: it samples the run "
                            "directly, for the training split only.")

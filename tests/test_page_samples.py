@@ -99,3 +99,24 @@ def test_zip_download_holds_n_pngs():
         names = zf.namelist()
         assert len(names) == 300 and names[0] == "COVID-19_0000.png"
         assert np.array_equal(np.asarray(Image.open(zf.open(names[299]))), images[299])
+
+
+def test_follows_the_run_picked_on_train_gan_and_says_when_it_is_live():
+    old = _gan_run("20260101-000000-gan-wgan-gp-aaaa")
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["gan_run"] = old.name
+    at.run()
+    assert at.selectbox(key="samples_run_pick").value == old.name
+    assert any("WGAN-GP generator at step 20" in c.value for c in at.caption)
+    # A new run started on Train GAN (session state gan_run) is shown on the next visit ...
+    new = _gan_run("20260101-000001-gan-wgan-gp-bbbb")
+    RunStore(new.path).set_status("running", step=5, total_steps=20)  # pid: this process, alive
+    at.session_state["gan_run"] = new.name
+    at.run()
+    assert not at.exception and at.selectbox(key="samples_run_pick").value == new.name
+    assert any("still training" in i.value for i in at.info)
+    # ... while a run picked here afterwards stays picked.
+    at.selectbox(key="samples_run_pick").set_value(old.name).run()
+    at.run()
+    assert at.selectbox(key="samples_run_pick").value == old.name
+    assert not any("still training" in i.value for i in at.info)
