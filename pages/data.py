@@ -142,8 +142,8 @@ keep_extra = kind != "phantom" and st.checkbox(
 if not source:
     # Say what training uses meanwhile: the last data that loaded, which a rejected ZIP or an
     # empty folder box does not change.
-    st.info("Choose a data source above to see its classes and examples. Until then training "
-            f"uses the last data that loaded: **{state.data_label(cfg)}**.", icon=":material/info:")
+    st.caption(f"Until data from this source loads, training uses the last data that loaded: "
+               f"**{state.data_label(cfg)}**.")
     st.stop()
 
 new_cfg = DataConfig(source=source, size=int(size), channels=1, phantom_per_class=int(per_class),

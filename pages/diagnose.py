@@ -188,4 +188,3 @@ with right:
     elif ood.get("note"):
         st.caption(f"Out-of-distribution check: {ood['note']}.")
     st.caption(f"Temperature-scaled probabilities (T = {result.get('temperature', 1.0):.3g}).")
-st.caption(DISCLAIMER)

@@ -34,8 +34,10 @@ START_LR = 1e-3
 # XRAY_TOY_COMPILE=0 keeps the eager code (the tests do, so page tests do not start the
 # compiler).
 COMPILE = os.environ.get("XRAY_TOY_COMPILE", "1") != "0"
-STEP_CODE = {"eager": "", "compiling": " · compiling a faster critic step…",
-             "compiled": " · compiled critic step"}
+# Shown on a line of its own under each panel's header: in the header, the long "compiling"
+# wrapped one panel's header to two lines and set the two panels at different heights.
+STEP_CODE = {"eager": "eager critic step", "compiling": "compiling a faster critic step…",
+             "compiled": "compiled critic step"}
 
 # ---------------------------------------------------------------------------------------------
 # Page: session state, controls, live panel.
@@ -221,14 +223,14 @@ def trainer_view(slot: str, n_metric_cols: int) -> Callable[[], None]:
     ss = st.session_state
     t = ss.toy_trainers[slot]
     c = t.config
-    code = STEP_CODE.get(t.step_code, " · eager critic step (could not compile)")
-    header = (f"**{LOSS_NAMES[c.loss]}** · step {t.gen_steps} · "
-              f"critic steps {t.critic_steps}{code}")
+    code = STEP_CODE.get(t.step_code, "eager critic step (could not compile)")
+    header = f"**{LOSS_NAMES[c.loss]}** · step {t.gen_steps} · critic steps {t.critic_steps}"
     tooltip = None if t.step_code in STEP_CODE else t.step_code
     last = t.history[-1] if t.history else {}
     if last and not all(np.isfinite(v) for v in last.values()):
         def diverged() -> None:
-            st.markdown(header, help=tooltip)
+            st.markdown(header)
+            st.caption(code, help=tooltip)
             st.warning("Training diverged (NaN or inf). Lower the learning rates, then Reset.")
         return diverged
     metrics = []
@@ -241,7 +243,8 @@ def trainer_view(slot: str, n_metric_cols: int) -> Callable[[], None]:
     main, curves = refresh_figures([t], ss.toy_heatmap, ss.toy_arrows)
 
     def emit() -> None:
-        st.markdown(header, help=tooltip)
+        st.markdown(header)
+        st.caption(code, help=tooltip)
         if metrics:
             cols = st.columns(n_metric_cols)
             for i, (label, value) in enumerate(metrics):

@@ -122,8 +122,8 @@ def test_malicious_zip_is_refused_with_a_message():
     assert not at.exception
     assert any("leaves its folder" in e.value for e in at.error)
     assert at.session_state["data_config"].source == "phantom"
-    assert any("training uses the last data that loaded: **built-in phantoms" in i.value
-               for i in at.info)
+    assert any("training uses the last data that loaded: **built-in phantoms" in c.value
+               for c in at.caption)
     assert not list(runs_root().rglob("escape.png")) and not (runs_root().parent / "escape.png").exists()
 
 
