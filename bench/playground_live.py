@@ -69,7 +69,8 @@ def main() -> None:
                 play.wait_for(timeout=60_000)
                 pause_s = time.perf_counter() - t0
                 time.sleep(2)  # the last refresh draws
-                steps = re.findall(r"(GAN|WGAN \(clip\)|WGAN-GP) · step (\d+)", page.inner_text("body"))
+                steps = re.findall(r"(GAN|WGAN \(clip\)|WGAN-GP) · step (\d+)",
+                                   page.inner_text("body"))
                 print(f"repeat {i + 1}: Pause took {pause_s:.2f} s; generator steps "
                       + ", ".join(f"{loss} {n}" for loss, n in steps), flush=True)
             if args.screenshot:
