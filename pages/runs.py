@@ -31,6 +31,7 @@ def _first(config: dict, name: str):
     return next((config[k] for k in keys if k.split(".")[-1] == name), None)
 
 
+JOBS = {"train-gan": "GAN", "train-classifier": "classifier"}  # short: the table must fit
 rows = []
 for r in runs:
     s, summ = statuses[r.name], summaries[r.name]
@@ -38,10 +39,11 @@ for r in runs:
     source, classes = _first(config, "source"), _first(config, "classes")
     step, total = s.get("step"), s.get("total_steps")
     rows.append({
-        "run": r.name, "job": jobs.run_command(r) or "?",
+        "run": r.name,
+        "job": JOBS.get(jobs.run_command(r), jobs.run_command(r) or "?"),
         "state": f"{s.get('state')} · {step or 0:,} / {total:,}" if total else s.get("state"),
         "data": state.source_label(source) if source else "",
-        "classes": ", ".join(classes) if isinstance(classes, list) else (classes or "all"),
+        "classes": (", ".join(classes) if isinstance(classes, list) else classes) or "all",
         "size": _first(config, "size"),
         "model": _first(config, "loss") or _first(config, "arch") or "",
         "W estimate": final.get("wgan/w_estimate"),

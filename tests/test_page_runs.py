@@ -95,12 +95,13 @@ def test_classifier_runs_from_the_command_line_and_once_logged_metrics():
         stores.append(store)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
-    assert set(at.dataframe[0].value["job"]) == {"train-classifier"}
+    assert set(at.dataframe[0].value["job"]) == {"classifier"}
     at.selectbox(key="runs_metric").set_value("test/accuracy").run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [t["type"] for t in spec["data"]] == ["bar"]
     assert dict(zip(spec["data"][0]["x"], spec["data"][0]["y"])) == {
         stores[0].name: 0.9, stores[1].name: 0.8}
+    assert spec["data"][0]["text"] == ["90.0%", "80.0%"]  # a rate, in percent
     at.selectbox(key="runs_metric").set_value("val/loss").run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["type"] for t in spec["data"]} == {"scatter"}

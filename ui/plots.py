@@ -130,6 +130,7 @@ _METRIC_NAMES = {
     "train/loss": "Training loss", "train/acc": "Training accuracy",
     "val/loss": "Validation loss", "val/acc": "Validation accuracy"}
 _SPLIT_NAMES = {"val": "validation", "test": "test"}
+_RATES = ("accuracy", "acc", "macro_f1", "ece", "ece_scaled")
 _FINAL_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ece": "ECE",
                 "ece_scaled": "ECE (temperature-scaled)"}
 
@@ -155,11 +156,14 @@ def compare_runs(series: dict[str, pd.DataFrame], metric: str) -> go.Figure:
     if all(len(df) <= 1 for df in series.values()):
         names = list(series)
         values = [float(df["value"].iloc[-1]) if len(df) else None for df in series.values()]
+        rate = metric.rsplit("/", 1)[-1] in _RATES  # in percent, as on the Classifier page
         fig.add_trace(go.Bar(x=names, y=values, marker_color=_LINE, cliponaxis=False,
-                             text=[f"{v:.4g}" if v is not None else "" for v in values],
-                             textposition="outside"))
+                             text=["" if v is None else f"{100 * v:.1f}%" if rate else f"{v:.4g}"
+                                   for v in values], textposition="outside"))
         fig.update_layout(title=f"{metric_label(metric)}, logged once per run",
                           yaxis_title=metric_label(metric, key=False))
+        if rate:
+            fig.update_yaxes(tickformat=".0%")
         return _layout(fig, 420)
     for name, df in series.items():
         # Markers where points are sparse (per-epoch curves), so short series stay visible.
