@@ -101,7 +101,8 @@ def test_classifier_runs_from_the_command_line_and_once_logged_metrics():
     assert [t["type"] for t in spec["data"]] == ["bar"]
     assert dict(zip(spec["data"][0]["x"], spec["data"][0]["y"])) == {
         stores[0].name: 0.9, stores[1].name: 0.8}
-    assert spec["data"][0]["text"] == ["90.0%", "80.0%"]  # a rate, in percent
+    bars = dict(zip(spec["data"][0]["x"], spec["data"][0]["text"]))  # a rate: in percent
+    assert bars == {stores[0].name: "90.0%", stores[1].name: "80.0%"}
     at.selectbox(key="runs_metric").set_value("val/loss").run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["type"] for t in spec["data"]} == {"scatter"}
