@@ -228,6 +228,23 @@ def test_start_launches_with_data_and_augmentation(monkeypatch):
     assert os.path.isdir(runs_root() / at.session_state["clf_run"])
 
 
+@pytest.mark.parametrize("arch,expected", [("report-cnn", "true"), ("resnet", "false")])
+def test_batchnorm_option_reaches_the_report_cnn_only(monkeypatch, arch, expected):
+    import ui.jobs
+
+    calls = []
+    monkeypatch.setattr(ui.jobs, "start", lambda command, args, kind: calls.append(args))
+    at = _app().run()
+    assert at.toggle(key="clf_batchnorm").value is False  # the report's CNN has none
+    at.toggle(key="clf_batchnorm").set_value(True).run()
+    at.radio(key="clf_arch").set_value(arch).run()  # the ResNet disables the toggle, left on
+    assert at.toggle(key="clf_batchnorm").disabled == (arch == "resnet")
+    at.button(key="clf_start").click().run()
+    assert not at.exception
+    flag = dict(zip(calls[0][::2], calls[0][1::2]))
+    assert flag["--arch"] == arch and flag["--batchnorm"] == expected
+
+
 def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
     # A COVID-19 GAN trained on all phantoms (no --data-split train) would carry the classifier's
     # validation and test patients into its training set: refused with the fix, before launch.
