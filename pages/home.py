@@ -28,7 +28,8 @@ st.markdown(
     "see what the critic learns and why the gradient penalty helps.\n\n"
     f"_{nav.DISCLAIMER}_")
 
-waiting = jobs.busy()
+active = jobs.active_runs()
+waiting = jobs.busy(active)
 if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":material/play_arrow:",
              disabled=bool(waiting),
              help=waiting or "WGAN-GP, cpu-tiny preset, on phantom COVID-19 images; about two "
@@ -39,7 +40,7 @@ if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":mater
         st.switch_page(nav.path("pages/train_gan.py"))
 if waiting:
     page, title = (("pages/classifier.py", "Classifier")
-                   if jobs.run_command(jobs.active_runs()[0]) == "train-classifier"
+                   if jobs.run_command(active[0]) == "train-classifier"
                    else ("pages/train_gan.py", "Train GAN"))
     st.page_link(nav.path(page), label=f"A run is active: watch it on {title}",
                  icon=":material/monitoring:")

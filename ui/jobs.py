@@ -57,9 +57,10 @@ def _on_gpu() -> bool:
     return pick_device().type == "cuda"
 
 
-def busy() -> str | None:
-    """Why a new run cannot start now (for a disabled Start button's tooltip), or None."""
-    runs = active_runs()
+def busy(runs: list[RunStore] | None = None) -> str | None:
+    """Why a new run cannot start now (for a disabled Start button's tooltip), or None; `runs`:
+    the active runs when the caller has them already."""
+    runs = active_runs() if runs is None else runs
     if not runs:
         return None
     return (f"A run is active ({runs[0].name}): one job at a time. Stop it on its page or wait "
