@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=float, default=1.0, help="network width (1.0 = the report's nets)")
     p.add_argument("--latent-dim", type=int, default=128)
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--compile-mode", default="auto",
+                   help="torch.compile mode for (b): auto (the trainer's choice: reduce-overhead on "
+                        "one GPU), default, reduce-overhead, ...")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     p.add_argument("--log-every", type=int, default=10, help="log interval used for the overhead")
@@ -126,7 +129,12 @@ def main(argv=None) -> int:
     trainer = GanTrainer(gen_cfg, critic_cfg, train_cfg, data_u8.to(device), device)
     want_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     if want_compile:
-        trainer.use_compiled()
+        # The backend settings core.gan_train.train makes on CUDA, for (b) only: tutorials
+        # leave them at PyTorch's defaults.
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.set_float32_matmul_precision("high")
+        trainer.use_compiled(None if args.compile_mode == "default" else args.compile_mode)
     ours, ours_cpu = time_it(trainer.step, device, args.warmup, args.iters)
 
     # (c) bookkeeping per step: control poll + heartbeat every step, stats read-back + SQLite
@@ -151,7 +159,8 @@ def main(argv=None) -> int:
 
     ref_ms, ours_ms = 1000 * statistics.median(ref), 1000 * statistics.median(ours)
     result = {
-        "device": describe(device), "path": trainer.path, "amp": str(trainer.amp_dtype),
+        "device": describe(device), "path": trainer.path, "compile_mode": args.compile_mode,
+        "amp": str(trainer.amp_dtype),
         "torch": torch.__version__, "python": platform.python_version(),
         "threads": torch.get_num_threads(), "load_avg_1min": os.getloadavg()[0],
         "size": args.size, "batch": args.batch, "n_critic": args.n_critic, "width": args.width,

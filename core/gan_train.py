@@ -46,7 +46,8 @@ RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "k
 # thread (docs/performance.md); one thread because these tiny convolutions gain little from a
 # second one, and OpenMP spin-waits slowed them 5-10x whenever the CPU was shared (the app runs
 # beside the job). n_critic 3 for 900 steps gave clearer lungs than 5 for 600 at the same cost.
-# gpu: the report's networks at 128 px.
+# gpu: the report's networks at 128 px; 24 ms per step on an H100, so 20,000 steps take about
+# 9.5 minutes with start-up (docs/performance.md).
 PRESETS = {
     "cpu-tiny": {
         "data": {"size": 32, "phantom_per_class": 100},
