@@ -32,7 +32,7 @@ class DataConfig:
     source: str = "phantom"      # see load_dataset for the accepted specs
     size: int = 64               # images are resized to (size, size)
     channels: int = 1            # 1 for X-rays; 3 only for RGB sources that keep colour
-    phantom_per_class: int = 200
+    phantom_per_class: int = 300   # the app's default data: 100 was too few for the classifier
     keep_extra_classes: bool = False  # e.g. Kaggle's Lung_Opacity
     # Keep only these classes (empty = all). A GAN for augmentation is trained on one class,
     # e.g. ("COVID-19",), as the report did for the minority class.

@@ -50,7 +50,7 @@ RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "k
 # 9.5 minutes with start-up (docs/performance.md).
 PRESETS = {
     "cpu-tiny": {
-        "data": {"size": 32, "phantom_per_class": 100},
+        "data": {"size": 32, "phantom_per_class": 300},           # the app's default data
         "generator": {"latent_dim": 64, "width": 0.125},      # filters 32/16/8
         "critic": {"width": 0.5},                             # filters 8/16/32/64
         "train": {"batch_size": 16, "steps": 900, "n_critic": 3, "lr_critic": 2e-4, "lr_gen": 2e-4,

@@ -8,7 +8,7 @@ from ui.errors import attempt
 
 # The demo: the cpu-tiny preset on the built-in phantoms, the minority class of the report, the
 # classifier's training patients only, so its samples may join a classifier's training set on
-# the default data (100 phantoms per class, as the preset) without leaking held-out patients.
+# the default data (300 phantoms per class, as the preset) without leaking held-out patients.
 DEMO_ARGS = ["--data", "phantom", "--loss", "wgan-gp", "--preset", "cpu-tiny",
              "--data-classes", "COVID-19", "--data-split", "train"]
 

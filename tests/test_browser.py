@@ -250,7 +250,7 @@ def test_dashboard_end_to_end(server, tmp_path):
         for option in ("Upload a ZIP", "Phantoms"):
             page.locator('[data-testid="stRadio"]', has_text="Source").get_by_text(option).click()
             _idle(page, 30)
-        assert (thumbs("Phantoms per class"), thumbs("probability")) == before == (["100"], ["0.70"])
+        assert (thumbs("Phantoms per class"), thumbs("probability")) == before == (["300"], ["0.70"])
         # The Playground opened above and left; coming back draws it, with its values.
         _nav(page, TITLES["playground"])
         _idle(page, 30)

@@ -16,7 +16,7 @@ from core.runstore import runs_root
 
 DEFAULTS: dict[str, Any] = {
     # What Train GAN and Classifier use; written by the Data & augmentation page.
-    "data_config": DataConfig(source="phantom", size=64, phantom_per_class=100),
+    "data_config": DataConfig(source="phantom", size=64),
     "augment_config": AugmentConfig(),
     "balance_per_class": 0,          # 0 = no balancing
     "gan_run": None,                 # run directory name shown on Train GAN
@@ -84,7 +84,7 @@ def source_label(source: str) -> str:
 
 
 def data_label(cfg: DataConfig) -> str:
-    """source_label, with the count per class for phantoms ("built-in phantoms, 100 per class")."""
+    """source_label, with the count per class for phantoms ("built-in phantoms, 300 per class")."""
     source = cfg.source
     if source == "phantom" or source.startswith("phantom:"):
         n = source.split(":", 1)[1] if ":" in source else cfg.phantom_per_class
