@@ -139,14 +139,28 @@ with d1:
     st.download_button("PNG of the sample grid", png(grid), file_name=f"{name}-seed{seed}.png",
                        mime="image/png", key="samples_dl_png", icon=":material/download:")
 with d2:
-    state.seed("samples_zip_n", 100)
-    zip_n = st.number_input("Images in the ZIP", 1, 5000, key="samples_zip_n")
-
-    zip_z = latents(10**6 + int(seed), int(zip_n), latent_dim)
-    # Built only when clicked, on Streamlit's download thread: no st.* in there.
-    _zip = lambda: zip_of_pngs(sample_u8(model, zip_z), prefix=label)
-    st.download_button(f"ZIP of {zip_n} samples", _zip, file_name=f"{name}-samples.zip",
-                       mime="application/zip", key="samples_dl_zip", icon=":material/folder_zip:")
+    # Two steps, so the ZIP holds what was asked for: a download button's file is fixed when
+    # the page draws it, and typing a count then clicking the button straight away downloaded
+    # the previous count (the click went out before the typed value's rerun had redrawn it).
+    # Inside a form the typed count travels with the click.
+    with st.form("samples_zip_form", border=False):
+        state.seed("samples_zip_n", 100)
+        zip_n = st.number_input("Images in the ZIP", 1, 5000, key="samples_zip_n")
+        make = st.form_submit_button("Make a ZIP", icon=":material/folder_zip:", key="samples_zip_make")
+    want = (str(ckpt), mtime, int(seed), int(zip_n))
+    if make:
+        zip_z = latents(10**6 + int(seed), int(zip_n), latent_dim)
+        with st.spinner(f"Generating {zip_n} samples..."):
+            data = attempt(lambda: zip_of_pngs(sample_u8(model, zip_z), prefix=label),
+                           what="making the ZIP")
+        if data is not None:
+            st.session_state["samples_zip"] = (want, data)   # one per session: the newest
+    ready = st.session_state.get("samples_zip")
+    if ready and ready[0] == want:
+        size_mb = len(ready[1]) / 1e6
+        st.download_button(f"Download {zip_n} samples", ready[1], help=f"ZIP, {size_mb:.2g} MB",
+                           file_name=f"{name}-seed{seed}-{zip_n}.zip", mime="application/zip",
+                           key="samples_dl_zip", icon=":material/download:")
 with d3:
     state.seed("samples_export_n", 200)
     export_n = st.number_input("Images to export", 1, 20000, key="samples_export_n")

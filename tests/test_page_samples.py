@@ -4,7 +4,9 @@ a class-folder dataset."""
 
 from __future__ import annotations
 
+import io
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +60,18 @@ def test_samples_page_end_to_end():
     grid7 = _urls(at, "32 samples, seed 7")
     assert grid0 and grid7 and grid0 != grid7
     assert _urls(at, "slerp")
-    assert len(at.get("download_button")) == 2
+    assert len(at.get("download_button")) == 1          # the grid's PNG; the ZIP is made on demand
+
+    # The ZIP holds the count typed in its form, offered only for the settings it was made with.
+    at.number_input(key="samples_zip_n").set_value(6)
+    at.button(key="samples_zip_make").click().run()
+    assert not at.exception and not at.error
+    downloads = at.get("download_button")
+    assert len(downloads) == 2 and downloads[1].proto.label == "Download 6 samples"
+    with zipfile.ZipFile(io.BytesIO(at.session_state["samples_zip"][1])) as zf:
+        assert len(zf.namelist()) == 6
+    at.number_input(key="samples_seed").set_value(8).run()
+    assert len(at.get("download_button")) == 1          # another seed: make it again
 
     # Export N samples as a dataset the classifier can read.
     at.number_input(key="samples_export_n").set_value(5).run()
