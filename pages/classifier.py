@@ -42,14 +42,16 @@ def _augment_file(aug: AugmentConfig) -> Path:
     return path
 
 
-def _gan_choices() -> dict[str, str | None]:
-    """{GAN run name: the class it was trained on (or None)} of runs that have a generator."""
+def _gan_choices() -> dict[str, tuple[str | None, int | None]]:
+    """{GAN run name: (the class it was trained on or None, its image size)} of runs that have
+    a generator."""
     from core.gan_metrics import run_checkpoint, run_class
 
     out = {}
     for r in jobs.gan_runs():
         try:
-            out[r.name] = run_class(read_meta(run_checkpoint(r.path)))
+            meta = read_meta(run_checkpoint(r.path))
+            out[r.name] = run_class(meta), (meta.get("generator") or {}).get("size")
         except Exception as exc:  # noqa: BLE001 - a run without a readable generator is not offered
             log.debug("GAN run %s not offered: %s", r.name, exc)
             continue
@@ -83,7 +85,8 @@ runs = _classifier_runs()
 active = [r for r in runs if r.is_active()]
 
 # ---- a new run ----------------------------------------------------------------------------------
-with st.expander("Train a classifier", expanded=not active, icon=":material/add_circle:"):
+# Open only before the first run (see pages/train_gan.py).
+with st.expander("Train a classifier", expanded=not runs, icon=":material/add_circle:"):
     st.markdown(f"**Data:** {state.data_label(data_cfg)} at {data_cfg.size}x{data_cfg.size} px, "
                 "as chosen on the *Data & augmentation* page. Training, validation and test are "
                 "split by patient; augmented and generated images go to training only.")
@@ -135,7 +138,8 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
         g = st.columns(len(CLASSES) + 1)
         for i, klass in enumerate(CLASSES):
             # Runs trained on this class first; runs that do not say which class are offered too.
-            fits = [n for n, k in gans.items() if k == klass] + [n for n, k in gans.items() if k is None]
+            fits = ([n for n, (k, _) in gans.items() if k == klass]
+                    + [n for n, (k, _) in gans.items() if k is None])
             with g[i]:
                 key = f"clf_syn_{klass}"
                 state.seed(key, NONE)  # kept when the user comes back from another page
@@ -148,6 +152,12 @@ with st.expander("Train a classifier", expanded=not active, icon=":material/add_
             state.seed("clf_syn_n", 100)
             synthetic_n = st.number_input("Generated images per class", 1, 20000,
                                           key="clf_syn_n", disabled=not synthetic)
+        resized = sorted({f"{gans[run][1]} px" for run in synthetic.values()
+                          if gans[run][1] and gans[run][1] != data_cfg.size})
+        if resized:
+            st.caption(f"Generated at {' and '.join(resized)}, resized to the data's "
+                       f"{data_cfg.size} px for training: smaller generators' samples come out "
+                       "blurrier than the real images.")
 
     # Refuse, before launching, a GAN run that saw this data's validation or test patients.
     leaks = []

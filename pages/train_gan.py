@@ -9,7 +9,7 @@ from core import CLASSES
 from core.data import DataConfig
 from core.losses import LOSS_DEFAULTS
 from core.runstore import RunStore
-from ui import jobs, live, state
+from ui import jobs, live, nav, state
 from ui.errors import attempt
 
 state.init()
@@ -22,7 +22,9 @@ runs = jobs.gan_runs()
 active = [r for r in runs if r.is_active()]
 
 # ---- a new run -----------------------------------------------------------------------------------
-with st.expander("New run", expanded=not active, icon=":material/add_circle:"):
+# Open only before the first run: opening whenever no run was active pushed a run that had
+# just finished (the Home demo's) below the fold, behind a blank form.
+with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
     presets = jobs.gan_presets()
     c = st.columns([2, 1, 1, 1])
     with c[0]:
@@ -122,6 +124,17 @@ def _picked():
 # paused or ended, since a keyed selectbox keeps the label it drew; the panel's badge shows it.
 st.selectbox("Run", names, key="gan_run_pick", on_change=_picked)
 store = RunStore(runs[names.index(st.session_state["gan_run"])].path)
+if store.status().get("state") in ("finished", "stopped") and store.samples():
+    row = st.container(horizontal=True)
+    if row.button("Browse its samples", key="gan_to_samples", icon=":material/grid_view:"):
+        st.switch_page(nav.path("pages/samples.py"))      # Samples shows st.session_state.gan_run
+    if row.button("Train a classifier with them", key="gan_to_classifier", icon=":material/analytics:",
+                  help="Opens the Classifier page with this run picked under *Synthetic samples* "
+                       "for the class it was trained on."):
+        klass = (store.config().get("data") or {}).get("classes") or []
+        if len(klass) == 1:
+            state.preset(f"clf_syn_{klass[0]}", store.name)
+        st.switch_page(nav.path("pages/classifier.py"))
 live.controls(store)
 live.steering(store)
 live.panel(store)

@@ -280,3 +280,21 @@ def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
     shutil.rmtree(store.path)
     at.switch_page(PAGE).run()
     assert not at.exception and at.selectbox(key="clf_syn_COVID-19").value == "(none)"
+
+
+def test_a_gan_run_of_another_size_says_its_samples_are_resized():
+    from core.models import Generator, GeneratorConfig, save_generator
+
+    store = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-small", create=True)
+    store.write_config({"command": "train-gan"})
+    store.set_status("finished")
+    cfg = GeneratorConfig(latent_dim=8, size=16, width=0.125)
+    data = {"source": "phantom", "phantom_per_class": 12, "classes": ["COVID-19"], "split": "train",
+            "split_val_fraction": 0.15, "split_test_fraction": 0.15, "split_seed": 0}
+    save_generator(store.checkpoints_dir / "latest.safetensors", Generator(cfg), cfg,
+                   {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 1, "data": data})
+    at = _app().run()
+    assert not any("resized" in c.value for c in at.caption)
+    at.selectbox(key="clf_syn_COVID-19").set_value(store.name).run()
+    assert not at.exception and not at.error
+    assert any("Generated at 16 px, resized to the data's 32 px" in c.value for c in at.caption)

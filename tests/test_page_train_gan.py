@@ -182,3 +182,42 @@ def test_start_trains_on_the_classifier_training_patients_unless_switched_off(mo
     at.button(key="gan_start").click().run()
     assert "--data-split" not in started[-1] and len(started) == 2
     assert not at.exception
+
+
+def _in_app() -> AppTest:
+    """This page inside the whole app (st.navigation registers the pages its links point to)."""
+    app = str(REPO / "streamlit_app.py")
+    at = AppTest.from_string(f"import runpy\nrunpy.run_path({app!r}, run_name='__main__')\n",
+                             default_timeout=60)
+    at.session_state["data_config"] = DataConfig(source="phantom", size=32, phantom_per_class=8)
+    return at.switch_page(PAGE)
+
+
+def test_a_finished_run_is_shown_with_the_next_steps_and_the_form_closed():
+    store = _fake_run("20260101-000000-gan-wgan-gp-done", "finished", steps=3)
+    at = _in_app().run()
+    assert not at.exception
+    assert not at.expander[0].proto.expanded          # the run, not a blank form, comes first
+    assert not any(b.key.startswith("gan_to_") for b in at.button)   # no grid yet: nothing to show
+    from PIL import Image
+    Image.new("L", (8, 8)).save(store.sample_path(3))
+    at.run()
+    assert {b.key for b in at.button} >= {"gan_to_samples", "gan_to_classifier"}
+    assert any("last report" in c.value for c in at.caption)
+    assert any("this one has ended" in m.value for m in at.markdown)
+    # The way on to the Classifier page carries the run, picked for the class it learned.
+    from core.models import Generator, GeneratorConfig, save_generator
+    data = {"source": "phantom", "phantom_per_class": 8, "classes": ["COVID-19"], "split": "train",
+            "split_val_fraction": 0.15, "split_test_fraction": 0.15, "split_seed": 0}
+    store.write_config({**store.config(), "data": data})
+    cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
+    save_generator(store.checkpoints_dir / "latest.safetensors", Generator(cfg), cfg,
+                   {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 3, "data": data})
+    at.button(key="gan_to_classifier").click().run()
+    assert not at.exception
+    assert at.selectbox(key="clf_syn_COVID-19").value == store.name
+
+
+def test_the_new_run_form_is_open_before_the_first_run():
+    at = _in_app().run()
+    assert not at.exception and at.expander[0].proto.expanded

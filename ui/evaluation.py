@@ -42,13 +42,14 @@ def evaluation(results: dict) -> None:
     classes = list(r["per_class"])
 
     m = st.columns(5)
-    m[0].metric("Accuracy", pct(r.get("accuracy")), help=f"{r.get('n', 0):,} images")
+    m[0].metric("Accuracy", pct(r.get("accuracy")),
+                help=f"Share right of the {r.get('n', 0):,} images of the {split_names[split or splits[0]]}.")
     m[1].metric("Macro F1", pct(r.get("macro_f1")))
     m[2].metric("COVID-19 sensitivity", pct(r.get("covid_sensitivity")))
     m[3].metric("Macro ROC AUC", "n/a" if r.get("roc_auc_macro") is None else f"{r['roc_auc_macro']:.3f}")
     ece, ece_t = r.get("ece"), r.get("ece_scaled")
     m[4].metric("ECE (scaled)", pct(ece_t),
-                delta=None if ece is None or ece_t is None else f"{100 * (ece_t - ece):+.1f} pts",
+                delta=None if ece is None or ece_t is None else f"{100 * (ece_t - ece):+.1f} pts by scaling",
                 delta_color="inverse",
                 help=f"Expected calibration error: {pct(ece)} before, {pct(ece_t)} after scaling the "
                      f"logits by 1/T with T = {r.get('temperature', 1.0):.3g} fitted on validation.")

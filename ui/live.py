@@ -109,7 +109,8 @@ def _steering(store: RunStore) -> None:
         return
     loss = run_loss(store)
     now = current_values(store)
-    st.markdown("**Steer the running process**" + ("" if active else " (the run is not active)"))
+    st.markdown("**Steer the running process**" if active else
+                "**Steering** (while a run is active: this one has ended)")
     fields = ([("gp_lambda", "lambda (gradient penalty)", LAMBDAS)] if loss == "wgan-gp" else []) + \
              ([("clip", "clip c", CLIPS)] if loss == "wgan" else []) + \
              [("n_critic", "n_critic", None), ("lr_critic", "lr critic", LRS), ("lr_gen", "lr generator", LRS)]
@@ -211,7 +212,11 @@ def render(run_path: str) -> None:
     logged = (f"{len(wide):,} logged step{'s' * (len(wide) != 1)}" if len(wide) else
               "waiting for the first metrics" if state in ACTIVE_STATES else "no metrics logged")
     changes = f"{len(events)} live change{'s' * (len(events) != 1)}"
-    rows[1][3].caption(f"{logged} · {changes} · updated {time.strftime('%H:%M:%S')}")
+    # An ended run: when it last reported, not when this page was drawn.
+    beat = status.get("heartbeat") if state not in ACTIVE_STATES else None
+    when = (f"last report {time.strftime('%H:%M:%S', time.localtime(beat))}" if beat
+            else f"updated {time.strftime('%H:%M:%S')}")
+    rows[1][3].caption(f"{logged} · {changes} · {when}")
     grids = store.samples()
     if grids:
         step, path = grids[-1]

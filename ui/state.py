@@ -67,6 +67,13 @@ def seed(key: str, value: Any) -> None:
     st.session_state[key] = current
 
 
+def preset(key: str, value) -> None:
+    """Set the value a seeded widget on another page shows when that page opens (a link that
+    carries a choice, e.g. a GAN run picked for the classifier)."""
+    st.session_state.setdefault("_kept", {})[key] = value
+    st.session_state[key] = value
+
+
 def source_label(source: str) -> str:
     """A data source for a person: "built-in phantoms", "the uploaded ZIP 'mydata'", "your
     uploaded images", or the folder path the user typed (an upload's folder on the server is
