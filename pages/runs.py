@@ -32,6 +32,27 @@ def _first(config: dict, name: str):
 
 
 JOBS = {"train-gan": "GAN", "train-classifier": "classifier"}  # short: the table must fit
+
+
+def _extras(config: dict) -> str:
+    """What a classifier trained on besides the real images: "GAN samples", "Augmentor"."""
+    out = []
+    if config.get("train.synthetic_runs"):
+        out.append("GAN samples")
+    if config.get("augment") or any(k.startswith("augment.") for k in config):
+        out.append("Augmentor")
+    return " + ".join(out)
+
+
+def _result(final: dict) -> str:
+    """The run's headline number: a GAN's last Wasserstein estimate, a classifier's test accuracy."""
+    if "test/accuracy" in final:
+        return f"{100 * final['test/accuracy']:.1f}% (test)"
+    if final.get("wgan/w_estimate") is not None:
+        return f"W {final['wgan/w_estimate']:.3f}"
+    return ""
+
+
 rows = []
 for r in runs:
     s, summ = statuses[r.name], summaries[r.name]
@@ -40,20 +61,21 @@ for r in runs:
     step, total = s.get("step"), s.get("total_steps")
     rows.append({
         "run": r.name,
-        "job": JOBS.get(jobs.run_command(r), jobs.run_command(r) or "?"),
         "state": f"{s.get('state')} · {step or 0:,} / {total:,}" if total else s.get("state"),
         "data": state.source_label(source) if source else "",
         "classes": (", ".join(classes) if isinstance(classes, list) else classes) or "all",
         "size": _first(config, "size"),
-        "model": _first(config, "loss") or _first(config, "arch") or "",
-        "W estimate": final.get("wgan/w_estimate"),
-        "test acc.": 100 * final["test/accuracy"] if "test/accuracy" in final else None,
+        # The loss names a GAN run, the architecture a classifier run: no separate job column.
+        "model": _first(config, "loss") or _first(config, "arch") or JOBS.get(jobs.run_command(r), ""),
+        "also trained on": _extras(config),
+        "result": _result(final),
         "device": s.get("device") or ""})
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs_table", column_config={
     "run": st.column_config.TextColumn(pinned=True),
-    "W estimate": st.column_config.NumberColumn(format="%.3f", help="Last logged (GAN runs)"),
-    "test acc.": st.column_config.NumberColumn(format="%.1f%%", help="Test accuracy "
-                                               "(classifier runs)"),
+    "also trained on": st.column_config.TextColumn(help="Classifier runs: generated or augmented "
+                                                   "copies added to the real training images"),
+    "result": st.column_config.TextColumn(help="GAN runs: the last Wasserstein estimate; "
+                                          "classifier runs: accuracy on the held-out test patients"),
     "size": st.column_config.NumberColumn(format="%d px")})
 
 with st.expander("Full config of one run"):

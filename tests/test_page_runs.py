@@ -38,7 +38,7 @@ def test_table_compare_and_delete():
     assert dict(zip(table["run"], table["state"])) == {done.name: "finished · 3 / 3",
                                                        live.name: "running · 3 / 3"}
     assert list(table.loc[table["run"] == done.name, "size"]) == [32]   # data.size, not critic.size
-    assert list(table.loc[table["run"] == done.name, "W estimate"]) == [3.0]  # the last logged
+    assert list(table.loc[table["run"] == done.name, "result"]) == ["W 3.000"]  # the last logged
 
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["name"] for t in spec["data"]} == {done.name, live.name}
@@ -95,7 +95,7 @@ def test_classifier_runs_from_the_command_line_and_once_logged_metrics():
         stores.append(store)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
-    assert set(at.dataframe[0].value["job"]) == {"classifier"}
+    assert set(at.dataframe[0].value["model"]) == {"classifier"}    # no arch in this config: the job
     at.selectbox(key="runs_metric").set_value("test/accuracy").run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [t["type"] for t in spec["data"]] == ["bar"]
@@ -107,3 +107,18 @@ def test_classifier_runs_from_the_command_line_and_once_logged_metrics():
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["type"] for t in spec["data"]} == {"scatter"}
     assert all(t["mode"] == "lines+markers" for t in spec["data"])
+
+
+def test_a_classifier_row_says_what_it_also_trained_on_and_its_test_accuracy():
+    store = RunStore(runs_root() / "20260101-000003-classifier-report-cnn-cccc", create=True)
+    store.write_config({"command": "train-classifier", "data": {"source": "phantom", "size": 64},
+                        "augment": {"rotate_p": 0.5}, "model": {"arch": "report-cnn"},
+                        "train": {"synthetic_runs": ["COVID-19=/runs/x"]}})
+    store.set_status("finished", step=2, total_steps=2, command=["train-classifier"])
+    store.log_metrics(2, {"test/accuracy": 0.891})
+    store.close()
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["also trained on"], row["result"], row["model"]) == (
+        "GAN samples + Augmentor", "89.1% (test)", "report-cnn")
