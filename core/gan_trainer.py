@@ -215,9 +215,9 @@ class GanTrainer:
         starts rather than half way through a step. Weights, buffers and RNG are left as found.
         `mode` is torch.compile's (None = its default); "auto" adds CUDA graphs on one GPU."""
         if mode == "auto":
-            # A compiled iteration at 128 px, batch 64 launches ~1,700 kernels: on an H100 the
-            # CPU took 40 ms to launch 25 ms of GPU work. CUDA graphs replay them as one launch
-            # (25.2 ms per iteration, docs/performance.md). Not under DDP, whose all-reduce runs
+            # A compiled iteration at 128 px, batch 64 launches about 1,650 kernels: on an H100
+            # the CPU took 40 ms to launch 23-25 ms of GPU work. CUDA graphs replay them as one
+            # launch (24-25 ms per iteration, docs/performance.md). Not under DDP, whose all-reduce runs
             # between the graphs, and not off CUDA, where the mode does nothing.
             mode = "reduce-overhead" if self.device.type == "cuda" and self.world == 1 else None
         state = {k: v.clone() for k, v in self.G.state_dict().items()}   # BN buffers move

@@ -82,7 +82,6 @@ st.title("Classifier")
 data_cfg: DataConfig = st.session_state["data_config"]
 aug_cfg: AugmentConfig = st.session_state["augment_config"]
 runs = _classifier_runs()
-active = [r for r in runs if r.is_active()]
 
 # ---- a new run ----------------------------------------------------------------------------------
 # Open only before the first run (see pages/train_gan.py).

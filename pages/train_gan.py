@@ -19,7 +19,6 @@ LOSS_NAMES = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (weight clipping)", "gan": "GA
 SIZES = [32, 64, 128, 256]
 data_cfg: DataConfig = st.session_state["data_config"]
 runs = jobs.gan_runs()
-active = [r for r in runs if r.is_active()]
 
 # ---- a new run -----------------------------------------------------------------------------------
 # Open only before the first run: opening whenever no run was active pushed a run that had
