@@ -44,6 +44,12 @@ if waiting:
                    else ("pages/train_gan.py", "Train GAN"))
     st.page_link(nav.path(page), label=f"A run is active: watch it on {title}",
                  icon=":material/monitoring:")
+elif gans := [r for r in jobs.gan_runs() if r.status().get("state") == "finished"]:
+    # After the demo, Home looked as it did before it: say where its result is.
+    if st.button(f"See the finished GAN run {gans[0].name} on Train GAN", key="home_last_run",
+                 icon=":material/monitoring:", type="tertiary"):
+        st.session_state["gan_run"] = gans[0].name
+        st.switch_page(nav.path("pages/train_gan.py"))
 
 st.subheader("Pages")
 cols = st.columns(4)

@@ -97,3 +97,18 @@ def test_demo_button_waits_for_an_active_run(command, page):
     assert demo.disabled and store.name in demo.help
     labels = [link.proto.label for link in at.get("page_link")]
     assert f"A run is active: watch it on {page}" in labels
+
+
+def test_a_finished_gan_run_is_one_click_away():
+    at = _app().run()
+    assert not any(b.key == "home_last_run" for b in at.button)
+    old = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-old", create=True)
+    old.set_status("finished", command=["train-gan"])
+    new = RunStore(runs_root() / "20260102-000000-gan-wgan-gp-new", create=True)
+    new.set_status("finished", command=["train-gan"])
+    at.run()
+    button = at.button(key="home_last_run")
+    assert new.name in button.label
+    button.click().run()
+    assert not at.exception
+    assert at.session_state["gan_run"] == new.name and at.title[0].value == "Train GAN"
