@@ -368,7 +368,7 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
             if progress:
                 progress(epoch / tc.epochs, f"epoch {epoch}/{tc.epochs}: val loss {val_loss:.3f}, "
                                             f"val acc {val_acc:.1%}")
-            if stale >= tc.patience:
+            if stale >= tc.patience and epoch < tc.epochs:   # at the last epoch it simply finished
                 stop_reason = f"early stopping: no lower validation loss for {tc.patience} epochs"
                 break
 

@@ -84,8 +84,10 @@ aug_cfg: AugmentConfig = st.session_state["augment_config"]
 runs = _classifier_runs()
 
 # ---- a new run ----------------------------------------------------------------------------------
-# Open only before the first run (see pages/train_gan.py).
-with st.expander("Train a classifier", expanded=not runs, icon=":material/add_circle:"):
+# Open only before the first run (see pages/train_gan.py), or from Train GAN's "Train a
+# classifier with them" until that classifier starts (Streamlit applies a changed `expanded`).
+with st.expander("Train a classifier", expanded=not runs or st.session_state.get("clf_open_form", False),
+                 icon=":material/add_circle:"):
     st.markdown(f"**Data:** {state.data_label(data_cfg)} at {data_cfg.size}x{data_cfg.size} px, "
                 "as chosen on the *Data & augmentation* page. Training, validation and test are "
                 "split by patient; augmented and generated images go to training only.")
@@ -189,6 +191,7 @@ with st.expander("Train a classifier", expanded=not runs, icon=":material/add_ci
         run = attempt(jobs.start, "train-classifier", args, f"classifier-{arch}",
                       what="starting the classifier run")
         if run is not None:
+            st.session_state.pop("clf_open_form", None)
             st.session_state["clf_run"] = run.name
             st.session_state.pop("clf_run_pick", None)
             st.rerun()

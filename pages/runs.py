@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import UserError
-from core.runstore import list_runs
+from core.runstore import ACTIVE_STATES, list_runs
 from ui import cache, jobs, plots, state
 from ui.errors import log
 
@@ -61,8 +61,12 @@ for r in runs:
     step, total = s.get("step"), s.get("total_steps")
     rows.append({
         "run": r.name,
-        "state": f"{s.get('state')} · {step or 0:,} / {total:,}" if total else s.get("state"),
-        "data": state.source_label(source) if source else "",
+        # Progress only while it moves; "phantoms" rather than "built-in phantoms": the table
+        # must fit beside the long run names at 1280 px.
+        "state": (f"{s.get('state')} · {step or 0:,} / {total:,}"
+                  if total and s.get("state") in ACTIVE_STATES else s.get("state")),
+        "data": ("phantoms" if str(source).startswith("phantom") else state.source_label(source))
+                if source else "",
         "classes": (", ".join(classes) if isinstance(classes, list) else classes) or "all",
         "size": _first(config, "size"),
         # The loss names a GAN run, the architecture a classifier run: no separate job column.

@@ -149,7 +149,7 @@ with d2:
         make = st.form_submit_button("Make a ZIP", icon=":material/folder_zip:", key="samples_zip_make")
     want = (str(ckpt), mtime, int(seed), int(zip_n))
     if make:
-        zip_z = latents(10**6 + int(seed), int(zip_n), latent_dim)
+        zip_z = latents(int(seed), int(zip_n), latent_dim)   # its first images are the grid's
         with st.spinner(f"Generating {zip_n} samples..."):
             data = attempt(lambda: zip_of_pngs(sample_u8(model, zip_z), prefix=label),
                            what="making the ZIP")

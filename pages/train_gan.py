@@ -133,6 +133,7 @@ if store.status().get("state") in ("finished", "stopped") and store.samples():
         klass = (store.config().get("data") or {}).get("classes") or []
         if len(klass) == 1:
             state.preset(f"clf_syn_{klass[0]}", store.name)
+        st.session_state["clf_open_form"] = True
         st.switch_page(nav.path("pages/classifier.py"))
 live.controls(store)
 live.steering(store)

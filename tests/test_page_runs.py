@@ -35,7 +35,7 @@ def test_table_compare_and_delete():
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert set(table["run"]) == {done.name, live.name}
-    assert dict(zip(table["run"], table["state"])) == {done.name: "finished · 3 / 3",
+    assert dict(zip(table["run"], table["state"])) == {done.name: "finished",
                                                        live.name: "running · 3 / 3"}
     assert list(table.loc[table["run"] == done.name, "size"]) == [32]   # data.size, not critic.size
     assert list(table.loc[table["run"] == done.name, "result"]) == ["W 3.000"]  # the last logged

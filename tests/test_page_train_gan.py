@@ -213,9 +213,12 @@ def test_a_finished_run_is_shown_with_the_next_steps_and_the_form_closed():
     cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
     save_generator(store.checkpoints_dir / "latest.safetensors", Generator(cfg), cfg,
                    {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 3, "data": data})
+    RunStore(runs_root() / "20260101-000001-classifier-report-cnn-old", create=True).write_config(
+        {"command": "train-classifier"})               # an earlier classifier: its form is closed
     at.button(key="gan_to_classifier").click().run()
     assert not at.exception
     assert at.selectbox(key="clf_syn_COVID-19").value == store.name
+    assert at.expander[0].proto.expanded              # open, to train with these samples
 
 
 def test_the_new_run_form_is_open_before_the_first_run():
