@@ -241,7 +241,7 @@ def _live() -> None:
     epoch, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
     phase = status.get("phase") or ("starting" if s == "queued" else s)
     frac = min(epoch / total, 1.0) if total else 0.0
-    st.progress(frac, text=f"{s}: {phase} · epoch {epoch} of {total or '?'}")
+    st.progress(frac, text=f"{s}: {phase}" + (f" · epoch {epoch} of {total}" if total else ""))
     wide = _wide(status)
     if wide.empty:
         st.caption("Waiting for the first epoch to finish...")

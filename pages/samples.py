@@ -145,7 +145,9 @@ with d2:
     # Inside a form the typed count travels with the click.
     with st.form("samples_zip_form", border=False):
         state.seed("samples_zip_n", 100)
-        zip_n = st.number_input("Images in the ZIP", 1, 5000, key="samples_zip_n")
+        zip_n = st.number_input("Images in the ZIP", 1, 5000, key="samples_zip_n",
+                                help="Then press *Make a ZIP*: the download button offers what "
+                                     "was made (its label gives the count).")
         make = st.form_submit_button("Make a ZIP", icon=":material/folder_zip:", key="samples_zip_make")
     want = (str(ckpt), mtime, int(seed), int(zip_n))
     if make:
