@@ -184,3 +184,14 @@ def test_cli_synthetic_needs_count(tmp_path):
     rc = cli.main(["train-classifier", "--data", "phantom:4", "--synthetic", "x", "--run-dir",
                    str(tmp_path / "r")])
     assert rc == 2
+
+
+def test_a_run_that_reaches_its_last_epoch_is_not_called_early_stopped(tmp_path):
+    # lr 1e-30 leaves the weights as they are, so epoch 2's validation loss is no lower and
+    # patience 1 runs out exactly at the last epoch: the run simply finished.
+    store = RunStore(tmp_path / "run", create=True)
+    summary = train_classifier(store, DataConfig(source="toy", size=32), TINY,
+                               ClassifierTrainConfig(epochs=2, batch_size=8, patience=1, lr=1e-30),
+                               dataset=toy_dataset())
+    assert summary["epochs_run"] == 2
+    assert "early stopping" not in summary["reason"] and "finished 2 epochs" in summary["reason"]
