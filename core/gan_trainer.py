@@ -46,6 +46,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3      # step_XXXXXXX snapshots kept besides latest
     n_samples: int = 64            # images in the fixed-z grid
+    # Share of the training images (whole patients, at most 256) kept out of training, to score
+    # the critic on real images it never saw at every sample grid: a critic that memorises its
+    # training set scores them above the held-out ones (the WGAN-GP paper's "detecting
+    # overfitting", Gulrajani et al. 2017). 0 = off.
+    holdout: float = 0.05
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | mps
     compile: str = "auto"          # auto (on for CUDA only) | on | off
@@ -72,7 +77,8 @@ def resolved(config: TrainConfig) -> TrainConfig:
                "log_every, sample_every and checkpoint_every must be at least 1"),
               (config.compile in ("auto", "on", "off"), "compile must be auto, on or off"),
               (config.amp in ("auto", "bf16", "off"), "amp must be auto, bf16 or off"),
-              (config.n_samples >= 1, "n_samples must be at least 1")]
+              (config.n_samples >= 1, "n_samples must be at least 1"),
+              (0 <= config.holdout < 0.5, "holdout must be in [0, 0.5)")]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
@@ -371,6 +377,18 @@ class GanTrainer:
             self.set_live(key, value)
         self.sums.copy_(state["sums"].to(self.device))
         self.counts = [int(c) for c in state["counts"]]
+
+    def mean_score(self, images: Tensor, chunk: int = 128) -> float:
+        """The critic's mean score over uint8 (N, C, S, S) or float [-1, 1] images, without
+        gradients, in chunks (the critic has no BatchNorm, so chunking changes nothing)."""
+        total = 0.0
+        with torch.no_grad(), self._autocast():
+            for part in images.split(chunk):
+                x = part.to(self.device)
+                if x.dtype == torch.uint8:
+                    x = x.float().div_(127.5).sub_(1.0)
+                total += float(self.D(x.contiguous(memory_format=torch.channels_last)).float().sum())
+        return total / max(len(images), 1)
 
     def generate(self, z: Tensor) -> Tensor:
         """Images for fixed z, in eval mode (BatchNorm running statistics), without gradients."""

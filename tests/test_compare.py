@@ -103,6 +103,8 @@ def test_cli_runs_one_loss(tmp_path, capsys):
     # --hparams paper (the default) replaces the preset's learning rate by the GAN paper's.
     assert rows[0]["lr_critic"] == 2e-4 and rows[0]["optimizer"] == "adam"
     assert "| gan | finished | 1 |" in capsys.readouterr().out
+    # Every digit trains, as for the table in docs/results.md: the held-out check is opt-in here.
+    assert json.loads((tmp_path / "gan" / "status.json").read_text())["heldout_images"] == 0
 
 
 def test_table_shows_a_failed_run_as_na():

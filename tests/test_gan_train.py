@@ -59,6 +59,64 @@ def run(path, resume=False, progress=None, **train) -> tuple[str, RunStore]:
 
 # ---- training runs -------------------------------------------------------------------------
 
+def test_heldout_check_scores_unseen_images_with_each_grid(tmp_path):
+    # 24 one-image patients, 40% asked: a 2-fold split holds out 12.
+    state, store = run(tmp_path / "ho", steps=2, holdout=0.4)
+    assert state == "finished" and store.status()["heldout_images"] == 12
+    wide = store.metrics_wide()
+    names = ["heldout/w_train", "heldout/w_heldout", "heldout/gap"]
+    assert wide[names].dropna().index.tolist() == [0, 2]            # with the grids at 0 and 2
+    assert wide.loc[2, names].map(math.isfinite).all()
+    assert wide.loc[2, "heldout/gap"] == pytest.approx(
+        wide.loc[2, "heldout/w_train"] - wide.loc[2, "heldout/w_heldout"], abs=1e-6)
+    # The default 5% of 24 images is too few to score: no check, every image trains.
+    assert "heldout/gap" not in run(tmp_path / "off", steps=1)[1].metric_names()
+
+
+def test_heldout_images_are_kept_out_of_training(tmp_path):
+    data, gen, critic, train = configs(holdout=0.4)
+    images, held, _ = gt._load_images(data, gen, train, gt._Dist())
+    assert (len(images), len(held)) == (12, 12)
+    seen = {bytes(x.numpy()) for x in images}
+    assert not seen & {bytes(x.numpy()) for x in held}
+
+
+def test_heldout_check_measures_seen_minus_unseen():
+    # A "critic" that returns the mean pixel: white training images score 1, black held-out -1.
+    from core.gan_trainer import GanTrainer
+
+    _, gen, critic, train = configs()
+    white = torch.full((6, 1, SIZE, SIZE), 255, dtype=torch.uint8)
+    black = torch.zeros(4, 1, SIZE, SIZE, dtype=torch.uint8)
+    trainer = GanTrainer(gen, critic, train, white, torch.device("cpu"))
+    trainer.D = _MeanPixel()
+    values = gt._HeldOutCheck(trainer, black, seed=0).measure(trainer)
+    assert values["heldout/gap"] == pytest.approx(2.0)
+    assert values["heldout/w_train"] - values["heldout/w_heldout"] == pytest.approx(2.0)
+
+
+class _MeanPixel(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(1, 2, 3))
+
+
+def test_resuming_a_run_from_before_the_check_keeps_every_image(tmp_path, monkeypatch):
+    assert run(tmp_path / "old", steps=1)[0] == "finished"
+    store = RunStore(tmp_path / "old")
+    config = store.config()
+    del config["train"]["holdout"]                     # as written before the check existed
+    store.write_config(config)
+    seen = {}
+
+    def fake_train(store, data, gen, critic, tc, resume):
+        seen["tc"] = tc
+        return "finished"
+
+    monkeypatch.setattr(gt, "train", fake_train)
+    gt.main(_parse(["--run-dir", str(tmp_path / "old"), "--resume", "--steps", "2"]))
+    assert seen["tc"].holdout == 0.0 and seen["tc"].steps == 2
+
+
 @pytest.mark.parametrize("loss", ["gan", "wgan", "wgan-gp"])
 def test_one_step_of_each_loss_logs_finite_metrics(tmp_path, loss):
     state, store = run(tmp_path / loss, loss=loss, steps=1)

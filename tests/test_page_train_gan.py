@@ -36,12 +36,14 @@ def _fake_run(name: str, state: str, steps: int = 0, events: list[tuple[int, dic
     store.write_config({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 10.0, "n_critic": 5,
                                                  "lr_critic": 1e-4, "lr_gen": 1e-4}})
     store.set_status(state, step=steps, total_steps=100, device="CPU (test)", path="eager",
-                     command=["train-gan", "--loss", "wgan-gp"])
+                     command=["train-gan", "--loss", "wgan-gp"], heldout_images=12)
     for step in range(1, steps + 1):
         store.log_metrics(step, {"loss/critic": 1.0 / step, "loss/gen": 0.1 * step,
                                  "wgan/w_estimate": 0.5, "wgan/gp": 0.2, "wgan/grad_norm_mean": 0.9,
                                  "wgan/grad_norm_std": 0.1, "throughput/img_s": 50.0,
                                  "time/step_s": 0.1, "lambda": 10.0})
+        if step % 3 == 0:   # the held-out check comes with the sample grids
+            store.log_metrics(step, {"heldout/w_train": 0.6, "heldout/w_heldout": 0.4})
     for step, payload in events:
         store.log_event(step, "control", payload)
     store.close()
@@ -135,10 +137,18 @@ def test_live_panel_marks_control_changes():
     labelled = training_panels(pd.DataFrame(), many)[0]["datasets"]["changes"]
     assert labelled["label"].tolist() == ["", ""] + [f"n_critic={k}" for k in range(2, 6)]
     assert labelled["label_y"].tolist()[2:] == [0, 13, 26, 39] and len(labelled) == 6
+    # The last panel draws the held-out check, measured at steps 3 and 6 only: one point per
+    # line and measurement (no gaps a line would break at), training images above held-out ones.
+    assert json.loads(charts[5].proto.spec)["layer"][0]["data"] == {"name": "heldout"}
+    heldout = next(f for f in _datasets(charts[5]) if "images" in f)
+    assert heldout.sort_values(["images", "step"]).values.tolist() == [
+        [3, "held-out images", 0.4], [6, "held-out images", 0.4],
+        [3, "training images", 0.6], [6, "training images", 0.6]]
     # The gradient-norm panel has its target line at 1.
     layers = json.loads(charts[3].proto.spec)["layer"]
     assert {"values": [{"target": 1.0}]} in [layer["data"] for layer in layers]
-    assert any("6 logged steps" in c.value and "2 live changes" in c.value for c in at.caption)
+    assert any("6 logged steps" in c.value and "2 live changes" in c.value
+               and "12 images held out" in c.value for c in at.caption)
     assert any(str(store.name) in m.value and "finished" in m.value for m in at.markdown)
     t0 = time.perf_counter()
     at.run()

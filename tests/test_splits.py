@@ -7,7 +7,7 @@ import pytest
 from core import CLASSES
 from core.data import ImageDataset
 from core.errors import UserError
-from core.splits import split_by_patient, subsample_patients
+from core.splits import holdout_patients, split_by_patient, subsample_patients
 
 
 def _toy(n_patients=30, per_patient=3, seed=0) -> ImageDataset:
@@ -73,3 +73,20 @@ def test_subsample_patients_is_stratified_nested_and_checked():
     assert np.array_equal(subsample_patients(ds, idx, 1.0, seed=0), idx)
     with pytest.raises(UserError, match="fraction"):
         subsample_patients(ds, idx, 0.0, seed=0)
+
+
+def test_holdout_patients_keeps_whole_patients_out_and_is_capped():
+    data = _toy(n_patients=60, per_patient=3)                       # 180 images
+    train, held = holdout_patients(data, 0.1, seed=0)
+    patients = np.array(data.patients)
+    assert not set(patients[train]) & set(patients[held])          # no patient on both sides
+    assert sorted(np.concatenate([train, held]).tolist()) == list(range(180))
+    assert 12 <= len(held) <= 24                                    # about 10%, whole patients
+    np.testing.assert_array_equal(holdout_patients(data, 0.1, seed=0)[1], held)   # seeded
+    assert len(holdout_patients(data, 0.4, seed=0, max_images=30)[1]) <= 36        # capped
+    # Off: asked to, too few images to score, or too few patients for a small share.
+    for fraction, kwargs in [(0.0, {}), (0.02, {}), (0.1, {"min_images": 40})]:
+        train, held = holdout_patients(data, fraction, seed=0, **kwargs)
+        assert len(held) == 0 and len(train) == 180
+    two = _toy(n_patients=2, per_patient=20)
+    assert len(holdout_patients(two, 0.2, seed=0)[1]) == 0         # would hold out half

@@ -14,8 +14,8 @@ from core.losses import LOSS_DEFAULTS
 from core.runstore import ACTIVE_STATES, RunStore
 from ui import cache, plots
 
-PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [
-    "wgan/grad_norm_std", "time/step_s", "lambda", "n_critic", "lr/critic", "lr/gen"]
+PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
+    "wgan/grad_norm_std", "time/step_s", "throughput/img_s", "lambda", "n_critic", "lr/critic", "lr/gen"]
 MAX_POINTS = 1500  # per trace in the browser; longer histories are thinned evenly
 BADGE = {"queued": "gray", "running": "green", "paused": "orange", "finished": "blue",
          "stopped": "gray", "failed": "red"}
@@ -216,7 +216,11 @@ def render(run_path: str) -> None:
     beat = status.get("heartbeat") if state not in ACTIVE_STATES else None
     when = (f"last report {time.strftime('%H:%M:%S', time.localtime(beat))}" if beat
             else f"updated {time.strftime('%H:%M:%S')}")
-    rows[1][3].caption(f"{logged} · {changes} · {when}")
+    held = status.get("heldout_images")   # absent in runs from before the check
+    check = ("" if held is None else " · no held-out check (off, or too few images)" if not held else
+             f" · {held} images held out. Last chart: if the training images' W estimate pulls "
+             "away above the held-out one, the critic is memorising its training set")
+    rows[1][3].caption(f"{logged} · {changes} · {when}{check}")
     grids = store.samples()
     if grids:
         step, path = grids[-1]

@@ -9,15 +9,19 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-# (metric, panel title) of the live panel, in reading order (2 rows x 3 columns).
+# (metric, panel title) of the live panel, in reading order (2 rows x 3 columns). The last
+# panel draws both held-out check metrics (HELDOUT_LINES); images/s is in the progress line.
 TRAINING_PANELS = [
     ("loss/critic", "Critic loss"),
     ("loss/gen", "Generator loss"),
     ("wgan/w_estimate", "Wasserstein estimate"),
     ("wgan/grad_norm_mean", "‖∇D‖, target 1"),
     ("wgan/gp", "Gradient penalty"),
-    ("throughput/img_s", "Images / s"),
+    ("heldout/w_heldout", "W: seen vs held-out"),
 ]
+# The held-out check's lines (core.gan_train._HeldOutCheck): metric, legend label, colour.
+HELDOUT_LINES = [("heldout/w_train", "training images", "#4c78a8"),
+                 ("heldout/w_heldout", "held-out images", "#f58518")]
 _LINE = "#4c78a8"
 _MARK = "#e45756"
 LABEL_LINES, LABEL_LINE_PX = 4, 13  # control-change labels: lines, and their spacing
@@ -95,10 +99,13 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
             "encoding": {"x": x, "tooltip": [{"field": "step", "type": "quantitative"},
                                              {"field": "change", "type": "nominal"}]}}
     specs = []
+    heldout = _heldout_long(wide)
     for k, (metric, title) in enumerate(TRAINING_PANELS):
         y = {"field": _field(metric), "type": "quantitative", "title": None, "scale": {"zero": False}}
         layers = [{"data": {"name": "metrics"}, "mark": {"type": "line", "color": _LINE, "strokeWidth": 1.6},
                    "encoding": {"x": x, "y": y}}, rule]
+        if metric == "heldout/w_heldout":
+            layers[0] = _heldout_layer(x)
         if metric == "wgan/grad_norm_mean":
             layers.insert(0, {"data": {"name": "metrics"}, "mark": {"type": "area", "opacity": 0.18, "color": _LINE},
                               "encoding": {"x": x, "y": {"field": "gn_lo", "type": "quantitative"},
@@ -117,13 +124,39 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
                                  "y": {"field": "label_y", "type": "quantitative",
                                        "scale": None}}})  # pixels from the top
         specs.append({"title": title, "height": 210, "layer": layers,
-                      "datasets": {"metrics": data, "changes": changes}})
+                      "datasets": {"metrics": data, "changes": changes, "heldout": heldout}})
     return specs
+
+
+def _heldout_long(wide: pd.DataFrame) -> pd.DataFrame:
+    """The held-out check as (step, images, w) rows, only where it was measured: it is logged
+    with each sample grid, and in the wide table's other rows a line would break at every gap."""
+    parts = [pd.DataFrame({"step": wide.index[wide[m].notna()].to_numpy(), "images": label,
+                           "w": wide[m].dropna().to_numpy()})
+             for m, label, _ in HELDOUT_LINES if m in wide]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"step": [], "images": [], "w": []})
+
+
+def _heldout_layer(x: dict) -> dict:
+    labels, colours = [label for _, label, _ in HELDOUT_LINES], [c for _, _, c in HELDOUT_LINES]
+    return {"data": {"name": "heldout"}, "mark": {"type": "line", "point": {"size": 14}, "strokeWidth": 1.6},
+            "encoding": {"x": x, "y": {"field": "w", "type": "quantitative", "title": None,
+                                       "scale": {"zero": False}},
+                         "color": {"field": "images", "type": "nominal",
+                                   "scale": {"domain": labels, "range": colours},
+                                   "legend": {"orient": "bottom", "direction": "horizontal", "title": None,
+                                              "labelFontSize": 10, "symbolSize": 40, "padding": 0}},
+                         "tooltip": [{"field": "step", "type": "quantitative"},
+                                     {"field": "images", "type": "nominal"},
+                                     {"field": "w", "type": "quantitative", "format": ".3f"}]}}
 
 
 # Names a person reads for the metrics the jobs log (the Runs page shows both).
 _METRIC_NAMES = {
     **dict(TRAINING_PANELS), "wgan/grad_norm_std": "Gradient norm, spread",
+    "throughput/img_s": "Images / s", "heldout/w_train": "Wasserstein estimate, training images",
+    "heldout/w_heldout": "Wasserstein estimate, held-out images",
+    "heldout/gap": "Critic score, training minus held-out images",
     "time/step_s": "Seconds per step", "time/epoch_s": "Seconds per epoch",
     "lambda": "Gradient penalty lambda", "n_critic": "Critic steps per generator step",
     "lr/critic": "Critic learning rate", "lr/gen": "Generator learning rate",
