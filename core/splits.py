@@ -94,17 +94,21 @@ def subsample_patients(dataset: ImageDataset, idx: np.ndarray, fraction: float,
 
 def holdout_patients(dataset: ImageDataset, fraction: float, seed: int, max_images: int = 256,
                      min_images: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held) indices: whole patients, about `fraction` of the images but at most
-    `max_images`, kept out of a GAN's training set so its critic can be scored on real images it
-    never saw (core.gan_train's memorisation check). `held` is empty when fraction is 0 or it would
-    hold fewer than `min_images` images, or leave the GAN fewer than two."""
+    """(train, held) indices: whole patients, stratified by class and source, about `fraction` of
+    the images but at most `max_images`, kept out of a GAN's training set so its critic can be
+    scored on real images it never saw (core.gan_train's memorisation check). `held` is empty
+    when fraction is 0, or it would hold fewer than `min_images` images or leave fewer than two."""
     idx = np.arange(len(dataset), dtype=np.int64)
     n = len(idx)
     fraction = min(fraction, max_images / max(n, 1))
     if fraction <= 0 or round(fraction * n) < min_images or n - round(fraction * n) < 2 \
             or len(set(dataset.patients)) < 2:
         return idx, np.array([], np.int64)
-    train, held = _group_fold(idx, dataset.labels, np.array(dataset.patients), fraction, seed)
+    # Stratified by class and source: a held-out set from another hospital than the training
+    # images would score lower for that reason alone, and read as memorising.
+    strata = [f"{y}|{m.get('source', '')}" for y, m in zip(dataset.labels, dataset.metas)]
+    strata = np.unique(strata, return_inverse=True)[1]
+    train, held = _group_fold(idx, strata, np.array(dataset.patients), fraction, seed)
     if len(held) > 2 * round(fraction * n) or len(train) < 2:   # too few patients for a small share
         return idx, np.array([], np.int64)
     return np.sort(train), np.sort(held)

@@ -90,3 +90,15 @@ def test_holdout_patients_keeps_whole_patients_out_and_is_capped():
         assert len(held) == 0 and len(train) == 180
     two = _toy(n_patients=2, per_patient=20)
     assert len(holdout_patients(two, 0.2, seed=0)[1]) == 0         # would hold out half
+
+
+def test_holdout_patients_takes_every_source():
+    # 90 patients of one class: two thirds from one hospital, a third from another. A held-out
+    # set from one hospital only would score differently for that reason alone.
+    data = _toy(n_patients=90, per_patient=1)
+    data.labels[:] = 0
+    for i, m in enumerate(data.metas):
+        m["source"] = "A" if i % 3 else "B"
+    _, held = holdout_patients(data, 0.2, seed=0)
+    sources = [data.metas[i]["source"] for i in held]
+    assert sources.count("A") == 12 and sources.count("B") == 6
