@@ -1,9 +1,13 @@
 """Runs: every run directory with its status, config and final metrics; several runs compared on
 one chart (any metric); deleting a run that is no longer active."""
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
+from core import CLASSES
 from core.errors import UserError
 from core.runstore import ACTIVE_STATES, list_runs
 from ui import cache, jobs, plots, state
@@ -23,7 +27,9 @@ summaries = {r.name: cache.run_summary(str(r.path), cache.run_stamp(statuses[r.n
 
 # ---- table -----------------------------------------------------------------------------------------
 # A glance per run, narrow enough to fit: what it trained on and with what, how far it got, and
-# its headline number. The full config is in the expander below.
+# its headline number. The full config and device are in the expander below. At 1280 px with
+# the sidebar open the grid has 818 px, and the full device name ("NVIDIA H100 80GB HBM3
+# (cuda)") and "built-in phantoms" pushed the last columns out of it: every cell is short.
 def _first(config: dict, name: str):
     """The value of the first key ending in `name` (data.* and train.* first: data.size, not
     critic.size)."""
@@ -35,19 +41,53 @@ JOBS = {"train-gan": "GAN", "train-classifier": "classifier"}  # short: the tabl
 
 
 def _extras(config: dict) -> str:
-    """What a classifier trained on besides the real images: "GAN samples", "Augmentor"."""
+    """What a classifier trained on besides the real images: "GAN" (samples), "Aug" (Augmentor
+    copies) or "GAN + Aug"."""
     out = []
     if config.get("train.synthetic_runs"):
-        out.append("GAN samples")
+        out.append("GAN")
     if config.get("augment") or any(k.startswith("augment.") for k in config):
-        out.append("Augmentor")
+        out.append("Aug")
     return " + ".join(out)
+
+
+def _data(source) -> str:
+    """The data source, short: "phantoms", a folder's name (its path is in the full config), an
+    upload's label."""
+    if not source:
+        return ""
+    if str(source).startswith("phantom"):
+        return "phantoms"
+    label = state.source_label(source)
+    return Path(label).name if label == str(source) else label
+
+
+# Words of a GPU's name that do not tell two models apart: vendor and line, memory, form factor.
+_GPU_NOISE = re.compile(r"\b(NVIDIA|GeForce|Tesla|Quadro|AMD|Radeon|Instinct|GPU|\d+GB|HBM\w*|PCIe|"
+                        r"SXM\d*|NVL)\b", re.IGNORECASE)
+
+
+def _short_device(text: str, world: int | None = None) -> str:
+    """core.device.describe's text, compact for the table: "NVIDIA H100 80GB HBM3 (cuda)" -> "H100",
+    "NVIDIA GeForce RTX 4090 (cuda)" -> "RTX 4090", "CPU (2 threads)" -> "CPU ×2", "Apple GPU
+    (mps)" -> "MPS"; "2× H100" for a run on two processes."""
+    name, _, kind = str(text).partition(" (")
+    if kind.rstrip(")").split()[-1:] in (["thread"], ["threads"]):
+        short = f"CPU ×{kind.split()[0]}"
+    elif kind.startswith("cuda"):
+        # "A100-SXM4-80GB": the model is before the first dash.
+        short = " ".join(_GPU_NOISE.sub(" ", name.split("-")[0]).split()[:3]) or name
+    elif kind.startswith("mps"):
+        short = "MPS"
+    else:
+        short = name
+    return f"{world}× {short}" if world and int(world) > 1 else short
 
 
 def _result(final: dict) -> str:
     """The run's headline number: a GAN's last Wasserstein estimate, a classifier's test accuracy."""
     if "test/accuracy" in final:
-        return f"{100 * final['test/accuracy']:.1f}% (test)"
+        return f"{100 * final['test/accuracy']:.1f}%"
     if final.get("wgan/w_estimate") is not None:
         return f"W {final['wgan/w_estimate']:.3f}"
     return ""
@@ -61,29 +101,35 @@ for r in runs:
     step, total = s.get("step"), s.get("total_steps")
     rows.append({
         "run": r.name,
-        # Progress only while it moves; "phantoms" rather than "built-in phantoms": the table
-        # must fit beside the long run names at 1280 px.
-        "state": (f"{s.get('state')} · {step or 0:,} / {total:,}"
+        # Progress only while it moves, in percent: "12,345 / 20,000" took two columns' room.
+        "state": (f"{s.get('state')} · {100 * (step or 0) / total:.0f}%"
                   if total and s.get("state") in ACTIVE_STATES else s.get("state")),
-        "data": ("phantoms" if str(source).startswith("phantom") else state.source_label(source))
-                if source else "",
-        "classes": (", ".join(classes) if isinstance(classes, list) else classes) or "all",
+        "data": _data(source),
+        "classes": ("all" if isinstance(classes, list) and set(classes) == set(CLASSES) else
+                    ", ".join(classes) if isinstance(classes, list) else classes) or "all",
         "size": _first(config, "size"),
         # The loss names a GAN run, the architecture a classifier run: no separate job column.
         "model": _first(config, "loss") or _first(config, "arch") or JOBS.get(jobs.run_command(r), ""),
-        "also trained on": _extras(config),
+        "extras": _extras(config),
         "result": _result(final),
-        "device": s.get("device") or ""})
+        "device": _short_device(s["device"], s.get("world_size")) if s.get("device") else ""})
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs_table", column_config={
     "run": st.column_config.TextColumn(pinned=True),
-    "also trained on": st.column_config.TextColumn(help="Classifier runs: generated or augmented "
-                                                   "copies added to the real training images"),
+    # A width, since the grid sized this column by its header and cut "GAN + Aug" to "GAN + A".
+    "extras": st.column_config.TextColumn(width=72, help="Classifier runs: images added to the "
+                                          "real training images. GAN: samples of a trained GAN; "
+                                          "Aug: Augmentor copies"),
     "result": st.column_config.TextColumn(help="GAN runs: the last Wasserstein estimate; "
                                           "classifier runs: accuracy on the held-out test patients"),
-    "size": st.column_config.NumberColumn(format="%d px")})
+    "size": st.column_config.NumberColumn(format="%d px"),
+    "device": st.column_config.TextColumn(help="Short: CPU ×2 is two threads, MPS an Apple GPU, "
+                                          "2× H100 two processes with a GPU each. The full name "
+                                          "is under *Full config of one run*")})
 
 with st.expander("Full config of one run"):
     pick = st.selectbox("Run", [r.name for r in runs], key="runs_config_pick")
+    if device := statuses[pick].get("device"):
+        st.caption(f"Device: {device}")
     st.json(summaries[pick]["config"], expanded=False)
 
 # ---- compare ---------------------------------------------------------------------------------------
@@ -133,7 +179,7 @@ d1, d2 = st.columns([2, 1])
 with d1:
     st.selectbox("Run to delete", names, key="runs_delete_pick")
 with d2:
-    sure = st.checkbox("Yes, delete this run permanently", key="runs_delete_confirm")
+    sure = st.checkbox("Yes, delete it permanently", key="runs_delete_confirm")  # whole at 1024 px
     st.button("Delete", key="runs_delete_go", disabled=not sure, icon=":material/delete:",
               on_click=_delete)
 if error := st.session_state.pop("runs_delete_error", None):

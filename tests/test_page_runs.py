@@ -36,7 +36,7 @@ def test_table_compare_and_delete():
     table = at.dataframe[0].value
     assert set(table["run"]) == {done.name, live.name}
     assert dict(zip(table["run"], table["state"])) == {done.name: "finished",
-                                                       live.name: "running · 3 / 3"}
+                                                       live.name: "running · 100%"}
     assert list(table.loc[table["run"] == done.name, "size"]) == [32]   # data.size, not critic.size
     assert list(table.loc[table["run"] == done.name, "result"]) == ["W 3.000"]  # the last logged
 
@@ -70,6 +70,8 @@ def test_delete_needs_confirmation():
     done = _fake_run("20260101-000001-gan-wgan-gp-cccc", "finished", 1.0)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert at.button(key="runs_delete_go").disabled   # until the box is ticked
+    # Its label whole in the narrow column at 1024 px ("Yes, delete this run per…" was cut).
+    assert at.checkbox(key="runs_delete_confirm").label == "Yes, delete it permanently"
     at.checkbox(key="runs_delete_confirm").check().run()
     assert not at.button(key="runs_delete_go").disabled
     assert done.path.exists()
@@ -120,5 +122,33 @@ def test_a_classifier_row_says_what_it_also_trained_on_and_its_test_accuracy():
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     row = at.dataframe[0].value.iloc[0]
-    assert (row["also trained on"], row["result"], row["model"]) == (
-        "GAN samples + Augmentor", "89.1% (test)", "report-cnn")
+    assert (row["extras"], row["result"], row["model"]) == ("GAN + Aug", "89.1%", "report-cnn")
+
+
+def test_the_table_is_short_and_the_expander_has_the_full_device_and_data():
+    """At 1280 px the grid has 818 px: the device as "H100" or "CPU ×2", a folder by its name,
+    the three classes as "all", progress in percent; the full device name is in the expander."""
+    gpu = RunStore(runs_root() / "261122-2341-gan-wgan-gp-2", create=True)
+    gpu.write_config({"kind": "gan", "data": {"source": "/data/sets/cxr-real", "size": 128,
+                                              "classes": ["COVID-19", "NORMAL", "PNEUMONIA"]},
+                      "train": {"loss": "wgan-gp"}})
+    gpu.set_status("running", step=1234, total_steps=20000, command=["train-gan"],
+                   device="NVIDIA H100 80GB HBM3 (cuda)", world_size=2)
+    cpu = RunStore(runs_root() / "261122-2300-classifier-resnet-1", create=True)
+    cpu.write_config({"command": "train-classifier", "data": {"source": "phantom:300", "size": 64},
+                      "model": {"arch": "resnet"}})
+    cpu.set_status("finished", step=2, total_steps=2, command=["train-classifier"],
+                   device="CPU (2 threads)")
+    for store in (gpu, cpu):
+        store.close()
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc[gpu.name, ["state", "data", "classes", "device"]].tolist() == [
+        "running · 6%", "cxr-real", "all", "2× H100"]
+    assert table.loc[cpu.name, ["data", "device"]].tolist() == ["phantoms", "CPU ×2"]
+    assert max(len(str(v)) for v in table.drop(columns="run", errors="ignore").to_numpy().ravel()) <= 15
+
+    at.selectbox(key="runs_config_pick").set_value(gpu.name).run()
+    assert "Device: NVIDIA H100 80GB HBM3 (cuda)" in [c.value for c in at.caption]
+    assert any("/data/sets/cxr-real" in j.value for j in at.json)
