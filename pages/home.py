@@ -52,7 +52,8 @@ elif gans := [r for r in jobs.gan_runs() if r.status().get("state") == "finished
         st.switch_page(nav.path("pages/train_gan.py"))
 
 st.subheader("Pages")
-cols = st.columns(4)
-for i, (path, title, icon) in enumerate(p for p in nav.available() if p[0] != "pages/home.py"):
-    with cols[i % 4]:
-        st.page_link(nav.path(path), label=title, icon=icon)
+# A row that wraps: in four equal columns, 1024 px cut "Data & augmentation" short.
+links = st.container(horizontal=True, gap="medium")
+for path, title, icon in nav.available():
+    if path != "pages/home.py":
+        links.page_link(nav.path(path), label=title, icon=icon)

@@ -112,3 +112,51 @@ def test_a_finished_gan_run_is_one_click_away():
     button.click().run()
     assert not at.exception
     assert at.session_state["gan_run"] == new.name and at.title[0].value == "Train GAN"
+
+
+def test_runs_started_alike_get_names_a_person_tells_apart(monkeypatch):
+    """Two demo runs: the same kind, a start time in minutes and a counter, not a random hex
+    suffix; an older run's all-digit hex suffix does not count, and the newest is listed first."""
+    import re
+
+    import ui.jobs
+    from core.runstore import list_runs
+
+    def fake_launch(command, run_dir):
+        save_json(Path(run_dir) / "status.json", {"state": "finished", "command": command})
+        return os.getpid()
+
+    monkeypatch.setattr(ui.jobs, "launch", fake_launch)
+    old = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-8618", create=True)
+    old.set_status("finished", command=["train-gan"])
+    names = []
+    for _ in range(2):
+        at = _app().run()
+        at.button(key="home_demo").click().run()
+        assert not at.exception
+        names.append(at.session_state["gan_run"])
+    stamp = r"\d{6}-\d{4}"  # yymmdd-hhmm
+    assert re.fullmatch(rf"{stamp}-gan-wgan-gp-1", names[0]), names
+    assert re.fullmatch(rf"{stamp}-gan-wgan-gp-2", names[1]), names
+    assert [r.name for r in list_runs()][:2] == names[::-1]   # still newest first, old one last
+    assert len(names[0]) < len(old.name)
+
+
+def test_run_name_format():
+    from ui.jobs import new_run_name
+
+    now = time.mktime((2026, 1, 22, 23, 42, 5, 0, 0, -1))
+    assert new_run_name("classifier-resnet", [], now) == "260122-2342-classifier-resnet-1"
+    taken = ["260122-2342-classifier-resnet-4", "260101-0000-gan-wgan-gp-9",
+             "20260101-000000-classifier-resnet-7777"]
+    assert new_run_name("classifier-resnet", taken, now) == "260122-2342-classifier-resnet-5"
+
+
+def test_page_links_wrap_rather_than_cut():
+    # In four fixed columns, 1024 px with the sidebar open cut "Data & augmentation" short.
+    at = _app().run()
+    rows = [b for b in at.main.children.values() if type(b).__name__ == "Block"
+            and any(type(c).__name__ == "PageLink" or getattr(c, "type", "") == "page_link"
+                    for c in b.children.values())]
+    assert len(rows) == 1 and rows[0].proto.flex_container.wrap
+    assert len(rows[0].children) == len(nav.available()) - 1   # every page but Home, no columns
