@@ -136,8 +136,10 @@ if between is not None:
 st.header("Download and export")
 d1, d2, d3 = st.columns(3)
 with d1:
-    st.download_button("PNG of the sample grid", png(grid), file_name=f"{name}-seed{seed}.png",
-                       mime="image/png", key="samples_dl_png", icon=":material/download:")
+    # Short, as "PNG of the sample grid" was cut at 1024 px.
+    st.download_button("PNG of the grid", png(grid), file_name=f"{name}-seed{seed}.png",
+                       help="The grid of samples above, as one PNG", mime="image/png",
+                       key="samples_dl_png", icon=":material/download:")
 with d2:
     # Two steps, so the ZIP holds what was asked for: a download button's file is fixed when
     # the page draws it, and typing a count then clicking the button straight away downloaded
@@ -158,11 +160,21 @@ with d2:
         if data is not None:
             st.session_state["samples_zip"] = (want, data)   # one per session: the newest
     ready = st.session_state.get("samples_zip")
+    # The server sees a typed count only when the form is sent, so a count typed and not yet
+    # made left "Download 100 samples" beside "250" with no word why. These captions are right
+    # whatever is typed: they say what the button holds and that a new count needs the press.
     if ready and ready[0] == want:
         size_mb = len(ready[1]) / 1e6
-        st.download_button(f"Download {zip_n} samples", ready[1], help=f"ZIP, {size_mb:.2g} MB",
+        # The count alone: "Download 100 samples" was cut to "Download 100 sam…" at 1024 px.
+        st.download_button(f"Download {zip_n:,}", ready[1],
+                           help=f"A ZIP of {zip_n:,} PNG samples, {size_mb:.2g} MB",
                            file_name=f"{name}-seed{seed}-{zip_n}.zip", mime="application/zip",
                            key="samples_dl_zip", icon=":material/download:")
+        st.caption(f"This ZIP holds the {zip_n:,} samples made last (seed {seed}). For another "
+                   "count, type it and press **Make a ZIP** again.")
+    else:
+        st.caption("Type a count and press **Make a ZIP**: the download button for that many "
+                   "samples appears here.")
 with d3:
     state.seed("samples_export_n", 200)
     export_n = st.number_input("Images to export", 1, 20000, key="samples_export_n")

@@ -61,15 +61,23 @@ def test_samples_page_end_to_end():
     assert grid0 and grid7 and grid0 != grid7
     assert _urls(at, "slerp")
     assert len(at.get("download_button")) == 1          # the grid's PNG; the ZIP is made on demand
+    assert at.get("download_button")[0].proto.label == "PNG of the grid"   # whole at 1024 px
+    assert any("press **Make a ZIP**: the download button" in c.value for c in at.caption)
 
     # The ZIP holds the count typed in its form, offered only for the settings it was made with.
     at.number_input(key="samples_zip_n").set_value(6)
     at.button(key="samples_zip_make").click().run()
     assert not at.exception and not at.error
     downloads = at.get("download_button")
-    assert len(downloads) == 2 and downloads[1].proto.label == "Download 6 samples"
+    assert len(downloads) == 2 and downloads[1].proto.label == "Download 6"
     with zipfile.ZipFile(io.BytesIO(at.session_state["samples_zip"][1])) as zf:
         assert len(zf.namelist()) == 6
+    # A count typed but not sent with Make a ZIP changes nothing, and the page says so.
+    at.number_input(key="samples_zip_n").set_value(9)
+    at.run()
+    assert at.get("download_button")[1].proto.label == "Download 6"
+    assert any("holds the 6 samples made last" in c.value and "press **Make a ZIP** again" in c.value
+               for c in at.caption)
     at.number_input(key="samples_seed").set_value(8).run()
     assert len(at.get("download_button")) == 1          # another seed: make it again
 
