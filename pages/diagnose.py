@@ -117,7 +117,8 @@ st.markdown("**Or try a built-in example**: a synthetic phantom of each class, r
             "(procedural images, not patients).")
 cols = st.columns(len(CLASSES))
 for col, label in zip(cols, CLASSES):
-    col.button(f"{label} phantom", key=f"diagnose_example_{label}", on_click=_pick,
+    # The class alone: "PNEUMONIA phantom" was cut at 1024 px, and the line above says phantom.
+    col.button(label, key=f"diagnose_example_{label}", on_click=_pick,
                help=f"A synthetic phantom radiograph drawn as {label}",
                args=(f"example:{label}",), icon=":material/science:", width="stretch")
 
@@ -180,8 +181,12 @@ with right:
     # it), but not as a headline: a photo called "COVID-19 99.9%" in large print misleads.
     st.metric("Closest class (image flagged, see above)" if flagged else "Predicted",
               result["predicted"], help=f"confidence {result['confidence']:.1%}")
-    st.plotly_chart(plots.probabilities(result["probabilities"], result["predicted"], flagged),
-                    key="diagnose_probs")
+    fig = plots.probabilities(result["probabilities"], result["predicted"], flagged)
+    if flagged:  # "Class probabilities (not meaningful for this image)" was cut at 1024 px
+        fig.update_layout(title=dict(text="Class probabilities",
+                                     subtitle=dict(text="not meaningful for this image")),
+                          margin=dict(t=60))
+    st.plotly_chart(fig, key="diagnose_probs")
     if ood.get("score") is not None and not ood.get("flag"):
         st.caption(f"In distribution: distance {ood['score']:.1f} to the training data, below the "
                    f"threshold {ood['threshold']:.1f}.")

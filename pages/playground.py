@@ -300,20 +300,22 @@ def main() -> None:
                "learning rate 1e-3 so the toy learns in seconds; switching a loss type restores "
                "its paper's settings (WGAN-GP with λ 0.1, its authors' value for toy data).")
     sidebar_controls()
-    b = st.columns([1, 1.2, 1.5, 1.4, 1, 0.6])  # whole labels from 1280 px with the sidebar open
+    # A row that wraps, each button as wide as its label: in fixed columns, 1024 px with the
+    # sidebar open cut "Play" to "P…" and "Step iteration" to "Step iterati…".
+    b = st.container(horizontal=True)
     # Material icons, not the ⏸/▶ characters: those need an emoji font the browser may lack.
-    b[0].button("Pause" if ss.toy_playing else "Play", key="toy_play",
-                icon=":material/pause:" if ss.toy_playing else ":material/play_arrow:",
-                on_click=_set_playing, args=(not ss.toy_playing,), type="primary",
-                width="stretch")
+    # A fixed width, so Play turning into Pause does not move the buttons beside it.
+    b.button("Pause" if ss.toy_playing else "Play", key="toy_play",
+             icon=":material/pause:" if ss.toy_playing else ":material/play_arrow:",
+             on_click=_set_playing, args=(not ss.toy_playing,), type="primary", width=100)
     # Stepping is for a paused run: while playing, the live panel's reruns could apply a step
     # click twice (as they did Pause), and one step is invisible among hundreds per second.
     step_help = "Pause first to step." if ss.toy_playing else None
-    for col, (label, kind) in zip(b[1:4], [("Step critic", "critic"), ("Step generator", "gen"),
-                                           ("Step iteration", "iteration")]):
-        col.button(label, key=f"toy_step_{kind}", on_click=_step,
-                   args=(kind,), width="stretch", disabled=ss.toy_playing, help=step_help)
-    b[4].button("Reset", key="toy_reset", on_click=_reset, width="stretch")
+    for label, kind in [("Step critic", "critic"), ("Step generator", "gen"),
+                        ("Step iteration", "iteration")]:
+        b.button(label, key=f"toy_step_{kind}", on_click=_step, args=(kind,), width="content",
+                 disabled=ss.toy_playing, help=step_help)
+    b.button("Reset", key="toy_reset", on_click=_reset, width="content")
     for note in ss.toy_notes:
         st.toast(note)
     ss.toy_notes = []

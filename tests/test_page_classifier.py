@@ -298,3 +298,32 @@ def test_a_gan_run_of_another_size_says_its_samples_are_resized():
     at.selectbox(key="clf_syn_COVID-19").set_value(store.name).run()
     assert not at.exception and not at.error
     assert any("Generated at 16 px, resized to the data's 32 px" in c.value for c in at.caption)
+
+
+def _blocks(node):
+    """Every layout block under `node`, depth first."""
+    for child in getattr(node, "children", {}).values():
+        if type(child).__name__ == "Block":
+            yield child
+            yield from _blocks(child)
+
+
+def test_evaluation_fits_a_narrow_window(trained_run):
+    """At 1024 px five equal metric columns cut "COVID-19 sensitivity" and the ECE delta, and the
+    half-width heatmap cut "Row-normalised (recall on the diagonal)": the metrics sit in one
+    wrapping row, each as wide as it needs, and the heatmap's title is short."""
+    _install(trained_run)
+    at = _app().run()
+    assert not at.exception
+    rows = [b for b in _blocks(at.main)
+            if any(type(c).__name__ == "Metric" for c in b.children.values())]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row.proto.flex_container.wrap and len(row.children) == 5   # no column per metric
+    assert "COVID-19 sensitivity" in [m.label for m in at.metric]
+    titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")
+              if el.proto.id.endswith(("-clf_cm_counts", "-clf_cm_norm", "-clf_roc"))]
+    assert titles[:2] == ["Counts", "Row-normalised"] and max(len(t) for t in titles) <= 26
+    assert any("diagonal holds each class's recall" in c.value for c in at.caption)
+    roc = next(json.loads(el.proto.spec) for el in at.get("plotly_chart") if el.proto.id.endswith("-clf_roc"))
+    assert roc["layout"]["legend"]["x"] > 0.5 and roc["layout"]["legend"]["y"] < 0.5  # in the plot

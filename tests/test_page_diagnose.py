@@ -6,6 +6,7 @@ st.error, never an exception."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -145,6 +146,19 @@ def test_ct_dicom_upload_says_so(app_with_run):
     assert any("unlike the model's training data" in w.value for w in at.warning)
     assert at.metric[0].label.startswith("Closest class")
     assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
+    # Said under a short title: the whole sentence as the title was cut at 1024 px.
+    title = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]
+    assert (title["text"], title["subtitle"]["text"]) == ("Class probabilities",
+                                                          "not meaningful for this image")
+
+
+def test_example_buttons_are_named_by_their_class(app_with_run):
+    # "PNEUMONIA phantom" was cut at 1024 px; the line above them says they are phantoms.
+    at = app_with_run
+    labels = [at.button(key=f"diagnose_example_{k}").label for k in ("COVID-19", "NORMAL", "PNEUMONIA")]
+    assert labels == ["COVID-19", "NORMAL", "PNEUMONIA"]
+    assert any("synthetic phantom of each class" in m.value for m in at.markdown)
+    assert "phantom" in at.button(key="diagnose_example_PNEUMONIA").help
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's warnings on the broken DICOM

@@ -81,6 +81,29 @@ def test_live_settings_reach_the_trainer(app):
     assert not app.exception
 
 
+def _legend_entries(spec: dict) -> list[str]:
+    # plotly leaves contours out of the legend unless told otherwise
+    return [t["name"] for t in spec["data"] if t.get("showlegend", t.get("type") != "contour")]
+
+
+def test_buttons_wrap_and_legends_fit_two_panels_at_1024_px(app):
+    """Side by side at 1024 px a plot is 160-200 px wide: a horizontal legend of three or four
+    entries wrapped to a row each, above the fixed top margin (the first rows cut off), and
+    fixed button columns cut "Play" and "Step iteration". Now at most two entries (a line alone
+    in its panel is named by its axis title) in a margin for two rows, and a row of buttons
+    that wraps."""
+    specs = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    assert len(specs) == 4
+    assert all(len(_legend_entries(s)) <= 2 and s["layout"]["margin"]["t"] >= 50 for s in specs)
+    assert _legend_entries(specs[1]) == ["critic loss", "generator loss"]
+    row = next(b for b in app.main.children.values()
+               if type(b).__name__ == "Block" and "toy_play" in [getattr(c, "key", None)
+                                                                 for c in b.children.values()])
+    assert row.proto.flex_container.wrap
+    assert [c.key for c in row.children.values()] == [
+        "toy_play", "toy_step_critic", "toy_step_gen", "toy_step_iteration", "toy_reset"]
+
+
 def test_1d_dataset_and_reset(app):
     app.selectbox(key="toy_dataset").set_value("gaussian-1d").run()
     assert not app.exception and trainer(app).dim == 1
@@ -90,6 +113,8 @@ def test_1d_dataset_and_reset(app):
     gan_hist = specs[2]
     assert gan_hist["yaxis2"]["tickmode"] == "auto" and gan_hist["yaxis2"]["range"] == [0, 1]
     assert all(s["margin"]["autoexpand"] is False for s in specs)
+    hist = json.loads(app.get("plotly_chart")[0].proto.spec)    # critic curve: its axis names it
+    assert _legend_entries(hist) == ["real", "generated"] and hist["layout"]["margin"]["t"] >= 50
     # The gradient-norm panel always reaches 1, where its dotted target line is drawn.
     curves = [s for s in specs if "yaxis3" in s]
     assert curves and all(s["yaxis3"]["autorangeoptions"]["include"] == [1] for s in curves)

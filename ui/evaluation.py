@@ -41,24 +41,31 @@ def evaluation(results: dict) -> None:
     r = results[split or splits[0]]
     classes = list(r["per_class"])
 
-    m = st.columns(5)
-    m[0].metric("Accuracy", pct(r.get("accuracy")),
-                help=f"Share right of the {r.get('n', 0):,} images of the {split_names[split or splits[0]]}.")
-    m[1].metric("Macro F1", pct(r.get("macro_f1")))
-    m[2].metric("COVID-19 sensitivity", pct(r.get("covid_sensitivity")))
-    m[3].metric("Macro ROC AUC", "n/a" if r.get("roc_auc_macro") is None else f"{r['roc_auc_macro']:.3f}")
+    # A row that wraps, each metric as wide as its label: in five equal columns, 1024 px cut
+    # "COVID-19 sensitivity" and the ECE delta short ("COVID-19 sens…", "+2.1 pts b…").
+    m = st.container(horizontal=True, gap="large")
+    m.metric("Accuracy", pct(r.get("accuracy")), width="content",
+             help=f"Share right of the {r.get('n', 0):,} images of the {split_names[split or splits[0]]}.")
+    m.metric("Macro F1", pct(r.get("macro_f1")), width="content")
+    m.metric("COVID-19 sensitivity", pct(r.get("covid_sensitivity")), width="content")
+    m.metric("Macro ROC AUC", "n/a" if r.get("roc_auc_macro") is None else f"{r['roc_auc_macro']:.3f}",
+             width="content")
     ece, ece_t = r.get("ece"), r.get("ece_scaled")
-    m[4].metric("ECE (scaled)", pct(ece_t),
-                delta=None if ece is None or ece_t is None else f"{100 * (ece_t - ece):+.1f} pts by scaling",
-                delta_color="inverse",
-                help=f"Expected calibration error: {pct(ece)} before, {pct(ece_t)} after scaling the "
-                     f"logits by 1/T with T = {r.get('temperature', 1.0):.3g} fitted on validation.")
+    m.metric("ECE (scaled)", pct(ece_t), width="content",
+             delta=None if ece is None or ece_t is None else f"{100 * (ece_t - ece):+.1f} pts by scaling",
+             delta_color="inverse",
+             help=f"Expected calibration error: {pct(ece)} before, {pct(ece_t)} after scaling the "
+                  f"logits by 1/T with T = {r.get('temperature', 1.0):.3g} fitted on validation.")
 
     cm1, cm2 = st.columns(2)
     with cm1:
         st.plotly_chart(plots.confusion(r["confusion"], classes, False), key="clf_cm_counts")
     with cm2:
-        st.plotly_chart(plots.confusion(r["confusion"], classes, True), key="clf_cm_norm")
+        # Short: at 1024 px the half-width chart cut "Row-normalised (recall on the diagonal)".
+        st.plotly_chart(plots.confusion(r["confusion"], classes, True).update_layout(
+            title="Row-normalised"), key="clf_cm_norm")
+    st.caption("Rows: the true class; columns: the predicted one. Row-normalised: each row divided "
+               "by its total, so the diagonal holds each class's recall.")
 
     t1, t2 = st.columns([1, 1])
     with t1:
@@ -80,7 +87,11 @@ def evaluation(results: dict) -> None:
             column_config={"ECE": PERCENT, "NLL": st.column_config.NumberColumn(format="%.3f")})
     with t2:
         if r.get("roc_curves"):
-            st.plotly_chart(plots.roc(r["roc_curves"], r.get("roc_auc") or {}), key="clf_roc")
+            # The legend in the corner under the chance line, where ROC curves seldom go:
+            # beside the plot it left the curves 50 px wide at 1024 px.
+            st.plotly_chart(plots.roc(r["roc_curves"], r.get("roc_auc") or {}).update_layout(
+                legend=dict(x=0.98, y=0.02, xanchor="right", yanchor="bottom",
+                            bgcolor="rgba(255,255,255,0.8)")), key="clf_roc")
         else:
             st.caption("No ROC curve: each class needs positive and negative examples in this split.")
 

@@ -27,6 +27,14 @@ def _axis(**kw) -> dict:
     return dict(automargin=False, **kw)
 
 
+# Above the plot, in a top margin that holds two rows, with two entries at most (a line alone
+# in its panel is named by its axis title): a horizontal legend wraps at the plot's width,
+# 160-200 px at 1024 px with two panels side by side, and the rows beyond the fixed margin were
+# cut off ("critic gradient", "critic loss" and "generator loss" missing).
+_LEGEND = dict(orientation="h", y=1.0, yanchor="bottom", x=0)
+_LEGEND_ROWS_PX = 50
+
+
 def _arrow_segments(points: np.ndarray, grads: np.ndarray, length: float):
     """x, y arrays of line segments (with None gaps) for arrows along `grads` at `points`,
     the longest `length` long; one trace draws them all (faster than create_quiver)."""
@@ -62,8 +70,11 @@ def landscape_figure(trainer: ToyTrainer, heatmap: bool = True, arrows: bool = T
         # Every loss here pushes generated points uphill on the critic's score, so these arrows
         # are where the generator's next steps move them.
         ax, ay = _arrow_segments(pts, grads, 0.08 * float(bounds[0, 1] - bounds[0, 0]))
+        # Not in the legend (the page's caption explains the arrows): with it the legend needed
+        # three rows at 1024 px, since wrapped entries all take the widest one's width.
         traces.append(go.Scatter(x=ax, y=ay, mode="lines", name="critic gradient",
-                                 line=dict(color=ARROW, width=1), hoverinfo="skip"))
+                                 line=dict(color=ARROW, width=1), hoverinfo="skip",
+                                 showlegend=False))
     traces.append(go.Scatter(x=fake[:, 0], y=fake[:, 1], mode="markers", name="generated",
                              marker=dict(color=FAKE, size=4, opacity=0.8)))
     # Real points last: tight modes (8 Gaussians) stay visible under a spread generator.
@@ -71,8 +82,8 @@ def landscape_figure(trainer: ToyTrainer, heatmap: bool = True, arrows: bool = T
                              marker=dict(color=REAL, size=5, opacity=0.7)))
     # Layout passed to the constructor: ~3x faster than update_layout (magic-underscore parsing).
     return go.Figure(traces, layout=dict(
-        height=430, margin=_margin(40, 70, 30, 30), uirevision="keep",
-        legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),  # above: ticks stay clear
+        height=430, margin=_margin(40, 70, _LEGEND_ROWS_PX, 30), uirevision="keep",
+        legend=_LEGEND,  # above: ticks stay clear
         xaxis=_axis(range=list(bounds[0]), constrain="domain"),
         yaxis=_axis(range=list(bounds[1]), scaleanchor="x", scaleratio=1, constrain="domain")))
 
@@ -92,10 +103,10 @@ def histogram_figure(trainer: ToyTrainer, n_points: int = 4000, bins: int = 60) 
         go.Bar(x=centers, y=real_h, width=width, name="real", marker_color=REAL, opacity=0.6),
         go.Bar(x=centers, y=fake_h, width=width, name="generated", marker_color=FAKE,
                opacity=0.6),
-        go.Scatter(x=xs, y=values, mode="lines", name=name, yaxis="y2",
-                   line=dict(color="#1f77b4", width=2)),
-    ], layout=dict(barmode="overlay", height=430, margin=_margin(55, 60, 30, 30),
-                   uirevision="keep", legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0),
+        go.Scatter(x=xs, y=values, mode="lines", name=name, yaxis="y2",  # named by its axis
+                   line=dict(color="#1f77b4", width=2), showlegend=False),
+    ], layout=dict(barmode="overlay", height=430, margin=_margin(55, 60, _LEGEND_ROWS_PX, 30),
+                   uirevision="keep", legend=_LEGEND,
                    xaxis=_axis(), yaxis=_axis(title=dict(text="density")),
                    # tickmode "auto": an overlaying axis defaults to "sync", ticks at the
                    # density axis's positions labelled 0.49287, 0.48878, -0.0285.
@@ -125,14 +136,14 @@ def curves_figure(trainer: ToyTrainer) -> go.Figure:
               ("wgan/w_estimate", "W estimate", "y2", "#9467bd"),
               ("wgan/grad_norm_mean", "||grad D||", "y3", "#1f77b4")]
     traces = [go.Scatter(x=step, y=[r.get(k, np.nan) for r in rows], name=label, yaxis=axis,
-                         mode="lines", line=dict(color=color, width=1.5))
+                         mode="lines", line=dict(color=color, width=1.5), showlegend=axis == "y")
               for k, label, axis, color in series]
     # The dotted line marks ||grad|| = 1, the norm WGAN-GP's penalty pulls towards.
     one = dict(type="line", xref="x domain", x0=0, x1=1, yref="y3", y0=1, y1=1,
                line=dict(dash="dot", width=1, color="gray"))
     return go.Figure(traces, layout=dict(
-        height=340, margin=_margin(65, 10, 50, 45), uirevision="keep",
-        legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0), shapes=[one],
+        height=340, margin=_margin(65, 10, _LEGEND_ROWS_PX, 45), uirevision="keep",
+        legend=dict(_LEGEND, y=1.02), shapes=[one],
         xaxis=_axis(anchor="y3", title=dict(text="generator step")),
         yaxis=_axis(domain=[0.7, 1.0], title=dict(text="loss")),
         yaxis2=_axis(domain=[0.37, 0.65], title=dict(text="W est.")),
