@@ -25,7 +25,7 @@ runs = jobs.gan_runs()
 # just finished (the Home demo's) below the fold, behind a blank form.
 with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
     presets = jobs.gan_presets()
-    c = st.columns([2, 1, 1, 1])
+    c = st.columns([2, 1, 1, 1.4])  # "Train on" shows "COVID-19" whole at 1024 px
     with c[0]:
         state.seed("gan_loss", "wgan-gp")
         loss = st.radio("Loss", list(LOSS_NAMES), format_func=LOSS_NAMES.get, horizontal=True,
@@ -73,14 +73,26 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
         elif loss == "wgan":
             state.seed(f"gan_clip_{k}", float(d["clip"]))
             extra["clip"] = st.number_input("clip c", 1e-4, 1.0, format="%.3f", key=f"gan_clip_{k}")
-    a = st.columns([1, 1, 2, 2])  # the toggle's label needs two columns' width
+    a = st.columns([1, 1, 1, 2])  # the toggle's label needs two columns' width
     with a[0]:
         state.seed(f"gan_log_every_{k}", int(d.get("log_every", 10)))
-        log_every = st.number_input("Log every (steps)", 1, 10_000, key=f"gan_log_every_{k}")
+        log_every = st.number_input("Log every", 1, 10_000, key=f"gan_log_every_{k}",
+                                    help="Steps between two points on the charts")
     with a[1]:
         state.seed(f"gan_sample_every_{k}", int(d.get("sample_every", 100)))
-        sample_every = st.number_input("Sample grid every", 1, 100_000, key=f"gan_sample_every_{k}")
+        sample_every = st.number_input("Grid every", 1, 100_000, key=f"gan_sample_every_{k}",
+                                       help="Steps between two fixed-z sample grids (and "
+                                            "held-out checks)")
     with a[2]:
+        state.seed("gan_holdout_pct", 5)
+        holdout_pct = st.number_input(
+            "Held out (%)", 0, 45, key="gan_holdout_pct",
+            help="Patients kept out of training (at most 256 images; none when that would be "
+                 "fewer than 8). With each sample grid the critic scores them against training "
+                 "images: on the *Held-out check* chart, seen pulling away above unseen "
+                 "means the critic memorises its training set. Small data memorise sooner: try "
+                 "20 phantoms per class, all classes, 30% (docs/results.md).")
+    with a[3]:
         state.seed("gan_train_split", True)
         train_only = st.toggle("Training patients only", key="gan_train_split",
                                help="Train on the classifier's training patients only (the same "
@@ -97,7 +109,7 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
                              batch_size=int(batch), n_critic=int(n_critic), lr_critic=float(lr_c),
                              lr_gen=float(lr_g), klass=None if klass == "all classes" else klass,
                              log_every=int(log_every), sample_every=int(sample_every),
-                             train_split_only=train_only, **extra)
+                             train_split_only=train_only, holdout=holdout_pct / 100, **extra)
         run = attempt(jobs.start, "train-gan", args, f"gan-{loss}", what="starting the run")
         if run is not None:
             st.session_state["gan_run"] = run.name

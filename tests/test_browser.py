@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -158,6 +159,15 @@ _LIVE_CAPTION = """() => [...document.querySelectorAll('[data-testid="stCaptionC
     .map(e => e.innerText).pop() || null"""
 
 
+# The first live chart's line, as drawn.
+_CRITIC_PATH = """() => {
+    const chart = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+        .find(e => e.getBoundingClientRect().height > 0);
+    const path = chart && chart.querySelector('.mark-line path');
+    return path ? path.getAttribute('d') : null;
+}"""
+
+
 def _chart_state(page) -> dict | None:
     # The first live chart (critic loss) as drawn: points on its line, and its vertical rules,
     # which on this panel are the control-change markers only.
@@ -264,8 +274,8 @@ def test_dashboard_end_to_end(server, tmp_path):
         if not page.get_by_label("Steps", exact=True).is_visible():
             page.get_by_text("New run", exact=True).click()
             _idle(page)
-        for label, value in (("Steps", "400"), ("Batch size", "4"), ("Log every (steps)", "1"),
-                             ("Sample grid every", "5")):
+        for label, value in (("Steps", "400"), ("Batch size", "4"), ("Log every", "1"),
+                             ("Grid every", "5")):
             box = page.get_by_label(label, exact=True)
             box.fill(value)
             box.press("Enter")
@@ -321,6 +331,23 @@ def test_dashboard_end_to_end(server, tmp_path):
         main.get_by_role("button", name="Stop").click()
         _wait(lambda: page.locator("text=stopped").count() > 0, 60, "the run to stop")
         _no_exception(page, "train_gan after Stop")
+
+        # Switching to another run redraws the charts with its data. A copy of the stopped run
+        # with the critic loss negated has as many steps; the browser takes the new data into
+        # the same charts, and when a chart carried a dataset none of its layers drew, that
+        # update failed ("Unrecognized data set") and the first run's curves stayed.
+        twin = runs / f"{ours}-twin"
+        shutil.copytree(runs / ours, twin)
+        with sqlite3.connect(twin / "metrics.sqlite") as db:
+            db.execute("UPDATE metrics SET value = -value - 1 WHERE name = 'loss/critic'")
+        db.close()
+        shape = page.evaluate(_CRITIC_PATH)
+        _nav(page, TITLES["home"])       # a fresh run of the page lists the copy
+        _idle(page, 30)
+        _nav(page, TITLES["train_gan"])
+        _pick(page, "Run", twin.name)
+        _wait(lambda: page.evaluate(_CRITIC_PATH) not in (None, shape), 30,
+              "the critic-loss chart to show the other run")
 
         if seeded:  # the finished demo run, live view with its lambda marker
             _pick(page, "Run", seeded)

@@ -160,7 +160,8 @@ def gan_presets() -> dict[str, dict]:
 def gan_args(data, loss: str, size: int, preset: str, steps: int, batch_size: int, n_critic: int,
              lr_critic: float, lr_gen: float, klass: str | None = None, gp_lambda: float | None = None,
              clip: float | None = None, log_every: int | None = None,
-             sample_every: int | None = None, train_split_only: bool = False) -> list[str]:
+             sample_every: int | None = None, train_split_only: bool = False,
+             holdout: float | None = None) -> list[str]:
     """The `train-gan` flags for a DataConfig and the form's choices (explicit flags override
     the preset, as on the command line)."""
     args = ["--data", data.source, "--loss", loss, "--preset", preset, "--size", str(size),
@@ -180,6 +181,8 @@ def gan_args(data, loss: str, size: int, preset: str, steps: int, batch_size: in
         args += ["--log-every", str(log_every)]
     if sample_every:
         args += ["--sample-every", str(sample_every)]
+    if holdout is not None:
+        args += ["--holdout", f"{holdout:g}"]
     if train_split_only:  # train-classifier's default patient split (core.data.DataConfig.split)
         args += ["--data-split", "train"]
     return args

@@ -15,7 +15,8 @@ from core.runstore import ACTIVE_STATES, RunStore
 from ui import cache, plots
 
 PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
-    "wgan/grad_norm_std", "time/step_s", "throughput/img_s", "lambda", "n_critic", "lr/critic", "lr/gen"]
+    "wgan/grad_norm_std", "time/step_s", "throughput/img_s", "lambda", "n_critic", "lr/critic",
+    "lr/gen"]
 MAX_POINTS = 1500  # per trace in the browser; longer histories are thinned evenly
 BADGE = {"queued": "gray", "running": "green", "paused": "orange", "finished": "blue",
          "stopped": "gray", "failed": "red"}
@@ -111,7 +112,8 @@ def _steering(store: RunStore) -> None:
     now = current_values(store)
     st.markdown("**Steer the running process**" if active else
                 "**Steering** (while a run is active: this one has ended)")
-    fields = ([("gp_lambda", "lambda (gradient penalty)", LAMBDAS)] if loss == "wgan-gp" else []) + \
+    # Labels of one line at 1024 px, or the sliders below them do not line up.
+    fields = ([("gp_lambda", "lambda (GP)", LAMBDAS)] if loss == "wgan-gp" else []) + \
              ([("clip", "clip c", CLIPS)] if loss == "wgan" else []) + \
              [("n_critic", "n_critic", None), ("lr_critic", "lr critic", LRS), ("lr_gen", "lr generator", LRS)]
     cols = st.columns(len(fields))
@@ -218,8 +220,9 @@ def render(run_path: str) -> None:
             else f"updated {time.strftime('%H:%M:%S')}")
     held = status.get("heldout_images")   # absent in runs from before the check
     check = ("" if held is None else " · no held-out check (off, or too few images)" if not held else
-             f" · {held} images held out. Last chart: if the training images' W estimate pulls "
-             "away above the held-out one, the critic is memorising its training set")
+             f" · {held} images held out. Held-out check: the W estimate on images the critic "
+             "has seen (training) and unseen (held out); when seen pulls away above unseen, the "
+             "critic is memorising its training set")
     rows[1][3].caption(f"{logged} · {changes} · {when}{check}")
     grids = store.samples()
     if grids:

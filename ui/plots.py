@@ -11,17 +11,21 @@ from plotly.subplots import make_subplots
 
 # (metric, panel title) of the live panel, in reading order (2 rows x 3 columns). The last
 # panel draws both held-out check metrics (HELDOUT_LINES); images/s is in the progress line.
+# Titles of at most 14 characters in 13 px type: at 1024 px with the sidebar open a chart is
+# about 125 px wide, and "Wasserstein estimate" was cut to "Wasserstei…", "Gradient pen…".
 TRAINING_PANELS = [
     ("loss/critic", "Critic loss"),
     ("loss/gen", "Generator loss"),
-    ("wgan/w_estimate", "Wasserstein estimate"),
+    ("wgan/w_estimate", "W estimate"),
     ("wgan/grad_norm_mean", "‖∇D‖, target 1"),
-    ("wgan/gp", "Gradient penalty"),
-    ("heldout/w_heldout", "W: seen vs held-out"),
+    ("wgan/gp", "Penalty (GP)"),
+    ("heldout/w_heldout", "Held-out check"),
 ]
-# The held-out check's lines (core.gan_train._HeldOutCheck): metric, legend label, colour.
-HELDOUT_LINES = [("heldout/w_train", "training images", "#4c78a8"),
-                 ("heldout/w_heldout", "held-out images", "#f58518")]
+TITLE_PX = 13
+# The held-out check's lines (core.gan_train._HeldOutCheck): metric, legend label, colour. Short
+# labels: two side by side must fit under a 125 px chart ("held-out images" was cut).
+HELDOUT_LINES = [("heldout/w_train", "seen", "#4c78a8"),
+                 ("heldout/w_heldout", "unseen", "#f58518")]
 _LINE = "#4c78a8"
 _MARK = "#e45756"
 LABEL_LINES, LABEL_LINE_PX = 4, 13  # control-change labels: lines, and their spacing
@@ -123,8 +127,11 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
                     "encoding": {"x": x, "text": {"field": "label"},
                                  "y": {"field": "label_y", "type": "quantitative",
                                        "scale": None}}})  # pixels from the top
-        specs.append({"title": title, "height": 210, "layer": layers,
-                      "datasets": {"metrics": data, "changes": changes, "heldout": heldout}})
+        # Only the datasets its layers read: the browser's in-place update of a dataset that no
+        # layer uses fails ("Unrecognized data set"), and with it the whole chart's update.
+        main = {"heldout": heldout} if metric == "heldout/w_heldout" else {"metrics": data}
+        specs.append({"title": {"text": title, "fontSize": TITLE_PX}, "height": 210, "layer": layers,
+                      "datasets": {**main, "changes": changes}})
     return specs
 
 
@@ -145,7 +152,8 @@ def _heldout_layer(x: dict) -> dict:
                          "color": {"field": "images", "type": "nominal",
                                    "scale": {"domain": labels, "range": colours},
                                    "legend": {"orient": "bottom", "direction": "horizontal", "title": None,
-                                              "labelFontSize": 10, "symbolSize": 40, "padding": 0}},
+                                              "labelFontSize": 11, "symbolSize": 40, "padding": 0,
+                                              "columnPadding": 8}},
                          "tooltip": [{"field": "step", "type": "quantitative"},
                                      {"field": "images", "type": "nominal"},
                                      {"field": "w", "type": "quantitative", "format": ".3f"}]}}
@@ -153,7 +161,9 @@ def _heldout_layer(x: dict) -> dict:
 
 # Names a person reads for the metrics the jobs log (the Runs page shows both).
 _METRIC_NAMES = {
-    **dict(TRAINING_PANELS), "wgan/grad_norm_std": "Gradient norm, spread",
+    **dict(TRAINING_PANELS), "wgan/w_estimate": "Wasserstein estimate",
+    "wgan/grad_norm_mean": "Gradient norm ‖∇D‖", "wgan/gp": "Gradient penalty",
+    "wgan/grad_norm_std": "Gradient norm, spread",
     "throughput/img_s": "Images / s", "heldout/w_train": "Wasserstein estimate, training images",
     "heldout/w_heldout": "Wasserstein estimate, held-out images",
     "heldout/gap": "Critic score, training minus held-out images",
