@@ -209,17 +209,18 @@ def test_sigterm_stops_with_a_checkpoint(tmp_path):
     assert load_training_state(store.checkpoints_dir / gt.STATE_FILE)["step"] == 1
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight_state, straight = run(tmp_path / "straight", steps=4)
+@pytest.mark.parametrize("holdout", [0.05, 0.4])   # off (too few images), on: the same split
+def test_resume_continues_exactly(tmp_path, holdout):
+    straight_state, straight = run(tmp_path / "straight", steps=4, holdout=holdout)
     assert straight_state == "finished"
-    assert run(tmp_path / "split", steps=2)[0] == "finished"
+    assert run(tmp_path / "split", steps=2, holdout=holdout)[0] == "finished"
     # Metrics logged past the checkpoint (a crash after step 2) must be dropped on resume.
     RunStore(tmp_path / "split").log_metrics(3, {"loss/critic": 123.0})
     RunStore(tmp_path / "split").send_control(stop=True)     # a stale stop must not end the resume
-    state, split = run(tmp_path / "split", resume=True, steps=4)
+    state, split = run(tmp_path / "split", resume=True, steps=4, holdout=holdout)
     assert state == "finished" and split.status()["step"] == 4
     a, b = straight.metrics_wide(), split.metrics_wide()
-    assert list(a.index) == list(b.index) == [1, 2, 3, 4]
+    assert list(a.index) == list(b.index) == ([1, 2, 3, 4] if holdout < 0.1 else [0, 1, 2, 3, 4])
     names = [n for n in a.columns if not n.startswith(("time/", "throughput/"))]
     np.testing.assert_allclose(a.loc[4, names].to_numpy(float), b.loc[4, names].to_numpy(float), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.loc[3, names].to_numpy(float), b.loc[3, names].to_numpy(float), rtol=1e-5, atol=1e-6)
