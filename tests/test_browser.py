@@ -348,6 +348,7 @@ def test_dashboard_end_to_end(server, tmp_path):
         _pick(page, "Run", twin.name)
         _wait(lambda: page.evaluate(_CRITIC_PATH) not in (None, shape), 30,
               "the critic-loss chart to show the other run")
+        shutil.rmtree(twin)              # not in the screenshots of the pages that follow
 
         if seeded:  # the finished demo run, live view with its lambda marker
             _pick(page, "Run", seeded)
