@@ -335,7 +335,8 @@ def _tiny_cli(run_dir):
 def test_ddp_two_processes_on_cpu(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "core", "train-gan", *_tiny_cli(tmp_path / "ddp")]
+           "-m", "core", "train-gan", *_tiny_cli(tmp_path / "ddp"),
+           "--data", "phantom:7", "--holdout", "0.4"]          # 21 one-image patients: 2 folds
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     store = RunStore(tmp_path / "ddp")
@@ -343,7 +344,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert status["state"] == "finished" and status["world_size"] == 2 and status["step"] == 2
     assert store.config()["world_size"] == 2
     assert (store.checkpoints_dir / "latest.safetensors").is_file()
-    assert set(store.metrics()["step"]) == {1, 2}     # rank 0 alone wrote: one row per name and step
+    # Rank 0 alone wrote: one row per name and step (the held-out check with the grids at 0 and 2).
+    assert set(store.metrics()["step"]) == {0, 1, 2} and status["heldout_images"] == 11
     assert len(store.metrics()) == 2 * len(set(store.metrics()["name"]))
 
 
