@@ -67,17 +67,18 @@ def evaluation(results: dict) -> None:
     st.caption("Rows: the true class; columns: the predicted one. Row-normalised: each row divided "
                "by its total, so the diagonal holds each class's recall.")
 
+    st.subheader("Per class")
+    # Full width: its six columns needed a horizontal scroll in half the page at 1024 px.
+    # Rates in percent, as in the headline metrics above; AUC stays a fraction, as usual.
+    table = pd.DataFrame([{"class": k, "precision": _hundred(v["precision"]),
+                           "recall": _hundred(v["recall"]), "F1": _hundred(v["f1"]),
+                           "support": v["support"], "ROC AUC": (r.get("roc_auc") or {}).get(k)}
+                          for k, v in r["per_class"].items()])
+    st.dataframe(table, hide_index=True, key="clf_prf",
+                 column_config={**{c: PERCENT for c in ("precision", "recall", "F1")},
+                                "ROC AUC": st.column_config.NumberColumn(format="%.3f")})
     t1, t2 = st.columns([1, 1])
     with t1:
-        st.subheader("Per class")
-        # Rates in percent, as in the headline metrics above; AUC stays a fraction, as usual.
-        table = pd.DataFrame([{"class": k, "precision": _hundred(v["precision"]),
-                               "recall": _hundred(v["recall"]), "F1": _hundred(v["f1"]),
-                               "support": v["support"], "ROC AUC": (r.get("roc_auc") or {}).get(k)}
-                              for k, v in r["per_class"].items()])
-        st.dataframe(table, hide_index=True, key="clf_prf",
-                     column_config={**{c: PERCENT for c in ("precision", "recall", "F1")},
-                                    "ROC AUC": st.column_config.NumberColumn(format="%.3f")})
         st.subheader("Calibration")
         st.dataframe(pd.DataFrame([
             {"": "before (T = 1)", "ECE": _hundred(ece), "NLL": r.get("nll")},
