@@ -207,11 +207,12 @@ class _LiveControl:
 
 # ---- the loop -------------------------------------------------------------------------------
 
-def _load_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
-                 ctx: _Dist) -> tuple[Tensor, Tensor, list]:
-    """(training images, held-out images, classes), uint8 (N, C, S, S) on the CPU. The held-out
-    patients are the same on every process and on resume (seeded); under torchrun each process
-    then trains on its own shard of the rest."""
+def load_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
+                rank: int = 0, world: int = 1) -> tuple[Tensor, Tensor, list]:
+    """(training images, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU. The
+    held-out patients are the same on every process, on resume and when core.nearest reloads a
+    finished run's images (seeded); under torchrun each process then trains on its own shard
+    of the rest."""
     dataset = load_dataset(data_config)   # narrowed to data_config.classes when set
     images = torch.from_numpy(dataset.images)                       # uint8 (N, C, S, S)
     if images.shape[1] != gen_config.channels or images.shape[-1] != gen_config.size:
@@ -221,8 +222,8 @@ def _load_images(data_config: DataConfig, gen_config: GeneratorConfig, config: T
         raise UserError("the GAN needs at least 2 training images")
     keep, held = holdout_patients(dataset, config.holdout, config.seed, max_images=HELDOUT_MAX)
     images, held_images = images[torch.from_numpy(keep)], images[torch.from_numpy(held)]
-    if ctx.world > 1:   # DistributedSampler-style: each rank keeps its own interleaved shard
-        images = images[ctx.rank::ctx.world]
+    if world > 1:   # DistributedSampler-style: each rank keeps its own interleaved shard
+        images = images[rank::world]
     return images, held_images, dataset.classes
 
 
@@ -326,7 +327,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
     if rank0:
         store.set_status("running", reason="loading data", step=0, total_steps=config.steps,
                          device=describe(device), loss=config.loss, world_size=ctx.world)
-    images, held, classes = _load_images(data_config, gen_config, config, ctx)
+    images, held, classes = load_images(data_config, gen_config, config, ctx.rank, ctx.world)
     trainer = GanTrainer(gen_config, critic_config, config, images.to(device), device, ctx.world, ctx.local_rank)
     check = _HeldOutCheck(trainer, held, config.seed) if rank0 and len(held) else None
     want_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
@@ -543,6 +544,14 @@ def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, GeneratorCo
     return data, gen, critic, train_cfg
 
 
+def saved_configs(saved: dict) -> tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig]:
+    """The configs a run's config.json holds, as it trained with them."""
+    data, gen = from_dict(DataConfig, saved["data"]), from_dict(GeneratorConfig, saved["generator"])
+    critic = from_dict(CriticConfig, saved["critic"])
+    # A run saved before the held-out check trained on every image: keep it that way.
+    return data, gen, critic, from_dict(TrainConfig, {"holdout": 0.0, **saved["train"]})
+
+
 def main(args: argparse.Namespace) -> int:
     store = RunStore(args.run_dir, create=not args.resume)
     if args.resume:
@@ -554,10 +563,8 @@ def main(args: argparse.Namespace) -> int:
         if changed:
             raise UserError(f"--resume continues the saved run; only {', '.join(RESUMABLE_FIELDS)} "
                             f"can change (not {', '.join(f.name for f in changed)})")
-        data, gen = from_dict(DataConfig, saved["data"]), from_dict(GeneratorConfig, saved["generator"])
-        critic = from_dict(CriticConfig, saved["critic"])
-        # A run saved before the held-out check trained on every image: keep it that way.
-        train_cfg = override(from_dict(TrainConfig, {"holdout": 0.0, **saved["train"]}), args)
+        data, gen, critic, train_cfg = saved_configs(saved)
+        train_cfg = override(train_cfg, args)
     else:
         data, gen, critic, train_cfg = configs_from_args(args)
     _SIGNALLED["stop"] = False

@@ -2,6 +2,7 @@
 across training (the progression figure of the GAN papers), spherical interpolation between two
 samples, downloads, and export as a class-folder dataset for the classifier."""
 
+import numpy as np
 import streamlit as st
 
 from core import CLASSES
@@ -131,6 +132,44 @@ between = attempt(cache.generate, str(ckpt), mtime, path_z, what="interpolating"
 if between is not None:
     st.image(upscale(tile(between, ncol=k), scale), output_format="PNG",
              caption="Spherical interpolation (slerp) in z")
+
+# ---- copies of training images? -------------------------------------------------------------------
+st.header("Does it copy its training images?")
+st.caption("Each sample of the grid above beside the training image nearest to it in pixels (root-mean-"
+           "square difference on a 0-1 scale). Real images the GAN never saw, the run's held-out "
+           "patients, give the scale: a sample much nearer to a training image than they come is "
+           "a near-copy. The *Held-out check* on Train GAN asks the same of the critic.")
+nn_key = (str(ckpt), mtime, int(seed), int(n))
+if st.button("Find the nearest training images", key="samples_nn", icon=":material/image_search:"):
+    config_path = store.path / "config.json"
+    with st.spinner("Loading the images the run trained on..."):
+        found = attempt(cache.copy_check, str(store.path),
+                        config_path.stat().st_mtime_ns if config_path.exists() else 0, images,
+                        what="comparing with the training images")
+    if found is not None:
+        st.session_state["samples_nn_found"] = (nn_key, found)
+nn = st.session_state.get("samples_nn_found")
+if nn and nn[0] == nn_key:     # for the grid shown: another seed or count needs a new search
+    check = nn[1]
+    summary = check.summary()
+    row = st.container(horizontal=True)
+    row.metric("Samples, median distance", f"{summary['sample_rmse_median']:.3f}",
+               help="From each sample to its nearest training image")
+    if summary["heldout_images"]:
+        row.metric("Unseen real, median", f"{summary['heldout_rmse_median']:.3f}",
+                   help=f"From each of the {summary['heldout_images']} held-out real images to "
+                        "its nearest training image")
+        row.metric("Near-copies", f"{summary['samples_nearer_than_heldout_p5']} of {len(images)}",
+                   help="Samples nearer to a training image than 95% of the unseen real images "
+                        f"come (distance below {summary['heldout_rmse_p5']:.3f})")
+    else:
+        row.caption("This run held no images out (or too few), so there is no real-image scale.")
+    order = np.argsort(check.sample_rmse)[:8]        # the most copy-like first
+    pairs = np.concatenate([images[order], check.training[check.sample_index[order], 0]])
+    st.image(upscale(tile(pairs, ncol=len(order)), scale), output_format="PNG",
+             caption="Top: the samples nearest to a training image, nearest first ("
+                     + ", ".join(f"{d:.3f}" for d in check.sample_rmse[order])
+                     + "). Bottom: that training image.")
 
 # ---- download and export ---------------------------------------------------------------------------
 st.header("Download and export")

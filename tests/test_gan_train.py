@@ -75,7 +75,7 @@ def test_heldout_check_scores_unseen_images_with_each_grid(tmp_path):
 
 def test_heldout_images_are_kept_out_of_training(tmp_path):
     data, gen, critic, train = configs(holdout=0.4)
-    images, held, _ = gt._load_images(data, gen, train, gt._Dist())
+    images, held, _ = gt.load_images(data, gen, train)
     assert (len(images), len(held)) == (12, 12)
     seen = {bytes(x.numpy()) for x in images}
     assert not seen & {bytes(x.numpy()) for x in held}

@@ -141,3 +141,41 @@ def test_follows_the_run_picked_on_train_gan_and_says_when_it_is_live():
     at.run()
     assert at.selectbox(key="samples_run_pick").value == old.name
     assert not any("still training" in i.value for i in at.info)
+
+
+def test_nearest_training_images_of_a_real_run():
+    import argparse
+
+    import torch
+
+    from core import gan_train as gt
+
+    parser = argparse.ArgumentParser()
+    gt.add_arguments(parser)
+    torch.set_num_threads(1)
+    run = runs_root() / "20260101-000002-gan-wgan-gp-cccc"
+    assert gt.main(parser.parse_args([
+        "--data", "phantom:7", "--size", "32", "--steps", "2", "--batch-size", "4", "--n-critic", "1",
+        "--gen-filters", "8", "--gen-latent-dim", "8", "--critic-filters", "4,8", "--holdout", "0.4",
+        "--checkpoint-every", "2", "--n-samples", "4", "--run-dir", str(run)])) == 0
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["gan_run"] = run.name
+    at.run()
+    at.slider(key="samples_n").set_value(8).run()
+    at.button(key="samples_nn").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [m.label for m in at.metric]
+    assert labels == ["Samples, median distance", "Unseen real, median", "Near-copies"]
+    assert at.metric[2].value.endswith("of 8")
+    assert _urls(at, "Top: the samples nearest to a training image")
+    # Another seed shows other samples: their search is made again on request.
+    at.number_input(key="samples_seed").set_value(3).run()
+    assert not at.metric and not _urls(at, "Top: the samples nearest")
+
+
+def test_nearest_training_images_need_the_runs_config():
+    _gan_run()                    # written without its data config
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.button(key="samples_nn").click().run()
+    assert not at.exception
+    assert any("no GAN training config" in e.value for e in at.error)

@@ -111,6 +111,15 @@ def generate(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
     return sample_u8(model, z)
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def copy_check(run_path: str, config_mtime_ns: int, samples: np.ndarray):
+    """core.nearest.copy_check of a run's samples; reloading its training images (rendering or
+    decoding them) takes seconds, so each answer is kept."""
+    from core.nearest import copy_check as check
+
+    return check(run_path, samples)
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def sample_grid(path: str, mtime_ns: int, min_px: int = 480) -> np.ndarray:
     """A sample-grid PNG as a uint8 array, enlarged by a whole factor (nearest neighbour, so
