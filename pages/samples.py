@@ -159,9 +159,11 @@ if nn and nn[0] == nn_key:     # for the grid shown: another seed or count needs
         row.metric("Unseen real, median", f"{summary['heldout_rmse_median']:.3f}",
                    help=f"From each of the {summary['heldout_images']} held-out real images to "
                         "its nearest training image")
-        row.metric("Near-copies", f"{summary['samples_nearer_than_heldout_p5']} of {len(images)}",
+        row.metric("Nearer than real", f"{summary['samples_nearer_than_heldout_p5']} of {len(images)}",
                    help="Samples nearer to a training image than 95% of the unseen real images "
-                        f"come (distance below {summary['heldout_rmse_p5']:.3f})")
+                        f"come (distance below {summary['heldout_rmse_p5']:.3f}). Pixel distance "
+                        "also finds a blurry sample near a smooth image, so look at the pairs "
+                        "below before calling one a copy.")
     else:
         row.caption("This run held no images out (or too few), so there is no real-image scale.")
     order = np.argsort(check.sample_rmse)[:8]        # the most copy-like first

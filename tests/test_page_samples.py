@@ -165,7 +165,7 @@ def test_nearest_training_images_of_a_real_run():
     at.button(key="samples_nn").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     labels = [m.label for m in at.metric]
-    assert labels == ["Samples, median distance", "Unseen real, median", "Near-copies"]
+    assert labels == ["Samples, median distance", "Unseen real, median", "Nearer than real"]
     assert at.metric[2].value.endswith("of 8")
     assert _urls(at, "Top: the samples nearest to a training image")
     # Another seed shows other samples: their search is made again on request.
