@@ -363,7 +363,8 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
         # Make sure the run dir has the tables the app expects, even before the first log.
         store.log_event(start, "start", {"path": trainer.path, "device": describe(device),
                                          "resume": bool(resume), "compile_error": trainer.compile_error,
-                                         "heldout_images": len(held)})
+                                         "heldout_images": len(held),
+                                         "training_images": len(images) * ctx.world})
 
     control = _LiveControl(store, trainer, ctx)
     meta = {"data": to_dict(data_config), "classes": classes,
@@ -391,7 +392,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
 
     status = {"total_steps": config.steps, "path": trainer.path, "device": describe(device),
               "loss": config.loss, "world_size": ctx.world, "compile_error": trainer.compile_error,
-              "heldout_images": len(held)}
+              "heldout_images": len(held), "training_images": len(images) * ctx.world}
     if rank0:
         store.set_status("running", reason=None, step=start, **status)
         if not resume:

@@ -151,6 +151,8 @@ if chosen and metric_names:
         if len(df):
             series[n] = df
     st.plotly_chart(plots.compare_runs(series, metric), key="runs_compare_chart")
+    if missing := [n for n in chosen if n not in series]:   # else they vanish without a word
+        st.caption(f"Not logged by {', '.join(missing)}.")
 elif chosen:
     st.caption("The chosen runs have not logged any metrics yet.")
 

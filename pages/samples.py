@@ -96,8 +96,9 @@ model, meta = loaded
 latent_dim, size = int(model.config.latent_dim), int(model.config.size)
 label = _trained_class(meta)
 loss = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (clipping)", "gan": "GAN"}.get(meta.get("loss"), "?")
+trained_on = label if label != "synthetic" else ", ".join(meta.get("classes") or []) or "?"
 right.caption(f"{loss} generator at step {meta.get('step', '?')} · {size}x{size} px · "
-              f"trained on: {label}")
+              f"trained on: {trained_on}")
 
 g1, g2 = right.columns([1, 1])
 with g1:

@@ -85,13 +85,17 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
                                             "held-out checks)")
     with a[2]:
         state.seed("gan_holdout_pct", 5)
-        holdout_pct = st.number_input(
+        # A slider: a typed 90 in a number box stayed on screen while the run used the last
+        # valid value.
+        holdout_pct = st.slider(
             "Held out (%)", 0, 45, key="gan_holdout_pct",
             help="Patients kept out of training (at most 256 images; none when that would be "
                  "fewer than 8). With each sample grid the critic scores them against training "
                  "images: on the *Held-out check* chart, seen pulling away above unseen "
-                 "means the critic memorises its training set. Small data memorise sooner: try "
-                 "20 phantoms per class, all classes, 30% (docs/results.md).")
+                 "means the critic memorises its training set. Small data memorise sooner: "
+                 "20 phantoms per class, all classes, *Training patients only* off and 30% "
+                 "trains on 40 and holds 20 out, as in docs/results.md. Too few to hold 8 "
+                 "out, and there is no check.")
     with a[3]:
         state.seed("gan_train_split", True)
         train_only = st.toggle("Training patients only", key="gan_train_split",

@@ -46,6 +46,12 @@ def test_table_compare_and_delete():
     at.selectbox(key="runs_metric").set_value("loss/critic").run()
     title = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
     assert title == "Critic loss (loss/critic)"
+    # A metric only one run logged: the other is named, not silently left out.
+    RunStore(done.path).log_metrics(3, {"heldout/gap": 0.5})
+    RunStore(done.path).set_status("finished", step=3, total_steps=3, command=["train-gan"])  # new stamp
+    at.run()
+    at.selectbox(key="runs_metric").set_value("heldout/gap").run()
+    assert any(c.value == f"Not logged by {live.name}." for c in at.caption)
 
     # An active run is refused, with its state in the message.
     at.selectbox(key="runs_delete_pick").set_value(live.name).run()

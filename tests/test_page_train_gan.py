@@ -67,7 +67,7 @@ def test_start_launches_a_real_cpu_run():
     at.number_input(key=f"gan_steps_{k}").set_value(2)
     at.number_input(key=f"gan_batch_{k}").set_value(4)
     at.number_input(key=f"gan_log_every_{k}").set_value(1)
-    at.number_input(key="gan_holdout_pct").set_value(30)
+    at.slider(key="gan_holdout_pct").set_value(30)
     at.button(key="gan_start").click().run()
     try:
         assert not at.exception and not at.error, [e.value for e in at.error]
@@ -153,8 +153,10 @@ def test_live_panel_marks_control_changes():
     # The gradient-norm panel has its target line at 1.
     layers = json.loads(charts[3].proto.spec)["layer"]
     assert {"values": [{"target": 1.0}]} in [layer["data"] for layer in layers]
-    assert any("6 logged steps" in c.value and "2 live changes" in c.value
-               and "12 images held out" in c.value for c in at.caption)
+    assert any("6 logged steps" in c.value and "2 live changes" in c.value for c in at.caption)
+    assert any(c.value.startswith("Held-out check (12 images held out)")
+               and "Seen − unseen: +0.20 over the first check, +0.20 over the last." in c.value
+               for c in at.caption)
     assert any(str(store.name) in m.value and "finished" in m.value for m in at.markdown)
     t0 = time.perf_counter()
     at.run()
@@ -240,3 +242,26 @@ def test_a_finished_run_is_shown_with_the_next_steps_and_the_form_closed():
 def test_the_new_run_form_is_open_before_the_first_run():
     at = _in_app().run()
     assert not at.exception and at.expander[0].proto.expanded
+
+
+def test_heldout_summary_says_what_the_chart_shows():
+    import pandas as pd
+
+    from ui.live import heldout_summary
+
+    on = {"heldout_images": 14, "training_images": 28}
+    unseen = [0.0, 1.0, 1.2, 0.8, 0.6, 0.1, 0.0]
+    gap = [0, 0.1, -0.1, 0.2, 0.9, 1.4, 1.6]
+    gaps = pd.DataFrame({"heldout/w_train": [u + g for u, g in zip(unseen, gap)],
+                         "heldout/w_heldout": unseen, "loss/critic": 1.0},
+                        index=[0, 50, 100, 150, 200, 250, 300])
+    gaps.loc[75] = [None, None, 2.0]          # a logged step between two checks
+    text = heldout_summary(on, {}, gaps)
+    assert text.startswith("Held-out check (28 training images, 14 held out)")
+    # Step 0 (the untrained critic) left out; three checks each side of six.
+    assert "+0.07 over the first 3 checks, +1.30 over the last 3." in text
+    assert "Seen − unseen" not in heldout_summary(on, {}, pd.DataFrame())   # nothing measured yet
+    assert heldout_summary({}, {}, gaps) == "Held-out check: not measured, this run predates it."
+    off = {"heldout_images": 0}
+    assert "off (Held out 0%)" in heldout_summary(off, {"train": {"holdout": 0.0}}, gaps)
+    assert "too few images" in heldout_summary(off, {"train": {"holdout": 0.3}}, gaps)

@@ -174,6 +174,30 @@ def _eta(status: dict, wide: pd.DataFrame) -> str:
     return " · ".join(parts)
 
 
+def heldout_summary(status: dict, config: dict, wide: pd.DataFrame) -> str:
+    """What the *Held-out check* chart shows for this run, in words and numbers."""
+    held, trained = status.get("heldout_images"), status.get("training_images")
+    if held is None:
+        return "Held-out check: not measured, this run predates it."
+    if not held:
+        off = ((config.get("train") or {}).get("holdout") or 0) == 0
+        return ("Held-out check: off (Held out 0%)." if off else
+                "Held-out check: off, too few images to hold 8 out.")
+    counts = f"{trained:,} training images, {held} held out" if trained else f"{held} images held out"
+    lines = [m for m, _, _ in plots.HELDOUT_LINES]     # seen, unseen: as the chart draws them
+    gap = (wide[lines[0]] - wide[lines[1]]).dropna() if set(lines) <= set(wide) else pd.Series(dtype=float)
+    gap = gap[gap.index > 0]                     # step 0 is the untrained critic
+    text = (f"Held-out check ({counts}): the critic's W estimate on images it has seen (blue) "
+            "and on unseen ones (orange). They agree while it generalises; when seen pulls away "
+            "above unseen, it is memorising its training images.")
+    if len(gap) >= 2:
+        k = min(5, len(gap) // 2)
+        first, last = ("first check", "last") if k == 1 else (f"first {k} checks", f"last {k}")
+        text += (f" Seen − unseen: {gap.iloc[:k].mean():+.2f} over the {first}, "
+                 f"{gap.iloc[-k:].mean():+.2f} over the {last}.")
+    return text
+
+
 def render(run_path: str) -> None:
     """One refresh of the live panel; panel() wraps it in st.fragment(run_every=REFRESH_S) while
     the run is active."""
@@ -218,12 +242,9 @@ def render(run_path: str) -> None:
     beat = status.get("heartbeat") if state not in ACTIVE_STATES else None
     when = (f"last report {time.strftime('%H:%M:%S', time.localtime(beat))}" if beat
             else f"updated {time.strftime('%H:%M:%S')}")
-    held = status.get("heldout_images")   # absent in runs from before the check
-    check = ("" if held is None else " · no held-out check (off, or too few images)" if not held else
-             f" · {held} images held out. Held-out check: the W estimate on images the critic "
-             "has seen (training) and unseen (held out); when seen pulls away above unseen, the "
-             "critic is memorising its training set")
-    rows[1][3].caption(f"{logged} · {changes} · {when}{check}")
+    rows[1][3].caption(f"{logged} · {changes} · {when}")
+    # Full width under the charts: in the grid's column it wrapped to a dozen lines at 1024 px.
+    st.caption(heldout_summary(status, store.config(), wide))
     grids = store.samples()
     if grids:
         step, path = grids[-1]

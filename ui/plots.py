@@ -96,7 +96,9 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
     last = max([changes["step"].max() if n else 0, data["step"].max() if len(data) else 0, 1])
     changes["left_of_rule"] = changes["step"] > 0.6 * last
 
-    x = {"field": "step", "type": "quantitative", "title": None, "axis": {"tickCount": 5}}
+    # labelFlush: the last step label ("1,500") was clipped at the chart's right edge.
+    x = {"field": "step", "type": "quantitative", "title": None,
+         "axis": {"tickCount": 5, "labelFlush": True}}
     # Named, so the browser test can tell these rules from the axis grid (also rules).
     rule = {"name": "control_changes", "data": {"name": "changes"},
             "mark": {"type": "rule", "color": _MARK, "strokeDash": [3, 3], "strokeWidth": 1.5},
@@ -156,7 +158,8 @@ def _heldout_layer(x: dict) -> dict:
                                               "columnPadding": 8}},
                          "tooltip": [{"field": "step", "type": "quantitative"},
                                      {"field": "images", "type": "nominal"},
-                                     {"field": "w", "type": "quantitative", "format": ".3f"}]}}
+                                     {"field": "w", "type": "quantitative", "format": ".3f",
+                                      "title": "W estimate"}]}}
 
 
 # Names a person reads for the metrics the jobs log (the Runs page shows both).
@@ -164,9 +167,9 @@ _METRIC_NAMES = {
     **dict(TRAINING_PANELS), "wgan/w_estimate": "Wasserstein estimate",
     "wgan/grad_norm_mean": "Gradient norm ‖∇D‖", "wgan/gp": "Gradient penalty",
     "wgan/grad_norm_std": "Gradient norm, spread",
-    "throughput/img_s": "Images / s", "heldout/w_train": "Wasserstein estimate, training images",
-    "heldout/w_heldout": "Wasserstein estimate, held-out images",
-    "heldout/gap": "Critic score, training minus held-out images",
+    "throughput/img_s": "Images / s", "heldout/w_train": "Held-out check: W estimate, seen images",
+    "heldout/w_heldout": "Held-out check: W estimate, unseen images",
+    "heldout/gap": "Held-out check: seen minus unseen",
     "time/step_s": "Seconds per step", "time/epoch_s": "Seconds per epoch",
     "lambda": "Gradient penalty lambda", "n_critic": "Critic steps per generator step",
     "lr/critic": "Critic learning rate", "lr/gen": "Generator learning rate",
