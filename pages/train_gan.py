@@ -139,7 +139,8 @@ def _picked():
 # paused or ended, since a keyed selectbox keeps the label it drew; the panel's badge shows it.
 st.selectbox("Run", names, key="gan_run_pick", on_change=_picked)
 store = RunStore(runs[names.index(st.session_state["gan_run"])].path)
-if store.status().get("state") in ("finished", "stopped") and store.samples():
+# Only once it has trained: a run stopped at step 0 has just the grid of its untrained generator.
+if store.status().get("state") in ("finished", "stopped") and any(s > 0 for s, _ in store.samples()):
     row = st.container(horizontal=True)
     if row.button("Browse its samples", key="gan_to_samples", icon=":material/grid_view:"):
         st.switch_page(nav.path("pages/samples.py"))      # Samples shows st.session_state.gan_run
