@@ -548,7 +548,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, GeneratorCo
 def saved_configs(saved: dict) -> tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig]:
     """The configs a run's config.json holds, as it trained with them."""
     data, gen = from_dict(DataConfig, saved["data"]), from_dict(GeneratorConfig, saved["generator"])
-    critic = from_dict(CriticConfig, saved["critic"])
+    critic = from_dict(CriticConfig, saved.get("critic"))
     # A run saved before the held-out check trained on every image: keep it that way.
     return data, gen, critic, from_dict(TrainConfig, {"holdout": 0.0, **saved["train"]})
 

@@ -62,7 +62,7 @@ def copy_check(run_dir: str | Path, samples: np.ndarray) -> CopyCheck:
     from core.runstore import RunStore
 
     saved = RunStore(run_dir).config()
-    if not saved.get("data") or not saved.get("train"):
+    if not all(saved.get(k) for k in ("data", "generator", "train")):
         raise UserError(f"{run_dir} holds no GAN training config")
     data, gen, _, train = saved_configs(saved)
     images, held, _ = load_images(data, gen, train)

@@ -268,3 +268,15 @@ def test_heldout_summary_says_what_the_chart_shows():
     off = {"heldout_images": 0}
     assert "off (Held out 0%)" in heldout_summary(off, {"train": {"holdout": 0.0}}, gaps)
     assert "too few images" in heldout_summary(off, {"train": {"holdout": 0.3}}, gaps)
+
+
+def test_thinning_a_long_history_keeps_every_held_out_check():
+    import pandas as pd
+
+    from ui import live
+
+    rows = [(s, "loss/critic", 1.0) for s in range(1, 4001)]
+    rows += [(s, m, 1.0) for s in range(50, 4001, 50) for m in ("heldout/w_train", "heldout/w_heldout")]
+    wide = live._wide(pd.DataFrame(rows, columns=["step", "name", "value"]))
+    assert len(wide) <= live.MAX_POINTS
+    assert wide["heldout/w_train"].notna().sum() == 80 and wide.index[-1] == 4000

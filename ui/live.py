@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -154,8 +155,12 @@ def _wide(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     wide = df.pivot_table(index="step", columns="name", values="value", aggfunc="last")
     if len(wide) > MAX_POINTS:
-        keep = sorted(set(range(0, len(wide), len(wide) // MAX_POINTS + 1)) | {len(wide) - 1})
-        wide = wide.iloc[keep]
+        keep = set(range(0, len(wide), len(wide) // MAX_POINTS + 1)) | {len(wide) - 1}
+        # Every held-out check too: they come only with the grids, and thinning dropped them.
+        held = [m for m, _, _ in plots.HELDOUT_LINES if m in wide]
+        if held:
+            keep |= set(np.flatnonzero(wide[held].notna().any(axis=1).to_numpy()).tolist())
+        wide = wide.iloc[sorted(keep)]
     return wide
 
 
