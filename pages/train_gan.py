@@ -94,8 +94,8 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
                  "images: on the *Held-out check* chart, seen pulling away above unseen "
                  "means the critic memorises its training set. Small data memorise sooner: "
                  "20 phantoms per class, all classes, *Training patients only* off and 30% "
-                 "trains on 40 and holds 20 out, as in docs/results.md. Too few to hold 8 "
-                 "out, and there is no check.")
+                 "trains on 40 and holds 20 out, as in docs/results.md. With fewer than 8 "
+                 "images to hold out there is no check.")
     with a[3]:
         state.seed("gan_train_split", True)
         train_only = st.toggle("Training patients only", key="gan_train_split",
