@@ -392,7 +392,8 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
 
     status = {"total_steps": config.steps, "path": trainer.path, "device": describe(device),
               "loss": config.loss, "world_size": ctx.world, "compile_error": trainer.compile_error,
-              "heldout_images": len(held), "training_images": len(images) * ctx.world}
+              "heldout_images": len(held), "training_images": len(images) * ctx.world,
+              "holdout": config.holdout}
     if rank0:
         store.set_status("running", reason=None, step=start, **status)
         if not resume:

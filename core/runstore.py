@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import re
 import sqlite3
 import subprocess
 import sys
@@ -38,13 +38,31 @@ def runs_root() -> Path:
     return Path(os.environ.get("XRAY_RUNS_DIR") or REPO_ROOT / "runs")
 
 
+def new_run_name(kind: str, existing: list[str], now: float | None = None) -> str:
+    """A run directory name a person can read and tell apart: when it started and which run of
+    its kind it is, e.g. "261122-2341-gan-wgan-gp-3" (the third WGAN-GP run in the folder,
+    started 22 Nov 2026 at 23:41); `existing`: the names already in the runs folder."""
+    # Identical runs used to differ only by a random hex suffix and the seconds of a 15-digit
+    # stamp. Year first, so names still sort by start time (list_runs sorts by name, newest
+    # first), after the older "20261122-234105-..." names too. Only names of this form count:
+    # an old name's hex suffix may be all digits ("...-8618").
+    pattern = re.compile(rf"\d{{6}}-\d{{4}}-{re.escape(kind)}-(\d+)")
+    n = 1 + max((int(m[1]) for name in existing if (m := pattern.fullmatch(name))), default=0)
+    return f"{time.strftime('%y%m%d-%H%M', time.localtime(now))}-{kind}-{n}"
+
+
 def new_run_dir(kind: str, root: str | Path | None = None) -> Path:
-    """A fresh, sortable run directory name such as runs/20261122-130501-wgan-gp-3f2a."""
+    """A fresh run directory named by new_run_name, such as runs/261122-1305-wgan-gp-3."""
     root = Path(root) if root else runs_root()
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(2)}"
-    path = root / name
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):   # another process may take the same number between listing and mkdir
+        path = root / new_run_name(kind, [p.name for p in root.iterdir()])
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"could not make a new run directory in {root}")
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -63,7 +63,7 @@ def test_heldout_check_scores_unseen_images_with_each_grid(tmp_path):
     # 24 one-image patients, 40% asked: a 2-fold split holds out 12.
     state, store = run(tmp_path / "ho", steps=2, holdout=0.4)
     assert state == "finished" and store.status()["heldout_images"] == 12
-    assert store.status()["training_images"] == 12
+    assert store.status()["training_images"] == 12 and store.status()["holdout"] == 0.4
     wide = store.metrics_wide()
     names = ["heldout/w_train", "heldout/w_heldout", "heldout/gap"]
     assert wide[names].dropna().index.tolist() == [0, 2]            # with the grids at 0 and 2

@@ -143,7 +143,7 @@ def test_runs_started_alike_get_names_a_person_tells_apart(monkeypatch):
 
 
 def test_run_name_format():
-    from ui.jobs import new_run_name
+    from core.runstore import new_run_name
 
     now = time.mktime((2026, 1, 22, 23, 42, 5, 0, 0, -1))
     assert new_run_name("classifier-resnet", [], now) == "260122-2342-classifier-resnet-1"

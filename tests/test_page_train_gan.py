@@ -259,15 +259,14 @@ def test_heldout_summary_says_what_the_chart_shows():
                          "heldout/w_heldout": unseen, "loss/critic": 1.0},
                         index=[0, 50, 100, 150, 200, 250, 300])
     gaps.loc[75] = [None, None, 2.0]          # a logged step between two checks
-    text = heldout_summary(on, {}, gaps)
+    text = heldout_summary(on, gaps)
     assert text.startswith("Held-out check (28 training images, 14 held out)")
     # Step 0 (the untrained critic) left out; three checks each side of six.
     assert "+0.07 over the first 3 checks, +1.30 over the last 3." in text
-    assert "Seen − unseen" not in heldout_summary(on, {}, pd.DataFrame())   # nothing measured yet
-    assert heldout_summary({}, {}, gaps) == "Held-out check: not measured, this run predates it."
-    off = {"heldout_images": 0}
-    assert "off (Held out 0%)" in heldout_summary(off, {"train": {"holdout": 0.0}}, gaps)
-    assert "too few images" in heldout_summary(off, {"train": {"holdout": 0.3}}, gaps)
+    assert "Seen − unseen" not in heldout_summary(on, pd.DataFrame())   # nothing measured yet
+    assert heldout_summary({}, gaps) == "Held-out check: not measured, this run predates it."
+    assert "off (Held out 0%)" in heldout_summary({"heldout_images": 0, "holdout": 0.0}, gaps)
+    assert "too few images" in heldout_summary({"heldout_images": 0, "holdout": 0.3}, gaps)
 
 
 def test_thinning_a_long_history_keeps_every_held_out_check():

@@ -63,6 +63,12 @@ def test_launch_runs_a_core_command_in_its_own_process(tmp_path):
     assert RunStore(run_dir).control()["gp_lambda"] == 3.0
 
 
+def test_new_run_dirs_are_numbered_per_kind(tmp_path):
+    # The command line names its runs as the app does: readable, numbered within their kind.
+    names = [new_run_dir(kind, tmp_path).name for kind in ("wgan-gp", "wgan-gp", "classifier")]
+    assert [n.split("-", 2)[2] for n in names] == ["wgan-gp-1", "wgan-gp-2", "classifier-1"]
+
+
 def test_listing_and_missing_dirs(tmp_path):
     a = new_run_dir("wgan-gp", tmp_path)
     RunStore(a, create=True).set_status("finished")

@@ -5,9 +5,7 @@ run directory it writes."""
 from __future__ import annotations
 
 import fcntl
-import re
 import shutil
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from core.runstore import (
     RunStore,
     launch,
     list_runs,
+    new_run_dir,
     runs_root,
 )
 
@@ -98,33 +97,12 @@ def _launch_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def new_run_name(kind: str, existing: list[str], now: float | None = None) -> str:
-    """A run directory name a person can read and tell apart: when it started and which run of
-    its kind it is, e.g. "261122-2341-gan-wgan-gp-3" (the third WGAN-GP run in the folder,
-    started 22 Nov 2026 at 23:41); `existing`: the names already in the runs folder."""
-    # Identical runs used to differ only by a random hex suffix and the seconds of a 15-digit
-    # stamp. Year first, so names still sort by start time (list_runs sorts by name, newest
-    # first), after the older "20261122-234105-..." names too. Only names of this form count:
-    # an old name's hex suffix may be all digits ("...-8618").
-    pattern = re.compile(rf"\d{{6}}-\d{{4}}-{re.escape(kind)}-(\d+)")
-    n = 1 + max((int(m[1]) for name in existing if (m := pattern.fullmatch(name))), default=0)
-    return f"{time.strftime('%y%m%d-%H%M', time.localtime(now))}-{kind}-{n}"
-
-
-def _new_run_dir(kind: str) -> Path:
-    root = runs_root()
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / new_run_name(kind, [p.name for p in root.iterdir()])
-    path.mkdir()  # under the launch lock: no other session makes one meanwhile
-    return path
-
-
 def start(command: str, args: list[str], kind: str) -> RunStore:
     """Launch `python -m core <command> <args> --run-dir NEW` unless a run is active; returns the
     new run's store (state "queued" until the job writes its own status)."""
     with _launch_lock():
         ensure_can_start()
-        run_dir = _new_run_dir(kind)
+        run_dir = new_run_dir(kind)   # under the launch lock: no other session races it
         launch([command, *args, "--run-dir", str(run_dir)], run_dir)
     return RunStore(run_dir)
 

@@ -179,14 +179,13 @@ def _eta(status: dict, wide: pd.DataFrame) -> str:
     return " · ".join(parts)
 
 
-def heldout_summary(status: dict, config: dict, wide: pd.DataFrame) -> str:
+def heldout_summary(status: dict, wide: pd.DataFrame) -> str:
     """What the *Held-out check* chart shows for this run, in words and numbers."""
     held, trained = status.get("heldout_images"), status.get("training_images")
     if held is None:
         return "Held-out check: not measured, this run predates it."
     if not held:
-        off = ((config.get("train") or {}).get("holdout") or 0) == 0
-        return ("Held-out check: off (Held out 0%)." if off else
+        return ("Held-out check: off (Held out 0%)." if not status.get("holdout") else
                 "Held-out check: off, too few images to hold 8 out.")
     counts = f"{trained:,} training images, {held} held out" if trained else f"{held} images held out"
     lines = [m for m, _, _ in plots.HELDOUT_LINES]     # seen, unseen: as the chart draws them
@@ -249,7 +248,7 @@ def render(run_path: str) -> None:
             else f"updated {time.strftime('%H:%M:%S')}")
     rows[1][3].caption(f"{logged} · {changes} · {when}")
     # Full width under the charts: in the grid's column it wrapped to a dozen lines at 1024 px.
-    st.caption(heldout_summary(status, store.config(), wide))
+    st.caption(heldout_summary(status, wide))
     grids = store.samples()
     if grids:
         step, path = grids[-1]
