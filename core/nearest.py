@@ -55,9 +55,9 @@ class CopyCheck:
         return out
 
 
-def copy_check(run_dir: str | Path, samples: np.ndarray) -> CopyCheck:
-    """Reload the images a finished (or running) GAN run trained on, exactly as it split them,
-    and measure `samples` (uint8 (N, [C,] S, S), e.g. from its generator) against them."""
+def run_images(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) uint8 (N, C, S, S) images of a GAN run, reloaded exactly as it split
+    them (rendering or decoding them again: seconds, so callers keep the answer)."""
     from core.gan_train import load_images, saved_configs
     from core.runstore import RunStore
 
@@ -66,8 +66,13 @@ def copy_check(run_dir: str | Path, samples: np.ndarray) -> CopyCheck:
         raise UserError(f"{run_dir} holds no GAN training config")
     data, gen, _, train = saved_configs(saved)
     images, held, _ = load_images(data, gen, train)
-    training = images.numpy()
+    return images.numpy(), held.numpy()
+
+
+def copy_check(samples: np.ndarray, training: np.ndarray, held: np.ndarray) -> CopyCheck:
+    """`samples` (uint8 (N, [C,] S, S), e.g. from the run's generator) against the images the run
+    trained on, and its held-out images against the same for scale (see run_images)."""
     samples = samples.reshape(len(samples), *training.shape[1:])
     sample_index, sample_rmse = nearest(samples, training)
-    heldout_rmse = nearest(held.numpy(), training)[1] if len(held) else np.array([], np.float32)
+    heldout_rmse = nearest(held, training)[1] if len(held) else np.array([], np.float32)
     return CopyCheck(training, sample_index, sample_rmse, heldout_rmse)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import CLASSES
 from core.checkpoint import read_meta
+from core.nearest import copy_check
 from core.runstore import runs_root
 from ui import cache, jobs, state
 from ui.errors import attempt
@@ -144,10 +145,12 @@ nn_key = (str(ckpt), mtime, int(seed), int(n))
 if st.button("Find the nearest training images", key="samples_nn", icon=":material/image_search:"):
     config_path = store.path / "config.json"
     with st.spinner("Loading the images the run trained on..."):
-        found = attempt(cache.copy_check, str(store.path),
-                        config_path.stat().st_mtime_ns if config_path.exists() else 0, images,
-                        what="comparing with the training images")
-    if found is not None:
+        loaded_images = attempt(cache.run_images, str(store.path),
+                                config_path.stat().st_mtime_ns if config_path.exists() else 0,
+                                what="loading the run's training images")
+    found = loaded_images and attempt(copy_check, images, *loaded_images,
+                                      what="comparing with the training images")
+    if found:
         st.session_state["samples_nn_found"] = (nn_key, found)
 nn = st.session_state.get("samples_nn_found")
 if nn and nn[0] == nn_key:     # for the grid shown: another seed or count needs a new search

@@ -10,7 +10,7 @@ import torch
 
 from core import gan_train as gt
 from core.errors import UserError
-from core.nearest import copy_check, nearest
+from core.nearest import copy_check, nearest, run_images
 
 
 def test_nearest_finds_exact_and_shifted_copies():
@@ -45,7 +45,7 @@ def test_copy_check_reloads_the_runs_own_split(tiny_run):
     # A training image is a copy (distance 0, found); a held-out one (the farthest) is not.
     far = int(np.argmax(nearest(held.numpy(), images.numpy())[1]))
     samples = np.concatenate([images[[4]].numpy(), held[[far]].numpy()])[:, 0]    # (2, 32, 32)
-    check = copy_check(tiny_run, samples)
+    check = copy_check(samples, *run_images(tiny_run))
     assert len(check.training) == len(images) == 10 and len(check.heldout_rmse) == len(held) == 11
     assert check.sample_index[0] == 4 and check.sample_rmse[0] == 0
     assert check.sample_rmse[1] > 0 and (check.heldout_rmse > 0).all()
@@ -61,8 +61,8 @@ def test_copy_check_of_a_run_without_held_out_images(tiny_run, tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     (old / "config.json").write_text(json.dumps(saved))
-    check = copy_check(old, np.zeros((3, 32, 32), np.uint8))
+    check = copy_check(np.zeros((3, 32, 32), np.uint8), *run_images(old))
     assert len(check.training) == 21 and len(check.heldout_rmse) == 0
     assert "heldout_rmse_median" not in check.summary()
     with pytest.raises(UserError, match="no GAN training config"):
-        copy_check(tmp_path, np.zeros((1, 32, 32), np.uint8))
+        run_images(tmp_path)

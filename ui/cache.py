@@ -111,13 +111,13 @@ def generate(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
     return sample_u8(model, z)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def copy_check(run_path: str, config_mtime_ns: int, samples: np.ndarray):
-    """core.nearest.copy_check of a run's samples; reloading its training images (rendering or
-    decoding them) takes seconds, so each answer is kept."""
-    from core.nearest import copy_check as check
+@st.cache_data(max_entries=2, show_spinner=False)
+def run_images(run_path: str, config_mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """core.nearest.run_images: a GAN run's training and held-out images, loaded once per run
+    (rendering or decoding them again takes seconds), whatever samples are compared with them."""
+    from core.nearest import run_images as load
 
-    return check(run_path, samples)
+    return load(run_path)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
