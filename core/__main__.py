@@ -22,6 +22,7 @@ COMMANDS = {
     "gan-metrics": ("core.gan_metrics", "FID/KID/relative FD/precision-recall/C2ST of a GAN run"),
     "ablation": ("core.ablation", "real vs Augmentor vs GAN-augmented classifier training"),
     "compare": ("core.compare", "train GAN, WGAN and WGAN-GP on the same budget and compare"),
+    "model-card": ("core.modelcard", "ship a model: a copy of its snapshot with a short card"),
 }
 
 

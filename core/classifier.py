@@ -34,6 +34,9 @@ class ClassifierConfig:
     dense: int = 128                     # report-cnn hidden dense units (the penultimate layer)
     width: float = 1.0                   # multiplies filters and dense: 0.25 for tiny test models
     batchnorm: bool = False              # report-cnn: BatchNorm after each conv (not in the report)
+    equalize: bool = False               # histogram-equalise each image inside the model (see
+                                         # equalize_histogram); saved with the weights, so every
+                                         # caller feeds the same plain images
 
 
 def _scaled(n: int, width: float) -> int:
@@ -50,6 +53,19 @@ def _check(config: ClassifierConfig) -> None:
                         f"(got {config.size})")
     if not 0.0 <= config.dropout < 1.0:
         raise UserError(f"dropout must be in [0, 1), not {config.dropout}")
+
+
+def equalize_histogram(x: torch.Tensor) -> torch.Tensor:
+    """Per-image histogram equalisation of (N, C, H, W) in [-1, 1]: each pixel becomes the share
+    of its image's pixels below it (ties counted half), mapped back to [-1, 1]. Sources differ in exposure,
+    windowing and processing; equalised, they differ less, and a model has less of the source
+    to learn instead of the finding."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)                                       # (N, C*H*W)
+    ordered, flat = flat.sort(dim=1).values.contiguous(), flat.contiguous()
+    below = torch.searchsorted(ordered, flat)                     # (N, C*H*W) pixels < each
+    upto = torch.searchsorted(ordered, flat, right=True)          # pixels <= each
+    return ((below + upto).to(x.dtype) / flat.shape[1] - 1.0).reshape(x.shape)
 
 
 class ReportCNN(nn.Module):
@@ -87,6 +103,8 @@ class ReportCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # (N, C, S, S) -> (N, D): the penultimate (dense) activations
+        if self.config.equalize:
+            x = equalize_histogram(x)
         for block in self.blocks:
             x = self.pool(block(x))
         return self.embed(x)
@@ -131,6 +149,8 @@ class ResNet(nn.Module):
         return [self.stem, *self.stages]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.equalize:
+            x = equalize_histogram(x)
         x = self.stages(self.stem(x))            # (N, C4, S/8 or S/16, ...)
         return x.mean(dim=(2, 3))                 # (N, C4) global average pool
 

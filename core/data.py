@@ -49,6 +49,11 @@ class DataConfig:
     # train-classifier's train_fraction chooses them (the ablation's GAN runs per fraction).
     split_train_fraction: float = 1.0
     seed: int = 0
+    # Keep only items whose metadata matches: "COLUMN=GLOB" entries, several for one column
+    # meaning any of them, different columns all of them (e.g. only the sources and licences
+    # that may train shipped weights; see checkpoints/classifier-cxr.md). Applied before
+    # decoding and before the patient split.
+    where: tuple[str, ...] = ()
 
 
 class ImageDataset(Dataset):
@@ -360,6 +365,37 @@ def _scan_covid_chestxray(root: Path, df):
     return items, skipped
 
 
+def parse_where(where) -> dict[str, list[str]]:
+    """{column: [glob, ...]} from DataConfig.where entries "COLUMN=GLOB"."""
+    rules: dict[str, list[str]] = {}
+    for entry in where or ():
+        column, sep, pattern = str(entry).partition("=")
+        if not sep or not column.strip():
+            raise UserError(f"data filter {entry!r} must read COLUMN=PATTERN, e.g. "
+                            f"'source=ozanguldali/*'")
+        rules.setdefault(column.strip(), []).append(pattern.strip())
+    return rules
+
+
+def matches(meta: dict, rules: dict[str, list[str]]) -> bool:
+    """True when `meta` passes every column's rule (any of its globs, case-sensitive)."""
+    from fnmatch import fnmatchcase
+
+    return all(any(fnmatchcase(str(meta.get(col) or ""), g) for g in globs)
+               for col, globs in rules.items())
+
+
+def _filter_items(items: list, skipped: list, config: DataConfig) -> list:
+    rules = parse_where(config.where)
+    if not rules:
+        return items
+    kept = [it for it in items if matches(it[2], rules)]
+    if len(kept) < len(items):
+        skipped.append(("metadata", f"{len(items) - len(kept)} items left out by the data "
+                                    f"filter {'; '.join(config.where)}"))
+    return kept
+
+
 def _load_directory(root: Path, config: DataConfig, progress: Progress | None) -> ImageDataset:
     """Layout by content: metadata.csv with file,class (c), with finding,filename (b), else
     class folders (a); a metadata.csv of another shape is ignored."""
@@ -373,6 +409,7 @@ def _load_directory(root: Path, config: DataConfig, progress: Progress | None) -
         items, skipped = _scan_covid_chestxray(root, df)
     else:
         items, skipped = _scan_class_folders(root, config)
+    items = _filter_items(items, skipped, config)
     images, labels, metas, bad = _decode_all(items, config.size, progress)
     return _build(images, labels, metas, skipped + bad, config, str(root), str(root))
 
@@ -514,6 +551,14 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None) -> 
         raise UserError("split_train_fraction applies to the training split only "
                         "(--data-split train).")
     dataset = _load_source(config, progress)
+    rules = parse_where(config.where)
+    if rules:  # folders filter before decoding; this catches every other source
+        keep = [i for i, m in enumerate(dataset.metas) if matches(m, rules)]
+        if not keep:
+            raise UserError(f"the data filter {'; '.join(config.where)} keeps no image of "
+                            f"{config.source}")
+        if len(keep) < len(dataset):
+            dataset = dataset.subset(np.array(keep))
     if config.split:  # before the class filter: the split is defined on the whole source
         parts = split_by_patient(dataset, config.split_val_fraction, config.split_test_fraction,
                                  config.split_seed)
@@ -657,11 +702,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-extra-classes", action="store_true",
                         help="keep classes beyond COVID-19/NORMAL/PNEUMONIA (e.g. Lung_Opacity)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the phantom source")
+    parser.add_argument("--where", default="", help="keep only items whose metadata match, "
+                        "COLUMN=GLOB entries separated by commas (see DataConfig.where)")
     parser.add_argument("--json", action="store_true", help="print describe()'s dict as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
-    config = DataConfig(source=args.source, keep_extra_classes=args.keep_extra_classes)
+    config = DataConfig(source=args.source, keep_extra_classes=args.keep_extra_classes,
+                        where=tuple(w for w in args.where.split(",") if w.strip()))
     if args.size is not None:
         config.size = args.size
     if args.seed is not None:

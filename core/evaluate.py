@@ -137,9 +137,64 @@ def _label_map(dataset_classes: list[str], model_classes: list[str]) -> np.ndarr
     return np.array([model_classes.index(c) for c in dataset_classes], dtype=np.int64)
 
 
-def evaluate(model: torch.nn.Module, meta: dict, dataset, indices=None) -> dict:
+# Sources whose images are children's (Kermany et al. 2018 and its copies): "adults only" leaves
+# them out. An item's own age (metadata column "age" or "patient_age") below 18, or a view
+# marked pediatric, counts as a child too.
+PEDIATRIC_SOURCES = ("ozanguldali/final-covid-chestxray", "*kermany*", "*Kermany*", "chest_xray*")
+SHORTCUT_MIN_ITEMS = 10   # a source with fewer items joins "other" in the shortcut probe
+
+
+def is_child(meta: dict) -> bool:
+    """Whether an item is a child's image, by its age, its view or its source."""
+    from fnmatch import fnmatchcase
+
+    for key in ("age", "patient_age"):
+        try:
+            if float(meta.get(key)) < 18:
+                return True
+        except (TypeError, ValueError):
+            pass
+    if "pediatric" in str(meta.get("view") or "").lower():
+        return True
+    source = str(meta.get("source") or "")
+    return any(fnmatchcase(source, g) for g in PEDIATRIC_SOURCES)
+
+
+def shortcut_probe(features: np.ndarray, sources: list[str], folds: int = 5, seed: int = 0
+                   ) -> dict | None:
+    """How well the model's features tell an image's *source*: cross-validated accuracy of a
+    logistic regression on standardised penultimate features, against the majority-source
+    baseline. Near 1.0 with a low baseline means the model encodes the hospital as well as
+    (or better than) the finding. None when fewer than two sources have enough images."""
+    from collections import Counter
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = Counter(sources)
+    groups = [s if counts[s] >= SHORTCUT_MIN_ITEMS else "other" for s in sources]
+    counts = Counter(groups)
+    keep = [i for i, g in enumerate(groups) if counts[g] >= folds]  # a tiny "other" cannot fold
+    features, groups = features[keep], [groups[i] for i in keep]
+    counts = Counter(groups)
+    if len(counts) < 2:
+        return None
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    acc = cross_val_score(probe, features, groups, cv=cv, scoring="accuracy")
+    return {"accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "baseline": max(counts.values()) / len(groups), "n": len(groups),
+            "sources": dict(sorted(counts.items()))}
+
+
+def evaluate(model: torch.nn.Module, meta: dict, dataset, indices=None,
+             probe: bool = True) -> dict:
     """Evaluate a classifier on `dataset` (an ImageDataset; only `indices` when given): overall
-    metrics plus the same per `meta["source"]` of the items under "by_source". Probabilities use
+    metrics, the same for adults alone under "adults" (see is_child), per `meta["source"]` of
+    the items under "by_source", and the shortcut probe (`shortcut_probe`) on the penultimate
+    features under "shortcut" when the items come from two or more sources. Probabilities use
     the checkpoint's fitted temperature (meta["temperature"]); "ece" is before, "ece_scaled"
     after scaling."""
     classes = list(meta.get("classes") or dataset.classes)
@@ -156,35 +211,81 @@ def evaluate(model: torch.nn.Module, meta: dict, dataset, indices=None) -> dict:
     t = float(meta.get("temperature") or 1.0)
     result = scores(logits, labels, classes, t)
     sources = [str(dataset.metas[i].get("source") or "") for i in idx]
+    adult = np.array([not is_child(dataset.metas[i]) for i in idx])
+    if adult.any() and not adult.all():
+        result["adults"] = scores(logits[adult], labels[adult], classes, t, roc_points=False)
+    elif adult.all():
+        result["adults"] = {k: result[k] for k in ("n", "accuracy", "macro_f1", "per_class",
+                                                   "confusion", "covid_sensitivity")
+                            if k in result}
     if any(sources):
         result["by_source"] = {}
         for s in sorted(set(sources)):
             m = np.array([x == s for x in sources])
             result["by_source"][s or "(none)"] = scores(logits[m], labels[m], classes, t,
                                                         roc_points=False)
+        if probe and len(set(sources)) > 1 and hasattr(model, "features"):
+            from core.classifier import penultimate
+
+            with torch.no_grad():
+                feats = torch.cat([penultimate(model, images[i:i + 256]).float()
+                                   for i in range(0, len(images), 256)]).numpy()
+            result["shortcut"] = shortcut_probe(feats, sources)
     return result
 
 
-def split_indices(meta: dict, dataset, split: str) -> np.ndarray:
-    """The item indices of `split` ("train", "val", "test" or "all") of `dataset`, reproducing the
-    patient-level split recorded in the checkpoint meta (seed and fractions)."""
-    if split == "all":
-        return np.arange(len(dataset))
+def _key(meta: dict, i: int) -> str:
+    """An item's patient, or its file when it names no patient (comparable across loads)."""
+    return str(meta.get("patient") or f"file:{meta.get('file') or i}")
+
+
+def unseen_indices(meta: dict, dataset) -> np.ndarray:
+    """Indices of the items of `dataset` whose patient the checkpoint neither trained nor
+    validated on: its test patients and every patient of a source it never loaded. Reloads the
+    checkpoint's own training data (its data config, filters included) to recover the split."""
+    from core.config import from_dict
+    from core.data import DataConfig, load_dataset
+
+    own_config = from_dict(DataConfig, meta.get("data"))
+    own_config.size = int(meta.get("model", {}).get("size", own_config.size))
+    own = load_dataset(own_config)
+    parts = _split_parts(meta, own)
+    seen = {_key(own.metas[i], i) for name in ("train", "val") for i in parts[name]}
+    return np.array([i for i, m in enumerate(dataset.metas) if _key(m, i) not in seen],
+                    dtype=np.int64)
+
+
+def _split_parts(meta: dict, dataset) -> dict[str, np.ndarray]:
     from core.splits import split_by_patient
 
     s = meta.get("split") or {}
     if not s:
         raise UserError("this checkpoint records no data split; use --split all")
-    parts = split_by_patient(dataset, s.get("val_fraction", 0.15), s.get("test_fraction", 0.0),
-                             s.get("seed", 0))
+    return split_by_patient(dataset, s.get("val_fraction", 0.15), s.get("test_fraction", 0.0),
+                            s.get("seed", 0))
+
+
+def split_indices(meta: dict, dataset, split: str) -> np.ndarray:
+    """The item indices of `split` ("train", "val", "test", "all" or "unseen": see
+    unseen_indices) of `dataset`, reproducing the patient-level split recorded in the checkpoint
+    meta (seed and fractions)."""
+    if split == "all":
+        return np.arange(len(dataset))
+    if split == "unseen":
+        return unseen_indices(meta, dataset)
+    parts = _split_parts(meta, dataset)
     if split not in parts:
         raise UserError(f"unknown split {split!r}; choose train, val, test or all")
     return np.asarray(parts[split], dtype=np.int64)
 
 
 def format_table(result: dict) -> str:
-    """A short markdown table: overall and per source (n, accuracy, macro-F1, COVID-19 recall)."""
-    rows = [("all", result)] + list((result.get("by_source") or {}).items())
+    """A short markdown table: overall, adults alone and per source (n, accuracy, macro-F1,
+    COVID-19 recall), then the shortcut probe's line."""
+    rows = [("all", result)]
+    if result.get("adults"):
+        rows.append(("adults only", result["adults"]))
+    rows += list((result.get("by_source") or {}).items())
     lines = ["| source | n | accuracy | macro-F1 | COVID-19 sensitivity |", "|---|---:|---:|---:|---:|"]
 
     def fmt(v):
@@ -193,7 +294,18 @@ def format_table(result: dict) -> str:
     for name, r in rows:
         lines.append(f"| {name} | {r['n']} | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | "
                      f"{fmt(r.get('covid_sensitivity'))} |")
+    probe = result.get("shortcut")
+    if probe:
+        lines += ["", shortcut_sentence(probe)]
     return "\n".join(lines)
+
+
+def shortcut_sentence(probe: dict) -> str:
+    """One line on the shortcut probe, for the CLI and the Classifier page."""
+    return (f"Shortcut probe: the model's features tell an image's source with "
+            f"{probe['accuracy']:.1%} accuracy (5-fold logistic regression, {probe['n']} images, "
+            f"{len(probe['sources'])} sources; always guessing the largest source: "
+            f"{probe['baseline']:.1%}).")
 
 
 # ---- `python -m core evaluate` ------------------------------------------------------------
@@ -203,9 +315,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ensemble (mean of the calibrated probabilities)")
     parser.add_argument("--data", help="data source (default: the one the model was trained on)")
     parser.add_argument("--json", help="write the full result here")
-    parser.add_argument("--split", default="auto", choices=("auto", "train", "val", "test", "all"),
+    parser.add_argument("--split", default="auto",
+                        choices=("auto", "train", "val", "test", "all", "unseen"),
                         help="auto: the held-out test patients when the data is the training "
-                             "source (val when there is no test split), else all images")
+                             "source (val when there is no test split), else all images; "
+                             "unseen: every image whose patient the model neither trained nor "
+                             "validated on (its test patients plus sources it never loaded)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -222,8 +337,8 @@ def main(args: argparse.Namespace) -> int:
         model, meta = load_classifier(path)
     data_config = from_dict(DataConfig, meta.get("data"))
     same_source = args.data is None or args.data == data_config.source
-    if args.data:
-        data_config.source = args.data
+    if args.data:  # another folder: all of it, not the training run's filter
+        data_config = DataConfig(source=args.data, keep_extra_classes=data_config.keep_extra_classes)
     data_config.size = int(meta["model"]["size"])
     dataset = load_dataset(data_config)
     split = args.split

@@ -210,10 +210,14 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor, config: GanMetricsCo
 
 
 def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
-                config: GanMetricsConfig | None = None, progress=None) -> dict:
+                config: GanMetricsConfig | None = None, progress=None,
+                real_where: tuple[str, ...] = (), real_split: tuple[str, ...] = ()) -> dict:
     """Metrics of a GAN run against the real images of its class (all classes when the run does
     not name one), on `classifier`'s penultimate features. Both sets go through the same resize
-    (real images are loaded at the generator's size, then both are resized to the classifier's)."""
+    (real images are loaded at the generator's size, then both are resized to the classifier's).
+    `real_where` filters the real source (DataConfig.where); `real_split` keeps only those parts
+    of its default patient split ("val", "test"), e.g. the patients a GAN trained with
+    --data-split train never saw."""
     from core.classifier import find_checkpoint, load_classifier
     from core.data import DataConfig, load_dataset
 
@@ -224,21 +228,32 @@ def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
     gen_size = int(fake.shape[-1])
     if progress:
         progress(0.3, f"generated {len(fake)} images at {gen_size} px")
-    real_ds = load_dataset(DataConfig(source=real_source, size=gen_size,
-                                      channels=int(fake.shape[1])))
+    real_config = DataConfig(source=real_source, size=gen_size, channels=int(fake.shape[1]),
+                             where=tuple(real_where))
+    real_ds = load_dataset(real_config)
     idx = np.arange(len(real_ds))
+    if real_split:
+        from core.splits import split_by_patient
+
+        parts = split_by_patient(real_ds, real_config.split_val_fraction,
+                                 real_config.split_test_fraction, real_config.split_seed)
+        unknown = sorted(set(real_split) - set(parts))
+        if unknown:
+            raise UserError(f"unknown split {', '.join(unknown)}; choose from {', '.join(parts)}")
+        idx = np.sort(np.concatenate([parts[p] for p in real_split]))
     if cls is not None:
         if cls not in real_ds.classes:
             raise UserError(f"the GAN's class {cls!r} is not in {real_ds.name} "
                             f"({', '.join(real_ds.classes)})")
-        idx = np.flatnonzero(real_ds.labels == real_ds.classes.index(cls))
+        idx = idx[real_ds.labels[idx] == real_ds.classes.index(cls)]
     idx = np.random.default_rng(c.seed).permutation(idx)[: 4 * c.n]
     real = resize_u8(real_ds.images[idx], size)
     fake = resize_u8(fake, size)
     if progress:
         progress(0.6, f"{len(real)} real images; extracting features")
     result = feature_metrics(features(model, real), features(model, fake), c)
-    result.update(run=str(run), real=real_source, classifier=str(classifier), gan_class=cls,
+    result.update(run=str(run), real=real_source, real_where=list(real_where),
+                  real_split=list(real_split), classifier=str(classifier), gan_class=cls,
                   gan_loss=gmeta.get("loss"), gan_step=gmeta.get("step"),
                   generator_size=gen_size, classifier_size=size, config=to_dict(c),
                   classifier_trained_on=(cmeta.get("training_data") or {}).get("source"))
@@ -251,13 +266,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real", required=True, help="real data source to compare with")
     parser.add_argument("--classifier", required=True,
                         help="classifier checkpoint (or its run dir) whose features are used")
+    parser.add_argument("--real-where", default="", help="keep only real images whose metadata "
+                        "match, COLUMN=GLOB entries separated by commas (see DataConfig.where)")
+    parser.add_argument("--real-split", default="", help="keep only these parts of the real "
+                        "source's default patient split, comma-separated (e.g. val,test: the "
+                        "patients a GAN trained with --data-split train never saw)")
     parser.add_argument("--json", help="write the result here")
     add_config_arguments(parser, GanMetricsConfig)
 
 
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in (text or "").split(",") if w.strip())
+
+
 def main(args: argparse.Namespace) -> int:
     config = override(GanMetricsConfig(), args)
-    result = gan_metrics(args.run_dir, args.real, args.classifier, config)
+    result = gan_metrics(args.run_dir, args.real, args.classifier, config,
+                         real_where=_listed(args.real_where), real_split=_listed(args.real_split))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         save_json(args.json, result)

@@ -17,6 +17,7 @@ from torch.func import grad as func_grad
 
 from core import losses
 from core.checkpoint import load_into
+from core.diffaugment import diff_augment, parse_policy
 from core.errors import UserError
 from core.models import Critic, CriticConfig, Generator, GeneratorConfig
 
@@ -51,6 +52,9 @@ class TrainConfig:
     # training set scores them above the held-out ones (the WGAN-GP paper's "detecting
     # overfitting", Gulrajani et al. 2017). 0 = off.
     holdout: float = 0.05
+    # DiffAugment policies (core/diffaugment.py), comma-separated, e.g. "color,translation,cutout":
+    # for a few hundred training images, where the critic otherwise memorises them. "" = off.
+    diffaugment: str = ""
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | mps
     compile: str = "auto"          # auto (on for CUDA only) | on | off
@@ -82,6 +86,10 @@ def resolved(config: TrainConfig) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    try:
+        parse_policy(config.diffaugment)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return config
 
 
@@ -199,6 +207,7 @@ class GanTrainer:
         self.sums = torch.zeros(len(STAT_NAMES), device=device)
         self.counts = [0, 0]                     # critic steps, generator steps since last read
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.augment = parse_policy(config.diffaugment)
         self.path, self.compile_error = "eager", None
         self._graphs = False
         self._use_eager()
@@ -278,6 +287,8 @@ class GanTrainer:
         z = torch.randn(n, self.G.config.latent_dim, device=self.device)
         with torch.no_grad(), self._autocast():
             fake = self._fake_fn(z).float()     # detached: the critic step never reaches G
+        if self.augment:   # real and fake alike, each image its own draw (DiffAugment)
+            real, fake = diff_augment(real, self.augment), diff_augment(fake, self.augment)
         alpha = torch.rand(n, 1, 1, 1, device=self.device) if self.gp_on else None
         if self._critic_fn is not None:
             params, buffers = dict(self.D.named_parameters()), dict(self.D.named_buffers())
@@ -307,7 +318,10 @@ class GanTrainer:
         self.D.requires_grad_(False)
         try:
             with self._autocast():
-                scores = self._score_fn(self._gen_fn(z)).float()     # (B,)
+                fake = self._gen_fn(z)
+                if self.augment:   # the generator's gradient flows back through the transforms
+                    fake = diff_augment(fake, self.augment)
+                scores = self._score_fn(fake).float()     # (B,)
             if self.loss == "gan":
                 loss = losses.gan_generator_loss(scores)
             else:

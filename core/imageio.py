@@ -102,21 +102,27 @@ def _window(x: np.ndarray, center: float, width: float, function: str) -> np.nda
     return np.clip(y, 0.0, 1.0).astype(np.float32)
 
 
+class RulesOut(str):
+    """A note saying the file is not a frontal chest radiograph at all (a CT, another body part,
+    a lateral view, a colour photograph): prediction flags such an image whatever its features
+    say (core.predict.predict_file)."""
+
+
 def _dicom_notes(ds, frames: int) -> list[str]:
     """Cautions from the header of a readable DICOM: not a radiograph, not the chest, a lateral
     view, several frames. Missing or empty fields say nothing (anonymisers often clear them)."""
     notes = []
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
-        notes.append(f"DICOM modality is {modality}, not a radiograph (CR or DX); the model "
-                     "knows only chest radiographs")
+        notes.append(RulesOut(f"DICOM modality is {modality}, not a radiograph (CR or DX); the "
+                              "model knows only chest radiographs"))
     part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
     if part and not any(w in part for w in CHEST_WORDS):
-        notes.append(f"DICOM body part is {part}, not the chest")
+        notes.append(RulesOut(f"DICOM body part is {part}, not the chest"))
     view = str(ds.get("ViewPosition", "") or "").strip().upper()
     if view in LATERAL_VIEWS:
-        notes.append(f"DICOM view position is {view}, a lateral view; the model knows only "
-                     "frontal (PA or AP) views")
+        notes.append(RulesOut(f"DICOM view position is {view}, a lateral view; the model knows "
+                              "only frontal (PA or AP) views"))
     if frames > 1:
         notes.append(f"multi-frame DICOM ({frames} frames); frame {frames // 2 + 1} was used")
     photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
@@ -213,7 +219,7 @@ def _colour_note(im: Image.Image) -> list[str]:
     spread = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
     if spread <= COLOUR_THRESHOLD:
         return []
-    return ["a colour image (a photograph?), converted to gray; X-rays are monochrome"]
+    return [RulesOut("a colour image (a photograph?), converted to gray; X-rays are monochrome")]
 
 
 def _pil_to_gray(im: Image.Image) -> np.ndarray:

@@ -60,6 +60,26 @@ def ood_distance(features: torch.Tensor, ood: dict[str, torch.Tensor]) -> torch.
     return d2.min(1).values.sqrt().float()
 
 
+def outlier_means(features: torch.Tensor, labels, ood: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(M, D) means, in the fitted OOD's standardised space, of features (N, D) of known
+    outliers (labels (N,) in 0..M-1): images that look X-ray-like to the model's features but
+    are not chest X-rays, such as the project's own phantoms. An image nearer to one of them
+    than to every training class is flagged (ood_outlier)."""
+    f = features.double().cpu() / ood["scale"].double()
+    y = torch.as_tensor(np.asarray(labels))
+    return torch.stack([f[y == k].mean(0) for k in torch.unique(y)]).float()
+
+
+def ood_outlier(features: torch.Tensor, ood: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N,) bool: nearer (Mahalanobis, shared precision) to a known-outlier mean than to any
+    training class mean; all False when the statistics hold no outlier means."""
+    if "outlier_means" not in ood:
+        return torch.zeros(len(features), dtype=torch.bool)
+    inner = ood_distance(features, ood)
+    outer = ood_distance(features, {**ood, "means": ood["outlier_means"]})
+    return outer < inner
+
+
 def ood_threshold(distances: torch.Tensor, percentile: float = OOD_PERCENTILE) -> float:
     """The flagging threshold: `percentile` of in-distribution distances (N,)."""
     return float(np.percentile(distances.cpu().numpy(), percentile))
@@ -78,14 +98,17 @@ def _ood_result(feats: torch.Tensor, meta: dict) -> dict:
         return {"score": None, "threshold": None, "ratio": None, "flag": None,
                 "note": "this checkpoint has no OOD statistics"}
     score, thr = float(ood_distance(feats, ood_t)[0]), float(thr)
+    outlier = bool(ood_outlier(feats, ood_t)[0])
     return {"score": score, "threshold": thr, "ratio": score / thr if thr > 0 else None,
-            "flag": bool(score > thr)}
+            "flag": bool(score > thr) or outlier, "like_known_outlier": outlier}
 
 
 def predict_image(model: torch.nn.Module, meta: dict, img: np.ndarray) -> dict:
     """Predict one decoded image, float (H, W) in [0, 1] (any size). Returns probabilities,
-    predicted class, confidence, OOD {score, threshold, ratio, flag}, plus non-JSON arrays
-    "heatmap" (S, S) float in [0, 1] and "input" (S, S) uint8 (what the model saw).
+    predicted class, confidence, OOD {score, threshold, ratio, flag}, "heatmap_class" (the
+    predicted class, or the next most likely one when its map is empty), "empty_maps" (classes
+    whose Grad-CAM is all zero), plus non-JSON arrays "heatmap" (S, S) float in [0, 1] of
+    heatmap_class, "heatmaps" {class: (S, S)} and "input" (S, S) uint8 (what the model saw).
 
     `model` may be a core.ensemble.Ensemble (with the meta load_ensemble gives): probabilities
     are the members' mean, the heatmap the mean of their Grad-CAMs of the ensemble's class, and
@@ -102,18 +125,39 @@ def predict_image(model: torch.nn.Module, meta: dict, img: np.ndarray) -> dict:
     x = x.to(next(model.parameters()).device)
     t1 = time.perf_counter()
     classes = list(meta.get("classes") or [])
+    members = list(zip(model.members, meta["member_metas"])) if isinstance(model, Ensemble) \
+        else [(model, meta)]
+
+    def explain(target: int) -> tuple[torch.Tensor, list]:
+        """(Grad-CAM (S, S) of class `target`, averaged over the members, [(logits, OOD feats)])."""
+        outs = [gradcam(m, x, target=target) for m, _ in members]
+        heat = torch.stack([h[0] for _, h, _ in outs]).mean(0)
+        return heat / heat.max().clamp_min(1e-12), [(lg, f) for lg, _, f in outs]
+
     if isinstance(model, Ensemble):
         with torch.no_grad():
             probs = model(x)[0].double().exp().tolist()
-        k = int(np.argmax(probs))
-        cams, oods = [], []
-        for member, member_meta in zip(model.members, meta["member_metas"]):
-            _, heat, feats = gradcam(member, x, target=k)  # every member explains the same class
-            cams.append(heat)
-            oods.append(_ood_result(feats, member_meta))
-        heat = torch.stack(cams).mean(0)
-        heat = heat / heat.max().clamp_min(1e-12)
         t = 1.0
+    else:
+        with torch.no_grad():
+            logits = model(x)
+        t = float(meta.get("temperature") or 1.0)
+        probs = torch.softmax(logits[0].double() / t, 0).tolist()
+    k = int(np.argmax(probs))
+    # Every class's map: a class whose map is empty (nothing in the image raised its score at
+    # the last conv block, as happens for NORMAL) is said to be so, and the map of the next
+    # most likely class is shown by default instead of an overlay that silently shows nothing.
+    heatmaps, per_member = {}, None
+    for j in range(len(classes)):
+        heat, outs = explain(j)
+        heatmaps[classes[j]] = heat.cpu().numpy()
+        if j == k:
+            per_member = outs
+    empty = [c for c in classes if not heatmaps[c].max() > 0]
+    shown = next((classes[j] for j in np.argsort(probs)[::-1] if classes[j] not in empty),
+                 classes[k])
+    oods = [_ood_result(feats, mm) for (_, feats), (_, mm) in zip(per_member, members)]
+    if isinstance(model, Ensemble):
         ratios = [o["ratio"] for o in oods]
         ood = ({"score": None, "threshold": None, "ratio": None, "flag": None,
                 "note": "a member has no OOD statistics"} if None in ratios else
@@ -121,11 +165,7 @@ def predict_image(model: torch.nn.Module, meta: dict, img: np.ndarray) -> dict:
                 "flag": bool(np.mean(ratios) > 1), "members_flagged": sum(o["flag"] for o in oods),
                 "note": "mean over the members of distance / threshold"})
     else:
-        logits, heat, feats = gradcam(model, x)
-        t = float(meta.get("temperature") or 1.0)
-        probs = torch.softmax(logits[0].double() / t, 0).tolist()
-        k = int(np.argmax(probs))
-        ood = _ood_result(feats, meta)
+        ood = oods[0]
     t2 = time.perf_counter()
     out = {"ok": True, "predicted": classes[k], "confidence": probs[k],
            "probabilities": dict(zip(classes, probs)), "temperature": t,
@@ -135,7 +175,8 @@ def predict_image(model: torch.nn.Module, meta: dict, img: np.ndarray) -> dict:
     if out["trained_on"]["real"] is False:
         out["warning"] = ("this model was trained on phantom (synthetic) images only; its output "
                           "on a real X-ray means nothing")
-    out["heatmap"] = heat[0].cpu().numpy()
+    out["heatmaps"] = heatmaps
+    out["heatmap"], out["heatmap_class"], out["empty_maps"] = heatmaps[shown], shown, empty
     out["input"] = u8
     out["timing_ms"] = {"preprocess": 1000 * (t1 - t0), "model": 1000 * (t2 - t1)}
     return out
@@ -147,7 +188,7 @@ def predict_file(model: torch.nn.Module, meta: dict, src, name: str | None = Non
     raising, so a batch never stops at one bad file. "image" holds the decoded (H, W) float
     image for the overlay; "notes" lists cautions about the file (core.imageio.read_image_notes,
     shape_notes) that the OOD score may or may not catch."""
-    from core.imageio import read_image_notes
+    from core.imageio import RulesOut, read_image_notes
 
     label = name or (str(src) if isinstance(src, (str, Path)) else getattr(src, "name", None)
                      or "<bytes>")
@@ -163,6 +204,9 @@ def predict_file(model: torch.nn.Module, meta: dict, src, name: str | None = Non
     out["image"] = img
     out["input_shape"] = list(img.shape)
     out["notes"] = notes + shape_notes(img.shape, int(meta["model"]["size"]))
+    if any(isinstance(n, RulesOut) for n in notes):
+        # The file itself says it is no frontal chest radiograph: flagged, whatever the features.
+        out["ood"] = {**out["ood"], "flag": True, "by_file": True}
     return out
 
 
@@ -182,7 +226,7 @@ def shape_notes(shape: tuple[int, ...], size: int) -> list[str]:
 
 def to_json(result: dict) -> dict:
     """The JSON-ready part of a predict_file/predict_image result (arrays dropped)."""
-    return {k: v for k, v in result.items() if not isinstance(v, np.ndarray)}
+    return {k: v for k, v in result.items() if not isinstance(v, np.ndarray) and k != "heatmaps"}
 
 
 def overlay_png(result: dict, path: str | Path, max_side: int = DISPLAY_MAX) -> Path:

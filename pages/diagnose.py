@@ -1,6 +1,6 @@
-"""Diagnose: one X-ray through a trained classifier. Upload a PNG, JPEG or DICOM (or pick a built-in
-phantom), see the class probabilities, a Grad-CAM overlay, the out-of-distribution warning, and
-what the model was trained on. Research and teaching only."""
+"""Diagnose: one X-ray through a trained classifier. Upload a PNG, JPEG or DICOM (or pick a generated
+X-ray or a built-in phantom), see the model's answer in plain words, a Grad-CAM overlay, the class
+probabilities, and what the model was trained on and how well it did. Research and teaching only."""
 
 import hashlib
 from pathlib import Path
@@ -15,11 +15,16 @@ from ui import cache, jobs, plots, state
 from ui.errors import attempt, log
 from ui.nav import REPO
 
+SHIPPED_REAL = REPO / "checkpoints" / "classifier-cxr.safetensors"
 SHIPPED = REPO / "checkpoints" / "classifier-phantom.safetensors"
+REAL_LABEL = "Real X-rays: shipped model (licensed sources)"
+PHANTOM_LABEL = "Phantoms: shipped model (phantoms only)"
 MAX_UPLOAD_MB = 30
 DISPLAY_MAX = 512          # images are shown at most this many pixels on their long side
 EXAMPLE_SEED = 20_260_101  # not the seed of the phantom training data, so these are unseen
+GENERATED_SEEDS = (11, 12, 13)  # generated examples: fixed latents, so a demo is repeatable
 DISCLAIMER = "Research and teaching tool, not a medical device: do not use for diagnosis."
+FLAGGED = "This X-ray is unlike the images this model learned from"
 
 
 def check_upload(data: bytes, name: str) -> str | None:
@@ -31,10 +36,13 @@ def check_upload(data: bytes, name: str) -> str | None:
 
 # ---- the model ----------------------------------------------------------------------------------
 def _models() -> dict[str, str]:
-    """{label: checkpoint path} of the shipped model and every classifier run's best checkpoint."""
+    """{label: checkpoint path}: the shipped real-X-ray model first (the default), the shipped
+    phantom model, then every classifier run's best checkpoint."""
     out = {}
+    if SHIPPED_REAL.is_file():
+        out[REAL_LABEL] = str(SHIPPED_REAL)
     if SHIPPED.is_file():
-        out["Shipped model (trained on phantoms only)"] = str(SHIPPED)
+        out[PHANTOM_LABEL] = str(SHIPPED)
     for r in list_runs():
         ckpt = r.checkpoints_dir / "best.safetensors"
         if not ckpt.is_file() or jobs.run_command(r) != "train-classifier":
@@ -76,51 +84,83 @@ def _trained_on(meta: dict) -> str:
                if acc is not None else "."))
 
 
+def _card(meta: dict) -> None:
+    """What the model is, what it learned from and how well it did on patients it never saw:
+    the shipped models carry a `card` in their meta (written when they were shipped)."""
+    card = meta.get("card") or {}
+    with st.container(border=True):
+        st.markdown("**About this model**")
+        if card.get("summary"):
+            st.markdown(card["summary"])
+        else:
+            st.markdown(_trained_on(meta))
+        for line in card.get("results") or []:
+            st.markdown(f"- {line}")
+        if card.get("limits"):
+            st.caption(card["limits"])
+        if card.get("file"):
+            st.caption(f"Model card: `checkpoints/{card['file']}` in the repository.")
+
+
+# ---- what to predict ----------------------------------------------------------------------------
+def _pick(what: str, model_label: str | None = None) -> None:
+    """An input was chosen; an example also picks the model it belongs to (phantoms go to the
+    phantom model, generated X-rays to the real-X-ray model), when that model is offered."""
+    st.session_state["diagnose_input"] = what
+    if model_label and model_label in st.session_state.get("diagnose_models", ()):
+        st.session_state["diagnose_model"] = model_label
+
+
 state.init()
 st.title("Diagnose one X-ray")
 st.warning(DISCLAIMER, icon=":material/warning:")
 
 models = _models()
 if not models:
-    st.info("No model is available yet: the shipped phantom model "
-            f"(`checkpoints/{SHIPPED.name}`) is not in this copy, and no classifier run has a "
-            "checkpoint. Train one on the **Classifier** page, then come back and pick it here.",
-            icon=":material/info:")
+    st.info("No model is available yet: the shipped models (`checkpoints/`) are not in this copy, "
+            "and no classifier run has a checkpoint. Train one on the **Classifier** page, then "
+            "come back and pick it here.", icon=":material/info:")
     st.stop()
 labels = list(models)
+st.session_state["diagnose_models"] = labels
 if st.session_state.get("diagnose_model") not in labels:
     st.session_state["diagnose_model"] = labels[0]
-choice = st.selectbox("Model", labels, key="diagnose_model")
-ckpt = models[choice]
-mtime = Path(ckpt).stat().st_mtime_ns
-loaded = attempt(cache.classifier_model, ckpt, mtime, what="loading the model")
-if loaded is None:
-    st.stop()
-_, meta = loaded
-st.caption(_trained_on(meta))
-if not (meta.get("ood") or {}).get("threshold"):
-    st.caption("This checkpoint has no out-of-distribution statistics (a run still training), "
-               "so unusual images are not flagged.")
 
-
-# ---- the image ----------------------------------------------------------------------------------
-def _pick(what: str) -> None:
-    st.session_state["diagnose_input"] = what
-
-
-st.markdown(f"**Upload an X-ray**: PNG (8 or 16-bit), JPEG or DICOM, up to {MAX_UPLOAD_MB} MB, "
-            "a frontal chest view. It is read in memory and not stored.")
-upload = st.file_uploader("X-ray file", type=["png", "jpg", "jpeg", "dcm", "dicom"],
-                          max_upload_size=MAX_UPLOAD_MB, key="diagnose_upload",
-                          on_change=_pick, args=("upload",), label_visibility="collapsed")
-st.markdown("**Or try a built-in example**: a synthetic phantom of each class, rendered on the fly "
-            "(procedural images, not patients).")
-cols = st.columns(len(CLASSES))
-for col, label in zip(cols, CLASSES):
-    # The class alone: "PNEUMONIA phantom" was cut at 1024 px, and the line above says phantom.
-    col.button(label, key=f"diagnose_example_{label}", on_click=_pick,
-               help=f"A synthetic phantom radiograph drawn as {label}",
-               args=(f"example:{label}",), icon=":material/science:", width="stretch")
+# Inputs on the left, the result on the right: at 1440x900 the result is in view without
+# scrolling (below the inputs it started under the fold).
+inputs, result_col = st.columns([1, 2], gap="large")
+with inputs:
+    choice = st.selectbox("Model", labels, key="diagnose_model")
+    ckpt = models[choice]
+    mtime = Path(ckpt).stat().st_mtime_ns
+    loaded = attempt(cache.classifier_model, ckpt, mtime, what="loading the model")
+    if loaded is None:
+        st.stop()
+    _, meta = loaded
+    upload = st.file_uploader(f"Upload an X-ray: PNG (8 or 16-bit), JPEG or DICOM, up to "
+                              f"{MAX_UPLOAD_MB} MB, a frontal chest view. It is read in memory "
+                              "and not stored.", type=["png", "jpg", "jpeg", "dcm", "dicom"],
+                              max_upload_size=MAX_UPLOAD_MB, key="diagnose_upload",
+                              on_change=_pick, args=("upload",))
+    generated = cache.shipped_generator_path()
+    if generated is not None:
+        st.markdown("**Or a generated X-ray**: made by the shipped generator (synthetic, not a "
+                    "patient)")
+        row = st.container(horizontal=True, gap="small")
+        for i, seed in enumerate(GENERATED_SEEDS, 1):
+            row.button(f"Synthetic {i}", key=f"diagnose_generated_{i}", on_click=_pick,
+                       args=(f"generated:{seed}", REAL_LABEL), icon=":material/auto_awesome:",
+                       help="A COVID-19-like X-ray generated by the shipped WGAN-GP generator")
+    st.markdown("**Or a phantom**: a procedural radiograph of each class, for the phantom model")
+    row = st.container(horizontal=True, gap="small")
+    for label in CLASSES:
+        # The class alone: "PNEUMONIA phantom" was cut at 1024 px, and the line above says phantom.
+        row.button(label, key=f"diagnose_example_{label}", on_click=_pick,
+                   help=f"A synthetic phantom radiograph drawn as {label}",
+                   args=(f"example:{label}", PHANTOM_LABEL), icon=":material/science:")
+    if not (meta.get("ood") or {}).get("threshold"):
+        st.caption("This checkpoint has no out-of-distribution statistics (a run still training), "
+                   "so unusual images are not flagged.")
 
 pick = st.session_state.get("diagnose_input")
 if pick is None and upload is not None:
@@ -136,60 +176,93 @@ elif pick and pick.startswith("example:"):
     size = min(max(int(meta["model"]["size"]), phantom.MIN_SIZE), phantom.MAX_SIZE)
     data, name = cache.phantom_example_png(label, size, EXAMPLE_SEED), f"phantom-{label}.png"
     source = f"synthetic phantom, drawn as {label}"
+elif pick and pick.startswith("generated:") and generated is not None:
+    seed = int(pick.split(":", 1)[1])
+    data, name = cache.generated_example_png(str(generated), seed), f"generated-{seed}.png"
+    source = f"generated X-ray {GENERATED_SEEDS.index(seed) + 1} (synthetic)" \
+        if seed in GENERATED_SEEDS else "generated X-ray (synthetic)"
 else:
+    with result_col:
+        st.info("Upload an X-ray, or pick a generated X-ray or a phantom on the left.",
+                icon=":material/arrow_back:")
+        _card(meta)
     st.stop()
 
-problem = check_upload(data, name)
-if problem:
-    st.error(problem, icon=":material/error:")
-    st.stop()
-with st.spinner("Predicting..."):
-    result = attempt(cache.prediction, ckpt, mtime, hashlib.sha256(data).hexdigest(), data, name,
-                     DISPLAY_MAX, what="predicting")
-if result is None:
-    st.stop()
-if not result.get("ok"):
-    st.error(f"This file cannot be used: {result.get('error')}", icon=":material/error:")
-    st.stop()
+with result_col:
+    problem = check_upload(data, name)
+    if problem:
+        st.error(problem, icon=":material/error:")
+        st.stop()
+    with st.spinner("Predicting..."):
+        result = attempt(cache.prediction, ckpt, mtime, hashlib.sha256(data).hexdigest(), data,
+                         name, DISPLAY_MAX, what="predicting")
+    if result is None:
+        st.stop()
+    if not result.get("ok"):
+        st.error(f"This file cannot be used: {result.get('error')}", icon=":material/error:")
+        st.stop()
 
-# ---- the result ---------------------------------------------------------------------------------
-ood = result.get("ood") or {}
-if ood.get("flag"):
-    st.warning(f"**This image is unlike the model's training data** (distance {ood['score']:.1f}, "
-               f"threshold {ood['threshold']:.1f}): a photo, a lateral view, another body part, or "
-               "a real X-ray given to a phantom-trained model. The probabilities below are not "
-               "meaningful for it.", icon=":material/report:")
-notes = result.get("notes") or []
-if notes:  # what the file itself says (DICOM header, colour, size), whatever the OOD score
-    st.warning("**About this file:**\n" + "".join(f"\n- {n[0].upper()}{n[1:]}." for n in notes),
-               icon=":material/info:")
-
-left, right = st.columns([1, 1])
-with left:
-    state.seed("diagnose_gradcam", True)
-    show_cam = st.toggle("Grad-CAM overlay", key="diagnose_gradcam",
-                         help="Where the model looked for its predicted class (red: most).")
-    h, w = result["input_shape"]
-    caption = f"{source} · {w}x{h} px"
-    if show_cam:
-        st.image(result["overlay"], caption=f"{caption} · Grad-CAM for {result['predicted']}")
-    else:
-        st.image(result["display"], caption=caption)
-with right:
+    # ---- the answer, in plain words ----------------------------------------------------------
+    ood = result.get("ood") or {}
     flagged = bool(ood.get("flag"))
-    # A flagged image still gets its numbers (hiding them would hide what the model does with
-    # it), but not as a headline: a photo called "COVID-19 99.9%" in large print misleads.
-    st.metric("Closest class (image flagged, see above)" if flagged else "Predicted",
-              result["predicted"], help=f"confidence {result['confidence']:.1%}")
-    fig = plots.probabilities(result["probabilities"], result["predicted"], flagged)
-    if flagged:  # "Class probabilities (not meaningful for this image)" was cut at 1024 px
-        fig.update_layout(title=dict(text="Class probabilities",
-                                     subtitle=dict(text="not meaningful for this image")),
-                          margin=dict(t=60))
-    st.plotly_chart(fig, key="diagnose_probs")
-    if ood.get("score") is not None and not ood.get("flag"):
-        st.caption(f"In distribution: distance {ood['score']:.1f} to the training data, below the "
-                   f"threshold {ood['threshold']:.1f}.")
-    elif ood.get("note"):
-        st.caption(f"Out-of-distribution check: {ood['note']}.")
-    st.caption(f"Temperature-scaled probabilities (T = {result.get('temperature', 1.0):.3g}).")
+    if flagged:
+        # No class in headline type: a photo called "COVID-19 99.9%" in large print misleads.
+        st.warning(f"**{FLAGGED}.** Its answer is not meaningful here: this may be another "
+                   "kind of image (a photo, a CT, another body part, a side view) or a film "
+                   "unlike those it was trained on.", icon=":material/report:")
+    else:
+        st.metric("Predicted", result["predicted"],
+                  help="The most likely of the model's classes; the bars show all of them.")
+    notes = result.get("notes") or []
+    if notes:  # what the file itself says (DICOM header, colour, size), whatever the OOD score
+        st.warning("**About this file:**\n" + "".join(f"\n- {n[0].upper()}{n[1:]}." for n in notes),
+                   icon=":material/info:")
+
+    left, right = st.columns([1, 1])
+    with left:
+        state.seed("diagnose_gradcam", True)
+        show_cam = st.toggle("Grad-CAM", key="diagnose_gradcam",
+                             help="Where the model looked for a class (red: most).")
+        h, w = result["input_shape"]
+        caption = f"{source} · {w}x{h} px"
+        empty = result.get("empty_maps") or []
+        if show_cam:
+            overlays = result["overlays"]
+            options = [c for c in overlays if c not in empty] or list(overlays)
+            # A select box, not buttons: three class names did not fit beside the chart at 1024 px.
+            cam_class = st.selectbox("Heatmap for", options,
+                                     index=options.index(result["heatmap_class"])
+                                     if result["heatmap_class"] in options else 0,
+                                     key=f"diagnose_cam_{hashlib.sha256(data).hexdigest()[:8]}")
+            st.image(overlays[cam_class], caption=f"{caption} · Grad-CAM for {cam_class}")
+            if result["predicted"] in empty:
+                st.caption(f"The heatmap for {result['predicted']} is empty: nothing in this "
+                           "image raised that score at the model's last layer, so there is no "
+                           f"region to show. Shown instead: {result['heatmap_class']}, the next "
+                           "most likely class.")
+        else:
+            st.image(result["display"], caption=caption)
+    with right:
+        fig = plots.probabilities(result["probabilities"], result["predicted"], flagged)
+        if flagged:  # "Class probabilities (not meaningful for this image)" was cut at 1024 px
+            fig.update_layout(title=dict(text="Class probabilities",
+                                         subtitle=dict(text="not meaningful for this image")),
+                              margin=dict(t=60))
+        st.plotly_chart(fig, key="diagnose_probs")
+        if flagged:
+            st.caption(f"Closest class: {result['predicted']} ({result['confidence']:.0%}), "
+                       "shown only to say what the model does with an image it does not know.")
+    _card(meta)
+    with st.expander("Details: distance to the training data, temperature", icon=":material/tune:"):
+        if ood.get("score") is not None:
+            st.markdown(f"Out-of-distribution distance **{ood['score']:.1f}** (Mahalanobis, to the "
+                        f"nearest class of the training images); images above **"
+                        f"{ood['threshold']:.1f}** are flagged (the "
+                        f"{(meta.get('ood') or {}).get('percentile', 99):g}th percentile of the "
+                        "held-out images' distances).")
+        elif ood.get("note"):
+            st.markdown(f"Out-of-distribution check: {ood['note']}.")
+        st.markdown(f"Probabilities are temperature-scaled (T = {result.get('temperature', 1.0):.3g}, "
+                    "fitted on the validation images). The model saw the image at "
+                    f"{meta['model']['size']}x{meta['model']['size']} px.")
+        st.caption(_trained_on(meta))

@@ -3,7 +3,7 @@ links to every page."""
 
 import streamlit as st
 
-from ui import jobs, nav, state
+from ui import jobs, nav, shipped, state
 from ui.errors import attempt
 
 # The demo: the cpu-tiny preset on the built-in phantoms, the minority class of the report, the
@@ -27,6 +27,8 @@ st.markdown(
     "- **Playground**: the three losses side by side on toy 1D and 2D data, trained live, to "
     "see what the critic learns and why the gradient penalty helps.\n\n"
     f"_{nav.DISCLAIMER}_")
+
+shipped.generator_samples(n=8, columns=8)
 
 active = jobs.active_runs()
 waiting = jobs.busy(active)

@@ -9,7 +9,7 @@ from core import CLASSES
 from core.checkpoint import read_meta
 from core.nearest import copy_check
 from core.runstore import runs_root
-from ui import cache, jobs, state
+from ui import cache, jobs, shipped, state
 from ui.errors import attempt
 from ui.images import (
     export_dataset,
@@ -27,7 +27,9 @@ st.title("Samples")
 
 runs = [r for r in jobs.gan_runs() if r.checkpoints() or r.samples()]
 if not runs:
-    st.info("No GAN run has saved samples or checkpoints yet. Start one on **Train GAN**.")
+    shipped.generator_samples(n=24, columns=8)
+    st.info("No GAN run of yours has saved samples or checkpoints yet. Start one on **Train GAN**; "
+            "its samples, their progression over training and the copy check appear here.")
     st.stop()
 names = [r.name for r in runs]
 preferred = st.session_state.get("samples_run") or st.session_state.get("gan_run")

@@ -54,6 +54,20 @@ def real_data_dir() -> Path | None:
     return path if (path / "metadata.csv").is_file() else None
 
 
+def real_data_v2_dir() -> Path | None:
+    """Version 2 of the real X-rays (../shared/data/cxr-real-v2), or $XRAY_REAL_DATA_V2."""
+    path = Path(os.environ.get("XRAY_REAL_DATA_V2") or REPO.parent / "shared" / "data" / "cxr-real-v2")
+    return path if (path / "metadata.csv").is_file() else None
+
+
+@pytest.fixture
+def real_data_v2() -> Path:
+    path = real_data_v2_dir()
+    if path is None:
+        pytest.skip("real X-ray folder ../shared/data/cxr-real-v2 not present")
+    return path
+
+
 @pytest.fixture
 def real_data() -> Path:
     path = real_data_dir()

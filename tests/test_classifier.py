@@ -84,3 +84,21 @@ def test_load_errors(tmp_path):
         load_classifier(bad)
     with pytest.raises(CheckpointError):
         find_checkpoint(tmp_path)  # a directory without checkpoints
+
+
+def test_equalize_histogram_in_the_model():
+    """equalize_histogram maps each image's pixels to their rank share, whatever its exposure;
+    a model built with equalize=True gives the same answer for an image and its brightened,
+    contrast-stretched copy (a monotone change of its grey levels)."""
+    from core.classifier import equalize_histogram
+
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    y = equalize_histogram(x)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert torch.allclose(y.flatten(1).mean(1), torch.zeros(2), atol=1e-6)
+    assert torch.equal(equalize_histogram(torch.zeros(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4))
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(size=32, width=0.25, equalize=True)).eval()
+    img = torch.rand(1, 1, 32, 32) * 2 - 1
+    brighter = ((img + 1) / 2) ** 0.5 * 1.6 - 0.7            # monotone in img
+    torch.testing.assert_close(model(img), model(brighter))

@@ -195,3 +195,47 @@ def test_a_run_that_reaches_its_last_epoch_is_not_called_early_stopped(tmp_path)
                                dataset=toy_dataset())
     assert summary["epochs_run"] == 2
     assert "early stopping" not in summary["reason"] and "finished 2 epochs" in summary["reason"]
+
+
+def test_cxr_preset_runs_on_tiny_data_and_flags_phantoms(tmp_path):
+    """The real-X-ray recipe (--preset cxr) with its architecture, on tiny data that is not
+    phantoms: explicit flags override it, and its OOD statistics learn phantoms as known
+    outliers."""
+    from PIL import Image
+
+    from core.classifier_train import PRESETS
+
+    rng = np.random.default_rng(0)
+    rows = ["file,class,source,patient"]
+    for i in range(24):
+        cls = ("COVID-19", "NORMAL", "PNEUMONIA")[i % 3]
+        path = tmp_path / "data" / cls / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.integers(0, 60, (40, 40)) + 70 * (i % 3)).astype(np.uint8)).save(path)
+        rows.append(f"{cls}/{i}.png,{cls},hospital,p{i // 2}")
+    (tmp_path / "data" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "cxr"
+    assert cli.main(["train-classifier", "--data", str(tmp_path / "data"), "--preset", "cxr",
+                     "--size", "32", "--width", "0.125", "--epochs", "1", "--batch-size", "8",
+                     "--run-dir", str(run)]) == 0
+    _, meta = load_classifier(run / "checkpoints" / "best.safetensors")
+    assert meta["model"]["arch"] == PRESETS["cxr"]["model"]["arch"]        # from the preset
+    assert meta["model"]["width"] == 0.125 and meta["model"]["size"] == 32  # from the flags
+    assert meta["train"]["epochs"] == 1 and meta["training_data"]["real"] is True
+    assert meta["ood"]["known_outliers"] == ["phantom"]
+    assert meta["ood_tensors"]["outlier_means"].shape[0] == 3
+
+
+def test_intensity_jitter_keeps_range_and_leaves_geometry_only_runs_unchanged():
+    import torch
+
+    from core.classifier_train import jitter
+
+    x = torch.rand(6, 1, 16, 16) * 2 - 1
+    plain = ClassifierTrainConfig()
+    both = ClassifierTrainConfig(jitter_gamma=0.4)
+    a = jitter(x, plain, torch.Generator().manual_seed(0))
+    b = jitter(x, plain, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    c = jitter(x, both, torch.Generator().manual_seed(0))
+    assert c.shape == x.shape and c.min() >= -1 and c.max() <= 1 and not torch.equal(a, c)

@@ -377,3 +377,24 @@ def test_split_train_fraction_picks_the_classifier_ablation_patients():
     assert {m["patient"] for m in covid.metas} < set(patients)
     with pytest.raises(UserError, match="training split only"):
         load_dataset(DataConfig(source="phantom:20", size=32, split_train_fraction=0.5))
+
+
+def test_where_filter_keeps_matching_sources_and_licences(tmp_path):
+    """DataConfig.where: several globs for one column are alternatives, columns must all match;
+    it applies before decoding and says how many items it left out."""
+    rows = [("COVID-19", "hospitalA", "CC BY 3.0"), ("COVID-19", "hospitalA", "CC BY-NC-SA"),
+            ("NORMAL", "archiveB", "CC BY 4.0 (original)"), ("PNEUMONIA", "archiveB", ""),
+            ("NORMAL", "other", "CC BY 3.0")]
+    lines = ["file,class,source,license,patient"]
+    for i, (cls, src, lic) in enumerate(rows):
+        _img(tmp_path / cls / f"{i}.png", 30 + 40 * i)
+        lines.append(f"{cls}/{i}.png,{cls},{src},{lic},p{i}")
+    (tmp_path / "metadata.csv").write_text("\n".join(lines) + "\n")
+    where = ("source=hospital*", "source=archiveB", "license=CC BY 3.0", "license=CC BY 4.0*")
+    ds = load_dataset(DataConfig(source=str(tmp_path), size=16, where=where))
+    assert [m["file"] for m in ds.metas] == ["COVID-19/0.png", "NORMAL/2.png"]
+    assert any("3 items left out by the data filter" in reason for _, reason in ds.skipped)
+    with pytest.raises(UserError, match="COLUMN=PATTERN"):
+        load_dataset(DataConfig(source=str(tmp_path), size=16, where=("no equals sign",)))
+    with pytest.raises(UserError, match="keeps no image"):
+        load_dataset(DataConfig(source="phantom:4", size=32, where=("source=nowhere",)))

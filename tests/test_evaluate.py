@@ -1,5 +1,6 @@
 """core/evaluate.py: metric fields and their consistency with scikit-learn on hand-made logits,
-temperature scaling on a miscalibrated toy, ECE, by-source breakdown, and the CLI."""
+temperature scaling on a miscalibrated toy, ECE, by-source, adults-only and shortcut-probe
+reports, the unseen-patients split, and the CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from sklearn.metrics import f1_score
 
 from core import __main__ as cli
@@ -106,3 +108,104 @@ def test_evaluate_by_source_and_cli(tmp_path, capsys):
     _, pmeta = load_classifier(run / "checkpoints" / "best.safetensors")
     assert res["split"] == "test" and res["n"] == pmeta["training_data"]["n_test"]
     assert "phantom" in res["by_source"] and "ece_scaled" in res
+
+
+def test_is_child_by_age_view_and_source():
+    from core.evaluate import is_child
+
+    assert is_child({"age": "7"}) and is_child({"patient_age": 12.0})
+    assert is_child({"view": "AP (pediatric, per Kermany)"})
+    assert is_child({"source": "ozanguldali/final-covid-chestxray"})
+    assert not is_child({"age": "54", "source": "ieee8023/covid-chestxray-dataset", "view": "PA"})
+    assert not is_child({"age": "unknown"}) and not is_child({})
+
+
+def test_shortcut_probe_sees_a_source_the_features_encode():
+    """Features that carry the source give a probe far above the majority baseline; features
+    of pure noise stay near it. Sources under SHORTCUT_MIN_ITEMS images join 'other'."""
+    from core.evaluate import shortcut_probe
+
+    rng = np.random.default_rng(0)
+    sources = ["a"] * 60 + ["b"] * 40 + ["c"] * 3
+    code = np.array([{"a": 0, "b": 1, "c": 2}[s] for s in sources])
+    encoded = rng.normal(size=(103, 8)) + 3 * np.eye(8)[code]
+    r = shortcut_probe(encoded, sources)
+    assert r["accuracy"] > 0.95 and r["baseline"] == pytest.approx(60 / 100)
+    assert r["sources"] == {"a": 60, "b": 40} and r["n"] == 100  # 'other' (3) cannot fold
+    noise = shortcut_probe(rng.normal(size=(103, 8)), sources)
+    assert noise["accuracy"] < 0.75
+    assert shortcut_probe(encoded[:60], sources[:60]) is None  # one source: nothing to probe
+
+
+def _toy(n_per_class=12, sources=("src0", "src1"), child_source=None, seed=0):
+    from core.data import ImageDataset
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], n_per_class)
+    n = len(labels)
+    images = (rng.integers(0, 60, (n, 32, 32)) + (70 * labels)[:, None, None]).astype(np.uint8)
+    metas = [{"patient": f"p{i // 2}", "source": sources[i % len(sources)], "file": f"f{i}.png"}
+             for i in range(n)]
+    if child_source:
+        for m in metas[::3]:
+            m["source"] = child_source
+    return ImageDataset(images, labels, CLASSES, metas)
+
+
+def test_evaluate_reports_adults_and_shortcut(tmp_path):
+    from core.classifier import ClassifierConfig, load_classifier
+    from core.classifier_train import ClassifierTrainConfig, train_classifier
+    from core.data import DataConfig
+    from core.evaluate import evaluate, format_table
+    from core.runstore import RunStore
+
+    ds = _toy(n_per_class=20, child_source="ozanguldali/final-covid-chestxray")
+    store = RunStore(tmp_path / "run", create=True)
+    train_classifier(store, DataConfig(source="toy", size=32), ClassifierConfig(size=32, width=0.25),
+                     ClassifierTrainConfig(epochs=1, batch_size=8), dataset=ds)
+    model, meta = load_classifier(store.checkpoints_dir / "best.safetensors")
+    r = evaluate(model, meta, ds)
+    children = sum(m["source"].startswith("ozanguldali") for m in ds.metas)
+    assert r["adults"]["n"] == len(ds) - children
+    assert np.array(r["adults"]["confusion"]).sum() == r["adults"]["n"]
+    assert r["shortcut"]["n"] == len(ds) and 0 <= r["shortcut"]["accuracy"] <= 1
+    table = format_table(r)
+    assert "| adults only |" in table and "Shortcut probe:" in table
+
+
+def test_unseen_split_leaves_out_every_training_and_validation_patient(tmp_path):
+    """--split unseen: the checkpoint's test patients plus every patient of a source it never
+    loaded (its data filter left that source out)."""
+    from core.classifier import load_classifier
+    from core.evaluate import split_indices
+
+    rows = ["file,class,source,patient"]
+    rng = np.random.default_rng(0)
+    for i in range(36):
+        cls = CLASSES[i % 3]
+        src = "seen" if i < 30 else "never"
+        path = tmp_path / "data" / cls / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.integers(0, 60, (32, 32)) + 70 * (i % 3)).astype(np.uint8)).save(path)
+        rows.append(f"{cls}/{i}.png,{cls},{src},{src}-{i // 3}")
+    (tmp_path / "data" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert cli.main(["train-classifier", "--data", str(tmp_path / "data"), "--data-where",
+                     "source=seen", "--size", "32", "--width", "0.25", "--epochs", "1",
+                     "--run-dir", str(run)]) == 0
+    model, meta = load_classifier(run / "checkpoints" / "best.safetensors")
+    from core.data import DataConfig, load_dataset
+
+    full = load_dataset(DataConfig(source=str(tmp_path / "data"), size=32))
+    own = load_dataset(DataConfig(source=str(tmp_path / "data"), size=32, where=("source=seen",)))
+    seen = {own.metas[i]["patient"] for part in ("train", "val")
+            for i in split_indices(meta, own, part)}
+    unseen = split_indices(meta, full, "unseen")
+    patients = {full.metas[i]["patient"] for i in unseen}
+    assert not patients & seen
+    assert {full.metas[i]["source"] for i in unseen} == {"seen", "never"}
+    assert sum(full.metas[i]["source"] == "never" for i in unseen) == 6
+    out = tmp_path / "unseen.json"
+    assert cli.main(["evaluate", "--checkpoint", str(run), "--data", str(tmp_path / "data"),
+                     "--split", "unseen", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == len(unseen)

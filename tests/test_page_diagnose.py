@@ -24,6 +24,8 @@ from core.runstore import RunStore, runs_root  # noqa: E402
 
 PAGE = str(REPO / "pages" / "diagnose.py")
 SHIPPED = REPO / "checkpoints" / "classifier-phantom.safetensors"
+SHIPPED_REAL = REPO / "checkpoints" / "classifier-cxr.safetensors"
+FLAGGED = "This X-ray is unlike the images this model learned from"
 RUN_NAME = "20260101-000000-classifier-report-cnn-diag"
 
 
@@ -78,8 +80,10 @@ def test_loads_without_runs():
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception and not at.error
     assert any("not a medical device" in w.value for w in at.warning)
-    if SHIPPED.is_file():  # the lead's shipped model is offered instead
-        assert any("Shipped" in o for o in at.selectbox(key="diagnose_model").options)
+    if SHIPPED_REAL.is_file():  # the shipped real-X-ray model is the default
+        assert at.selectbox(key="diagnose_model").value.startswith("Real X-rays: shipped")
+    if SHIPPED.is_file():
+        assert any("Phantoms: shipped" in o for o in at.selectbox(key="diagnose_model").options)
     else:
         assert any("No model is available" in i.value for i in at.info)
 
@@ -90,8 +94,12 @@ def test_example_shows_probabilities(app_with_run, trained_run):
     from core.predict import predict_image
 
     at = app_with_run
+    run_label = at.selectbox(key="diagnose_model").value
     at.button(key="diagnose_example_PNEUMONIA").click().run()
     assert not at.exception and not at.error
+    if SHIPPED.is_file():  # a phantom example picks the phantom model; the run's is one click away
+        assert at.selectbox(key="diagnose_model").value.startswith("Phantoms: shipped")
+        at.selectbox(key="diagnose_model").set_value(run_label).run()
     assert any("synthetic phantom" in im.proto.imgs[0].caption for im in at.get("image"))
     bars = _bars(at)
     assert sorted(bars) == sorted(["COVID-19", "NORMAL", "PNEUMONIA"])
@@ -142,9 +150,10 @@ def test_ct_dicom_upload_says_so(app_with_run):
     assert not at.exception and not at.error
     about = [w.value for w in at.warning if "About this file" in w.value]
     assert len(about) == 1 and "modality is CT" in about[0] and "body part is HEAD" in about[0]
-    # Noise is unlike the phantoms: flagged, so the class is not shown as a headline.
-    assert any("unlike the model's training data" in w.value for w in at.warning)
-    assert at.metric[0].label.startswith("Closest class")
+    # Its header says CT: flagged, so the class is not shown as a headline.
+    assert any(FLAGGED in w.value for w in at.warning)
+    assert not at.metric
+    assert any(c.value.startswith("Closest class:") for c in at.caption)
     assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
     # Said under a short title: the whole sentence as the title was cut at 1024 px.
     title = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]
@@ -157,7 +166,7 @@ def test_example_buttons_are_named_by_their_class(app_with_run):
     at = app_with_run
     labels = [at.button(key=f"diagnose_example_{k}").label for k in ("COVID-19", "NORMAL", "PNEUMONIA")]
     assert labels == ["COVID-19", "NORMAL", "PNEUMONIA"]
-    assert any("synthetic phantom of each class" in m.value for m in at.markdown)
+    assert any("procedural radiograph of each class" in m.value for m in at.markdown)
     assert "phantom" in at.button(key="diagnose_example_PNEUMONIA").help
 
 
@@ -190,8 +199,57 @@ def test_shipped_model_gets_its_examples_right(label):
     """A visitor's first clicks: each built-in example, with the default (shipped) model, is
     classified as what it was drawn as, and not flagged as unlike the training data."""
     at = AppTest.from_file(PAGE, default_timeout=60).run()
-    assert "Shipped" in at.selectbox(key="diagnose_model").value
     at.button(key=f"diagnose_example_{label}").click().run()
     assert not at.exception and not at.error
+    assert at.selectbox(key="diagnose_model").value.startswith("Phantoms: shipped")
     assert at.metric[0].label == "Predicted" and at.metric[0].value == label
-    assert not any("unlike the model's training data" in w.value for w in at.warning)
+    assert not any(FLAGGED in w.value for w in at.warning)
+
+
+def test_a_colour_photo_is_flagged_in_plain_words(app_with_run):
+    """A photograph: the plain-language flag, no class in headline type, the numbers' details
+    in the expander, the closest class only in small print."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    photo[..., 0] = 250  # strongly coloured
+    at = app_with_run
+    at.file_uploader(key="diagnose_upload").set_value(("holiday.png", _png(photo), "image/png")).run()
+    assert not at.exception and not at.error
+    assert any(FLAGGED in w.value for w in at.warning)
+    assert not at.metric
+    assert any("colour image" in w.value for w in at.warning)
+    details = [e for e in at.expander if e.label.startswith("Details")]
+    assert details and any("Out-of-distribution distance" in m.value for m in details[0].markdown)
+    assert not any("Out-of-distribution distance" in w.value for w in at.warning)
+
+
+def test_card_under_the_result(app_with_run):
+    at = app_with_run
+    at.button(key="diagnose_example_NORMAL").click().run()
+    assert not at.exception
+    assert any("About this model" in m.value for m in at.markdown)
+
+
+@pytest.mark.skipif(not SHIPPED_REAL.is_file(), reason="no shipped real-X-ray model")
+def test_real_model_is_the_default_and_shows_its_card():
+    from core.checkpoint import read_meta
+
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="diagnose_model").value.startswith("Real X-rays: shipped")
+    card = read_meta(SHIPPED_REAL)["card"]
+    text = " ".join(m.value for m in at.markdown)
+    assert card["results"][0] in text and "classifier-cxr.md" in " ".join(c.value for c in at.caption)
+
+
+@pytest.mark.skipif(not (SHIPPED_REAL.is_file() and (REPO / "checkpoints" /
+                                                     "generator-cxr-covid.safetensors").is_file()),
+                    reason="no shipped real-X-ray models")
+def test_generated_example_goes_to_the_real_model():
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.button(key="diagnose_example_NORMAL").click().run()     # to the phantom model first
+    at.button(key="diagnose_generated_1").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="diagnose_model").value.startswith("Real X-rays: shipped")
+    assert any("generated X-ray 1 (synthetic)" in im.proto.imgs[0].caption for im in at.get("image"))
+    assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)

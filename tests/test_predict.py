@@ -225,3 +225,71 @@ def test_cli(phantom_model, tmp_path, capsys):
     assert rc == 1 and len(lines) == 2
     assert lines[0]["ok"] and Image.open(lines[0]["heatmap_png"]).mode == "RGB"
     assert lines[1]["ok"] is False and "bad.txt" in lines[1]["error"]
+
+
+def test_empty_map_of_the_predicted_class_shows_the_next_class():
+    """A class whose evidence only ever lowers its score has an all-zero Grad-CAM: the result
+    says so (empty_maps) and shows the map of the next most likely class instead."""
+    from core.predict import predict_image
+
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(size=32, width=0.25, dropout=0.0)).eval()
+    with torch.no_grad():
+        # Dense weights >= 0, so every conv activation can only raise the dense features; the
+        # NORMAL logit reads them with negative weights (their gradient is negative everywhere,
+        # so its map is ReLU(negative) = 0) and wins by its bias.
+        model.embed[2].weight.abs_()
+        model.head.weight[1] = -model.head.weight[1].abs() - 0.01
+        model.head.weight[0] = model.head.weight[0].abs() + 0.01
+        model.head.bias[:] = torch.tensor([0.0, 50.0, -50.0])
+    meta = {"model": {"size": 32}, "classes": ["COVID-19", "NORMAL", "PNEUMONIA"]}
+    r = predict_image(model, meta, phantom_image(64) / 255.0)
+    assert r["predicted"] == "NORMAL" and "NORMAL" in r["empty_maps"]
+    assert r["heatmap_class"] == "COVID-19" and r["heatmap"].max() == pytest.approx(1.0)
+    assert set(r["heatmaps"]) == set(meta["classes"]) and r["heatmaps"]["NORMAL"].max() == 0
+    assert "heatmaps" not in to_json(r)
+    json.dumps(to_json(r))
+
+
+def test_known_outliers_are_flagged(phantom_model):
+    """outlier_means: an image nearer to a known outlier's mean than to every training class is
+    flagged, whatever its distance."""
+    from core.classifier import ood_features
+    from core.predict import ood_outlier, outlier_means
+
+    model, meta, _ = phantom_model
+    ood = dict(meta["ood_tensors"])
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(rng.random((6, 1, 32, 32), dtype=np.float32) * 2 - 1)
+    feats = ood_features(model, noise)
+    assert not ood_outlier(feats, ood).any()      # no outlier means saved: never
+    ood["outlier_means"] = outlier_means(feats, np.zeros(6, int), ood)
+    assert ood_outlier(feats, ood).all()
+    x = torch.from_numpy(phantom_image(32)).float().div(127.5).sub(1)[None, None]
+    assert not ood_outlier(ood_features(model, x), ood).any()
+
+
+def test_a_dicom_header_that_rules_out_a_chest_film_flags_it(phantom_model):
+    """A DICOM whose header says CT is flagged even when its pixels look in-distribution."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    model, meta, _ = phantom_model
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID, fm.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = fm, CTImageStorage, generate_uid()
+    ds.Modality, ds.Rows, ds.Columns = "CT", 64, 64
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = phantom_image(64).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    r = predict_file(model, meta, buf.getvalue(), "ct.dcm")
+    assert r["ok"] and r["ood"]["flag"] and r["ood"]["by_file"]
+    assert any("modality is CT" in n for n in r["notes"])
+    png = io.BytesIO()
+    Image.fromarray(phantom_image(64)).save(png, format="PNG")
+    plain = predict_file(model, meta, png.getvalue(), "same-pixels.png")
+    assert not plain["ood"].get("by_file")

@@ -191,6 +191,38 @@ def phantom_example_png(label: str, size: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
+SHIPPED_GENERATOR = Path(__file__).resolve().parent.parent / "checkpoints" / \
+    "generator-cxr-covid.safetensors"
+
+
+def shipped_generator_path() -> Path | None:
+    """The shipped real-X-ray generator, when this copy has it."""
+    return SHIPPED_GENERATOR if SHIPPED_GENERATOR.is_file() else None
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def shipped_samples(n: int, seed: int, mtime_ns: int) -> tuple[np.ndarray, dict]:
+    """(uint8 (n, S, S) samples of the shipped generator for fixed latents, its meta)."""
+    from ui.images import latents, sample_u8
+
+    model, meta = generator(str(SHIPPED_GENERATOR), mtime_ns)
+    return sample_u8(model, latents(seed, n, model.config.latent_dim)), meta
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def generated_example_png(path: str, seed: int) -> bytes:
+    """A generated X-ray of the generator at `path` for latent seed `seed`, as PNG bytes."""
+    import io
+
+    from ui.images import latents, sample_u8
+
+    model, _ = generator(path, Path(path).stat().st_mtime_ns)
+    image = sample_u8(model, latents(seed, 1, model.config.latent_dim))[0]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def prediction(path: str, mtime_ns: int, digest: str, _data: bytes, name: str,
                display_max: int = 512) -> dict:
@@ -209,9 +241,10 @@ def prediction(path: str, mtime_ns: int, digest: str, _data: bytes, name: str,
     if scale < 1.0:
         img = np.asarray(Image.fromarray(img).resize((max(1, round(w * scale)),
                                                       max(1, round(h * scale))), Image.BILINEAR))
-    out["display"] = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)   # (h', w') uint8
-    out["overlay"] = overlay(img, out["heatmap"])                          # (h', w', 3) uint8
     # A small image (a 64 px phantom example) is enlarged, crisply, to at least DISPLAY_MIN px.
     factor = DISPLAY_MIN // max(h, w)
-    out["display"], out["overlay"] = upscale(out["display"], factor), upscale(out["overlay"], factor)
+    out["display"] = upscale((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), factor)  # (h', w')
+    out["overlays"] = {c: upscale(overlay(img, heat), factor)               # (h', w', 3) uint8
+                       for c, heat in out.pop("heatmaps").items()}
+    out["overlay"] = out["overlays"][out["heatmap_class"]]
     return out

@@ -97,17 +97,35 @@ def evaluation(results: dict) -> None:
             st.caption("No ROC curve: each class needs positive and negative examples in this split.")
 
     by_source = r.get("by_source") or {}
-    st.subheader("By source")
-    if by_source:
+    st.subheader("Adults, and by source")
+    if by_source or r.get("adults"):
         rates = {"accuracy": "accuracy", "macro F1": "macro_f1",
                  "COVID-19 sensitivity": "covid_sensitivity", "ECE (scaled)": "ece_scaled"}
+        adults = r.get("adults") or {}
+        children = bool(adults) and adults.get("n", 0) < r.get("n", 0)
+        named = ([("all images", r)] + ([("adults only", adults)] if children else [])
+                 + list(by_source.items())) if children else list(by_source.items())
         rows = [{"source": k, "images": v["n"],
                  **{label: _hundred(v.get(field)) for label, field in rates.items()}}
-                for k, v in by_source.items()]
+                for k, v in named]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="clf_by_source",
                      column_config={label: PERCENT for label in rates})
+        if children:
+            st.caption("Adults only: every image but those of children (a pediatric source, or an "
+                       "age under 18 in the metadata). A model can score well overall by telling "
+                       "children from adults; this row shows what it does when that is no help.")
     else:
         st.caption("The data has no source column, so there is no breakdown.")
+    probe = r.get("shortcut")
+    if probe:
+        from core.evaluate import shortcut_sentence
+
+        lift = probe["accuracy"] - probe["baseline"]
+        (st.warning if lift > 0.2 else st.info)(
+            shortcut_sentence(probe) + (" **The model knows where an image comes from far better "
+                                        "than chance**: check that the per-source rows above do "
+                                        "not rest on it." if lift > 0.2 else ""),
+            icon=":material/travel_explore:")
 
 
 def ablation() -> None:

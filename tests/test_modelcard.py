@@ -1,0 +1,47 @@
+"""core/modelcard.py: a shipped copy keeps the weights and configs, carries the card, drops the
+run path; a card of the wrong shape is refused with one line; the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from core import __main__ as cli
+from core.checkpoint import load_model, read_meta
+from core.classifier import ClassifierConfig, build_classifier, load_classifier, save_classifier
+from core.errors import UserError
+from core.modelcard import read_card, stamp
+
+CARD = {"label": "a test model", "summary": "Trained on nothing.", "results": ["accuracy 1"],
+        "limits": "none known", "file": "test.md"}
+
+
+def test_stamp_keeps_the_model_and_adds_the_card(tmp_path):
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(size=32, width=0.25))
+    src = save_classifier(tmp_path / "best.safetensors", model, {"run": "/somewhere/run-1"})
+    card_file = tmp_path / "card.json"
+    card_file.write_text(json.dumps(CARD))
+    out = tmp_path / "shipped.safetensors"
+    assert cli.main(["model-card", "--checkpoint", str(src), "--card", str(card_file),
+                     "--out", str(out)]) == 0
+    meta = read_meta(out)
+    assert meta["card"] == CARD and "run" not in meta
+    shipped, _ = load_classifier(out)
+    x = torch.rand(2, 1, 32, 32)
+    torch.testing.assert_close(shipped(x), model.eval()(x))
+    assert load_model(out)[0].keys() == load_model(src)[0].keys()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("not json", "cannot read the card"),
+    ("[1, 2]", "a card is a JSON object"),
+    ('{"label": "x", "run": "y"}', "a card is a JSON object"),
+    ('{"results": "one line"}', "'results' must be a list of strings"),
+    ('{"summary": 3}', "'summary' must be a string"),
+])
+def test_bad_cards_are_refused(tmp_path, text, needle):
+    path = tmp_path / "card.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match=needle):
+        read_card(path)
