@@ -216,9 +216,7 @@ def test_dashboard_end_to_end(server, tmp_path):
     render_s = {}
     t_start = time.monotonic()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(30_000)
 
@@ -364,3 +362,59 @@ def test_dashboard_end_to_end(server, tmp_path):
             _shot(page, name, out_dirs)
         browser.close()
     print(f"[{time.monotonic() - t_start:5.1f} s] done")
+
+
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
+def _in_view(page, locator, height: int) -> bool:
+    box = locator.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+
+def test_diagnose_at_1440x900(server, tmp_path):
+    """A clinician's view at 1440x900: the answer is in view without scrolling, in plain words;
+    a colour photo is flagged in plain words with no class in headline type."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    base, _ = server
+    photo = tmp_path / "holiday.png"
+    rgb = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    rgb[..., 0] = 240
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    photo.write_bytes(buf.getvalue())
+    out_dirs = [tmp_path / "screens"] + ([Path(os.environ["SCREENSHOT_DIR"])]
+                                         if os.environ.get("SCREENSHOT_DIR") else [])
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(60_000)
+        page.goto(base + "/diagnose")
+        _idle(page, 120)
+        _no_exception(page, "diagnose")
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_role("button", name="PNEUMONIA").click()      # a phantom: the phantom model
+        _wait(lambda: main.locator('[data-testid="stMetric"]').count() > 0, 120,
+              "the answer for the phantom")
+        _idle(page, 60)
+        metric = main.locator('[data-testid="stMetric"]').first
+        assert "Predicted" in metric.inner_text()
+        assert _in_view(page, metric, 900), metric.bounding_box()
+        assert _in_view(page, main.locator('[data-testid="stImage"]').first, 900)
+        main.locator('input[type="file"]').set_input_files(str(photo))
+        flagged = main.get_by_text("This X-ray is unlike the images this model learned from")
+        _wait(lambda: flagged.count() > 0, 120, "the flag for a colour photo")
+        _idle(page, 60)
+        _no_exception(page, "diagnose, photo")
+        assert _in_view(page, flagged.first, 900)
+        assert main.locator('[data-testid="stMetric"]').count() == 0
+        _shot(page, "diagnose_flagged", out_dirs)
+        browser.close()

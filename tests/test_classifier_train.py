@@ -239,3 +239,16 @@ def test_intensity_jitter_keeps_range_and_leaves_geometry_only_runs_unchanged():
     assert torch.equal(a, b)
     c = jitter(x, both, torch.Generator().manual_seed(0))
     assert c.shape == x.shape and c.min() >= -1 and c.max() <= 1 and not torch.equal(a, c)
+
+
+def test_random_blur_blurs_about_half_and_keeps_the_mean():
+    import torch
+
+    from core.classifier_train import _random_blur
+
+    x = torch.rand(64, 1, 16, 16)
+    y = _random_blur(x, 1.5, torch.Generator().manual_seed(0))
+    changed = [(a - b).abs().max() > 1e-4 for a, b in zip(x, y)]
+    assert 16 < sum(changed) < 48
+    assert all(b.std() < a.std() for a, b, c in zip(x, y, changed) if c)   # smoother
+    torch.testing.assert_close(y.mean(), x.mean(), atol=0.02, rtol=0)

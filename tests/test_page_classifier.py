@@ -228,6 +228,24 @@ def test_start_launches_with_data_and_augmentation(monkeypatch):
     assert os.path.isdir(runs_root() / at.session_state["clf_run"])
 
 
+def test_the_real_xray_recipe_is_offered(monkeypatch):
+    """The recipe toggle launches `--preset cxr` with the chosen data and none of the model
+    flags it sets, which it greys out."""
+    import ui.jobs
+
+    calls = []
+    monkeypatch.setattr(ui.jobs, "start", lambda command, args, kind: calls.append((args, kind)))
+    at = _app().run()
+    at.toggle(key="clf_recipe").set_value(True).run()
+    assert at.radio(key="clf_arch").disabled and at.number_input(key="clf_epochs").disabled
+    at.button(key="clf_start").click().run()
+    assert not at.exception
+    (args, kind), = calls
+    flag = dict(zip(args[::2], args[1::2]))
+    assert flag["--preset"] == "cxr" and flag["--data"] == "phantom" and kind == "classifier-cxr"
+    assert not {"--arch", "--epochs", "--lr", "--batch-size", "--batchnorm"} & set(flag)
+
+
 @pytest.mark.parametrize("arch,expected", [("report-cnn", "true"), ("resnet", "false")])
 def test_batchnorm_option_reaches_the_report_cnn_only(monkeypatch, arch, expected):
     import ui.jobs

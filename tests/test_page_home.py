@@ -40,6 +40,14 @@ def test_shell_and_home():
     assert links == expected and {"Data & augmentation", "Train GAN", "Samples", "Runs"} <= links
 
 
+def test_home_shows_the_shipped_generator_samples():
+    at = _app().run()
+    assert not at.exception
+    shipped = REPO / "checkpoints" / "generator-cxr-covid.safetensors"
+    captions = [im.proto.imgs[0].caption for im in at.get("image")]
+    assert any("Synthetic chest X-rays, not patients" in c for c in captions) == shipped.is_file()
+
+
 @pytest.mark.parametrize("page", [p[0] for p in nav.PAGES])
 def test_every_page_calls_state_init(page):
     # state.init() is what brings a deep link on a fresh server (/playground before anyone

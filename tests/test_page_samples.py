@@ -96,6 +96,10 @@ def test_no_gan_runs():
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert any("No GAN run" in i.value for i in at.info)
+    shipped = REPO / "checkpoints" / "generator-cxr-covid.safetensors"
+    # A fresh clone shows the shipped generator's samples at once, labelled as synthetic.
+    captions = [im.proto.imgs[0].caption for im in at.get("image")]
+    assert any("Synthetic chest X-rays, not patients" in c for c in captions) == shipped.is_file()
 
 
 def test_corrupt_checkpoint_is_a_clear_error():
