@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from core.errors import UserError
@@ -23,6 +24,7 @@ COMMANDS = {
     "ablation": ("core.ablation", "real vs Augmentor vs GAN-augmented classifier training"),
     "compare": ("core.compare", "train GAN, WGAN and WGAN-GP on the same budget and compare"),
     "model-card": ("core.modelcard", "ship a model: a copy of its snapshot with a short card"),
+    "queue": ("core.jobqueue", "queue a job to start when a CPU or GPU slot is free; list, cancel"),
 }
 
 
@@ -48,6 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if os.environ.get("XRAY_QUEUED") == "1":   # a queued job frees its slot: start the next
+            _start_next()
+
+
+def _start_next() -> None:
+    from core.jobqueue import schedule
+
+    try:
+        schedule()
+    except Exception as exc:  # noqa: BLE001 - the pages schedule too; never fail a job over it
+        print(f"note: could not start the next queued job ({exc})", file=sys.stderr)
 
 
 if __name__ == "__main__":

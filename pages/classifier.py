@@ -17,8 +17,9 @@ from core.classifier_train import PRESETS, ClassifierTrainConfig, synthetic_frac
 from core.config import to_dict
 from core.data import DataConfig
 from core.errors import UserError
+from core.jobqueue import is_waiting
 from core.runstore import RunStore, list_runs, runs_root
-from ui import cache, evaluation, jobs, plots, state
+from ui import cache, evaluation, jobs, live, plots, state
 from ui.errors import attempt, log
 
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
@@ -196,9 +197,9 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
             help="Not in the report's CNN (so off by default); the ResNet always has it. On "
                  "300 phantoms per class (the default data) at 64 px, 20 epochs: 94% test "
                  "accuracy with it (one seed), 89-92% without (two seeds).")
-    waiting = jobs.busy()
     if st.button("Start training", key="clf_start", type="primary", icon=":material/play_arrow:",
-                 disabled=ds is None or bool(leaks) or bool(waiting), help=waiting):
+                 disabled=ds is None or bool(leaks),
+                 help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue."):
         args = _train_args(data_cfg, arch, int(epochs), int(batch), float(lr), augment, target,
                            synthetic, int(synthetic_n), batchnorm and arch == "report-cnn",
                            preset="cxr" if recipe else None)
@@ -251,8 +252,8 @@ def _live() -> None:
     so the evaluation below appears."""
     status = store.status()
     s = status.get("state")
-    if s not in ("queued", "running", "paused"):
-        st.rerun()
+    if s not in ("queued", "running", "paused") or is_waiting(status) != waiting_at_render:
+        st.rerun()   # it ended, or left the queue: the page above changes
     epoch, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
     phase = status.get("phase") or ("starting" if s == "queued" else s)
     frac = min(epoch / total, 1.0) if total else 0.0
@@ -266,12 +267,12 @@ def _live() -> None:
 
 status = store.status()
 s = status.get("state")
+waiting_at_render = is_waiting(status)
 if s in ("queued", "running", "paused"):
-    st.info(f"**{store.name}** is still training. The evaluation appears here when it finishes.",
-            icon=":material/hourglass_top:")
-    if st.button("Stop", key="clf_stop", icon=":material/stop:"):
-        attempt(store.send_control, stop=True, what="stopping the run")
-        st.toast("Asked the run to stop; it saves its best model first.")
+    if not live.queue_notice(store, "clf_cancel"):
+        st.info(f"**{store.name}** is still training. The evaluation appears here when it "
+                "finishes.", icon=":material/hourglass_top:")
+        live.stop_button(store, "clf_stop", "Asked the run to stop; it saves its best model first.")
     _live()
     _done()
 

@@ -31,21 +31,20 @@ st.markdown(
 shipped.generator_samples(n=8, columns=8)
 
 active = jobs.active_runs()
-waiting = jobs.busy(active)
 if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":material/play_arrow:",
-             disabled=bool(waiting),
-             help=waiting or "WGAN-GP, cpu-tiny preset, on phantom COVID-19 images; about two "
-                             "minutes on a laptop CPU. Opens the live view."):
+             help="WGAN-GP, cpu-tiny preset, on phantom COVID-19 images; about two minutes on a "
+                  "laptop CPU. Opens the live view; when every CPU slot is taken it waits in the "
+                  "queue there."):
     run = attempt(jobs.start, "train-gan", DEMO_ARGS, "gan-wgan-gp", what="starting the demo run")
     if run is not None:
         st.session_state["gan_run"] = run.name
         st.switch_page(nav.path("pages/train_gan.py"))
-if waiting:
+if active:
     page, title = (("pages/classifier.py", "Classifier")
                    if jobs.run_command(active[0]) == "train-classifier"
                    else ("pages/train_gan.py", "Train GAN"))
-    st.page_link(nav.path(page), label=f"A run is active: watch it on {title}",
-                 icon=":material/monitoring:")
+    st.page_link(nav.path(page), label=f"{len(active)} run(s) active or queued: watch the newest "
+                                       f"on {title}", icon=":material/monitoring:")
 elif gans := [r for r in jobs.gan_runs() if r.status().get("state") == "finished"]:
     # After the demo, Home looked as it did before it: say where its result is.
     if st.button(f"See the finished GAN run {gans[0].name} on Train GAN", key="home_last_run",

@@ -104,11 +104,9 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
                                     "carry validation or test patients into the classifier.")
     st.caption(f"Data: **{state.data_label(data_cfg)}**, as chosen on the *Data & augmentation* "
                "page.")
-    # Disabled while any run is active (ensure_can_start still checks at the click): an
-    # enabled button whose error vanished in the live panel's next rerun looked like a dead one.
-    waiting = jobs.busy()
     if st.button("Start", key="gan_start", type="primary", icon=":material/play_arrow:",
-                 disabled=bool(waiting), help=waiting):
+                 help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue "
+                      "and starts by itself; the live view below says where it stands."):
         args = jobs.gan_args(data_cfg, loss=loss, size=int(size), preset=preset, steps=int(steps),
                              batch_size=int(batch), n_critic=int(n_critic), lr_critic=float(lr_c),
                              lr_gen=float(lr_g), klass=None if klass == "all classes" else klass,

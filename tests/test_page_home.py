@@ -65,18 +65,18 @@ def test_navigation_lists_only_existing_pages(tmp_path, monkeypatch):
 
 
 def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
-    import ui.jobs
+    from core import jobqueue
 
     launched = []
 
-    def fake_launch(command, run_dir):
+    def fake_launch(command, run_dir, env=None):
         # Stand in for the real process: record the command, report the job as just queued.
         launched.append(command)
         save_json(Path(run_dir) / "status.json", {"state": "queued", "pid": os.getpid(),
                                                  "heartbeat": time.time(), "command": command})
         return os.getpid()
 
-    monkeypatch.setattr(ui.jobs, "launch", fake_launch)
+    monkeypatch.setattr(jobqueue, "launch", fake_launch)
     at = _app().run()
     at.button(key="home_demo").click().run()
     assert not at.exception, at.exception
@@ -96,15 +96,27 @@ def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
 
 @pytest.mark.parametrize("command,page", [("train-gan", "Train GAN"),
                                           ("train-classifier", "Classifier")])
-def test_demo_button_waits_for_an_active_run(command, page):
+def test_demo_button_queues_behind_an_active_run(command, page, monkeypatch):
+    """Another session's run holds the only slot: the demo is not refused, it waits in the
+    queue, and the live view says so; Home links to the active run."""
+    from core import jobqueue
+
+    monkeypatch.setattr(jobqueue, "slots", lambda: ("cpu", 1))
     store = RunStore(runs_root() / f"20260101-000000-{command}-eeee", create=True)
     store.set_status("running", command=[command])  # pid is this process: alive
     at = _app().run()
     assert not at.exception
-    demo = at.button(key="home_demo")
-    assert demo.disabled and store.name in demo.help
     labels = [link.proto.label for link in at.get("page_link")]
-    assert f"A run is active: watch it on {page}" in labels
+    assert f"1 run(s) active or queued: watch the newest on {page}" in labels
+    demo = at.button(key="home_demo")
+    assert not demo.disabled
+    demo.click().run()
+    assert not at.exception
+    queued = RunStore(runs_root() / at.session_state["gan_run"])
+    assert jobqueue.is_waiting(queued.status())
+    assert any("Queued, number 1 in line" in i.value for i in at.info)
+    at.button(key="gan_cancel").click().run()
+    assert queued.status()["state"] == "stopped"
 
 
 def test_a_finished_gan_run_is_one_click_away():
@@ -127,14 +139,14 @@ def test_runs_started_alike_get_names_a_person_tells_apart(monkeypatch):
     suffix; an older run's all-digit hex suffix does not count, and the newest is listed first."""
     import re
 
-    import ui.jobs
+    from core import jobqueue
     from core.runstore import list_runs
 
-    def fake_launch(command, run_dir):
+    def fake_launch(command, run_dir, env=None):
         save_json(Path(run_dir) / "status.json", {"state": "finished", "command": command})
         return os.getpid()
 
-    monkeypatch.setattr(ui.jobs, "launch", fake_launch)
+    monkeypatch.setattr(jobqueue, "launch", fake_launch)
     old = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-8618", create=True)
     old.set_status("finished", command=["train-gan"])
     names = []

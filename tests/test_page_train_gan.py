@@ -173,19 +173,28 @@ def test_failed_run_shows_reason_and_log():
     assert any("boom at the end" in c.value for c in at.code)
 
 
-def test_second_run_refused_while_one_is_active():
-    from core.errors import UserError
+def test_a_second_run_waits_in_the_queue_and_another_sessions_run_asks_before_stop(monkeypatch):
+    from core import jobqueue
     from ui import jobs
 
-    _fake_run("20260101-000000-gan-wgan-gp-dddd", "running", steps=1)
+    monkeypatch.setattr(jobqueue, "slots", lambda: ("cpu", 1))
+    other = _fake_run("20260101-000000-gan-wgan-gp-dddd", "running", steps=1)
     at = _app().run()
     assert not at.exception
-    start = at.button(key="gan_start")
-    assert start.disabled and "20260101-000000-gan-wgan-gp-dddd" in start.help
-    # A click that raced the run's start is still refused by the launcher itself.
-    with pytest.raises(UserError, match="already active"):
-        jobs.start("train-gan", ["--data", "phantom:8"], "gan-wgan-gp")
-    assert len([p for p in runs_root().iterdir() if p.is_dir()]) == 1
+    assert not at.button(key="gan_start").disabled
+    # Started from this (test) process with no browser session: the command line's run.
+    queued = jobs.start("train-gan", ["--data", "phantom:8"], "gan-wgan-gp")
+    assert jobqueue.is_waiting(queued.status())
+    assert jobqueue.position(queued)["position"] == 1
+    # The other run is not this session's: Stop sits behind a confirmation.
+    at.session_state["gan_run"] = other.name
+    at.run()
+    assert not at.exception
+    assert not any(b.key == "gan_stop" and b.label == "Stop" for b in at.button)
+    confirm = at.button(key="gan_stop")
+    assert confirm.label == "Stop their run"
+    confirm.click().run()
+    assert other.control().get("stop") is True
 
 
 def test_start_trains_on_the_classifier_training_patients_unless_switched_off(monkeypatch):

@@ -1,23 +1,14 @@
-"""Launching jobs from the dashboard and the one-run-at-a-time rule; listing and deleting runs.
-A job is `python -m core <command>` in its own process (core.runstore.launch); pages only read the
+"""Launching jobs from the dashboard through the queue (core.jobqueue), who started a run, listing
+and deleting runs. A job is `python -m core <command>` in its own process; pages only read the
 run directory it writes."""
 
 from __future__ import annotations
 
-import fcntl
 import shutil
-from contextlib import contextmanager
-from pathlib import Path
 
+from core import jobqueue
 from core.errors import UserError
-from core.runstore import (
-    ACTIVE_STATES,
-    RunStore,
-    launch,
-    list_runs,
-    new_run_dir,
-    runs_root,
-)
+from core.runstore import ACTIVE_STATES, RunStore, list_runs, runs_root
 
 
 def run_command(store: RunStore) -> str:
@@ -51,60 +42,51 @@ def default_run(runs: list[RunStore]) -> RunStore | None:
     return runs[0] if runs else None
 
 
-def _on_gpu() -> bool:
-    from core.device import pick_device
+def session_owner() -> str:
+    """Who is asking, as recorded with a run: this browser session (a short id)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    return pick_device().type == "cuda"
+    ctx = get_script_run_ctx()
+    return f"session {ctx.session_id[:8]}" if ctx else jobqueue.COMMAND_LINE
 
 
-def busy(runs: list[RunStore] | None = None) -> str | None:
-    """Why a new run cannot start now (for a disabled Start button's tooltip), or None; `runs`:
-    the active runs when the caller has them already."""
-    runs = active_runs() if runs is None else runs
-    if not runs:
+def owner_note(store: RunStore) -> str | None:
+    """Whose run this is when it is not this session's ("another session", "the command
+    line"), for a confirmation before stopping it; None for this session's own run."""
+    owner = store.status().get("owner") or jobqueue.COMMAND_LINE
+    if owner == session_owner():
         return None
-    return (f"A run is active ({runs[0].name}): one job at a time. Stop it on its page or wait "
-            "for it to finish.")
-
-
-def ensure_can_start() -> None:
-    """Raise UserError when a run is already active. On CUDA one process owning the GPU keeps
-    memory and speed predictable; on CPU a second run would halve both runs' speed and make the
-    app sluggish, so the same rule holds there."""
-    busy = active_runs()
-    if not busy:
-        return
-    run = busy[0]
-    state = run.status().get("state")
-    if _on_gpu():
-        raise UserError(f"A GPU run is already active ({run.name}, {state}). One GPU run at a time: "
-                        "stop it on the Train GAN page or wait for it to finish.")
-    raise UserError(f"A run is already active ({run.name}, {state}). On CPU the dashboard runs one "
-                    "job at a time to keep this machine responsive: stop it on the Train GAN page "
-                    "or wait for it to finish.")
-
-
-@contextmanager
-def _launch_lock():
-    # Two browser sessions pressing Start together must not both pass the check.
-    root = runs_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".launch.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return "the command line" if owner == jobqueue.COMMAND_LINE else f"another browser {owner}"
 
 
 def start(command: str, args: list[str], kind: str) -> RunStore:
-    """Launch `python -m core <command> <args> --run-dir NEW` unless a run is active; returns the
-    new run's store (state "queued" until the job writes its own status)."""
-    with _launch_lock():
-        ensure_can_start()
-        run_dir = new_run_dir(kind)   # under the launch lock: no other session races it
-        launch([command, *args, "--run-dir", str(run_dir)], run_dir)
-    return RunStore(run_dir)
+    """Queue `python -m core <command> <args> --run-dir NEW` for this session; it starts at once
+    when a CPU or GPU slot is free (core.jobqueue). Returns the new run's store."""
+    return jobqueue.submit(command, args, kind, owner=session_owner())
+
+
+def queue_line(store: RunStore) -> str | None:
+    """"Queued: 2nd in line, ..." for a waiting run, else None."""
+    where = jobqueue.position(store)
+    if where is None:
+        return None
+    ahead = where["ahead"]
+    line = (f"Queued, number {where['position']} in line: waiting for one of the "
+            f"{where['running']} running job(s) to finish"
+            + (f" and {ahead} queued before it" if ahead else ""))
+    eta = where["start_in_s"]
+    if eta is not None:
+        line += f"; expected to start in about {format_duration(eta)}"
+    return line + "."
+
+
+def format_duration(seconds: float) -> str:
+    """"40 s", "3 min", "1 h 5 min"."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def delete_run(store: RunStore) -> None:
@@ -117,13 +99,6 @@ def delete_run(store: RunStore) -> None:
         raise UserError(f"{store.path} is not inside the runs folder {root}; not deleting it.")
     store.close()
     shutil.rmtree(path)
-
-
-def find_run(name: str | None) -> RunStore | None:
-    if not name:
-        return None
-    path = runs_root() / Path(name).name
-    return RunStore(path) if (path / "status.json").exists() else None
 
 
 def gan_presets() -> dict[str, dict]:

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.jobqueue import is_waiting
 from core.losses import LOSS_DEFAULTS
 from core.runstore import ACTIVE_STATES, RunStore
-from ui import cache, plots
+from ui import cache, jobs, plots
 
 PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
     "wgan/grad_norm_std", "time/step_s", "throughput/img_s", "lambda", "n_critic", "lr/critic",
@@ -71,16 +72,51 @@ def _send(store: RunStore, message: str, **changes) -> None:
     st.toast(message)
 
 
+def _cancel(store: RunStore) -> None:
+    from core.jobqueue import cancel
+
+    cancel(store)
+    st.toast(f"{store.name} left the queue")
+
+
+def queue_notice(store: RunStore, key: str) -> bool:
+    """For a run waiting in the queue: where it stands and a Cancel button; True when waiting."""
+    line = jobs.queue_line(store)
+    if line is None:
+        return False
+    row = st.container(horizontal=True, vertical_alignment="center")
+    row.info(line, icon=":material/schedule:")
+    row.button("Cancel", key=key, icon=":material/cancel:", on_click=_cancel, args=(store,),
+               help="Take it out of the queue; it never starts.")
+    return True
+
+
+def stop_button(store: RunStore, key: str, message: str, disabled: bool = False, where=st) -> None:
+    """Stop; for a run another session (or the command line) started, a popover first says
+    whose it is and asks to confirm."""
+    note = None if disabled else jobs.owner_note(store)
+    if note is None:
+        where.button("Stop", key=key, icon=":material/stop:", disabled=disabled, on_click=_send,
+                     args=(store, message), kwargs={"stop": True})
+        return
+    with where.popover("Stop", icon=":material/stop:"):
+        st.markdown(f"**{store.name}** was started by {note}. Stop it anyway? Its owner may be "
+                    "watching it.")
+        st.button("Stop their run", key=key, type="primary", on_click=_send,
+                  args=(store, message), kwargs={"stop": True})
+
+
 def controls(store: RunStore) -> None:
     s = store.status().get("state")
+    if queue_notice(store, "gan_cancel"):
+        return
     cols = st.container().columns(4)
     cols[0].button("Pause", key="gan_pause", icon=":material/pause:", disabled=s != "running",
                    on_click=_send, args=(store, "Pausing at the next step"), kwargs={"paused": True})
     cols[1].button("Resume", key="gan_resume", icon=":material/play_arrow:", disabled=s != "paused",
                    on_click=_send, args=(store, "Resuming"), kwargs={"paused": False})
-    cols[2].button("Stop", key="gan_stop", icon=":material/stop:", disabled=s not in ACTIVE_STATES,
-                   on_click=_send, args=(store, "Stopping after this step; a checkpoint is kept"),
-                   kwargs={"stop": True})
+    stop_button(store, "gan_stop", "Stopping after this step; a checkpoint is kept",
+                disabled=s not in ACTIVE_STATES, where=cols[2])
     cols[3].button("Sample now", key="gan_sample_now", icon=":material/photo_camera:",
                    disabled=s not in ("running", "paused"), on_click=_send,
                    args=(store, "A sample grid is coming"), kwargs={"sample_now": True})
@@ -211,7 +247,8 @@ def render(run_path: str) -> None:
     # Buttons, steering sliders and the run list live outside this fragment: redraw the whole
     # page when the run changes phase (started, config written, paused, ended), not every tick,
     # and before drawing anything here (what is drawn twice in one place is re-mounted).
-    phase = (state, bool(store.config()))
+    waiting = is_waiting(status)
+    phase = (state, bool(store.config()), waiting)
     phases = st.session_state.setdefault("live_phase", {})
     seen = phases.get(store.name)
     phases[store.name] = phase
@@ -219,7 +256,8 @@ def render(run_path: str) -> None:
         st.rerun(scope="app")
     wide = _wide(_metrics(store, status))
     total = int(status.get("total_steps") or 0)
-    device = status.get("device") or ("starting: loading PyTorch and the data…" if state == "queued"
+    device = status.get("device") or ("waiting in the queue" if waiting else
+                                      "starting: loading PyTorch and the data…" if state == "queued"
                                       else "device not reported yet")
     st.markdown(f":{BADGE.get(state, 'gray')}-badge[{state}] &nbsp; **{store.name}** · {device}"
                 + (f" · {status['path']} path" if status.get("path") else ""))
@@ -230,7 +268,7 @@ def render(run_path: str) -> None:
         notice.error(f"The run failed: {status.get('reason') or 'no reason given'}")
         with notice.expander("End of the job's log", expanded=True):
             st.code(store.tail_log(3000) or "(empty log)", language=None)
-    elif state == "queued" and status.get("age_s", 0) > 30:
+    elif state == "queued" and not waiting and status.get("age_s", 0) > 30:
         notice.warning("The job has not reported for 30 s; the end of its log:")
         notice.code(store.tail_log(2000) or "(empty log)", language=None)
     events = store.events("control")

@@ -13,6 +13,7 @@ import streamlit as st
 from core.augment import AugmentConfig
 from core.data import DataConfig
 from core.runstore import runs_root
+from ui.errors import log
 
 DEFAULTS: dict[str, Any] = {
     # What Train GAN and Classifier use; written by the Data & augmentation page.
@@ -41,12 +42,24 @@ def init() -> None:
     """Set every default once per session; cheap and idempotent, so each page calls it too (a page
     run on its own under AppTest has no streamlit_app.py around it)."""
     _leave_legacy_pages_mode()
+    _start_queued_jobs()
     if st.session_state.get("_state_ready"):
         return
     for key, value in DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = copy.deepcopy(value)
     st.session_state["_state_ready"] = True
+
+
+def _start_queued_jobs() -> None:
+    """Any page view starts queued jobs whose slot has come free (a job that was killed never
+    started the next one itself); a failure here must not take the page down."""
+    from core.jobqueue import schedule
+
+    try:
+        schedule()
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not start queued jobs: %s", exc)
 
 
 def seed(key: str, value: Any) -> None:
