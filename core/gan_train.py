@@ -201,6 +201,7 @@ class _LiveControl:
             self.trainer.set_live(key, value)
         if applied and self.rank0:
             self.store.log_event(step, "control", applied)
+            self.store.heartbeat(step, force=True, live=self.trainer.live())
             print(f"step {step}: applied {applied}", flush=True)
         return bad
 
@@ -394,8 +395,8 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
               "loss": config.loss, "world_size": ctx.world, "compile_error": trainer.compile_error,
               "heldout_images": len(held), "training_images": len(images) * ctx.world,
               "holdout": config.holdout}
-    if rank0:
-        store.set_status("running", reason=None, step=start, **status)
+    if rank0:   # "live": the values in force, which every session's sliders show
+        store.set_status("running", reason=None, step=start, live=trainer.live(), **status)
         if not resume:
             sample(0)
     if rank0:

@@ -25,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ACTIVE_STATES = ("queued", "running", "paused")
 STATES = ACTIVE_STATES + ("finished", "stopped", "failed")
 HEARTBEAT_EVERY_S = 1.0
+ETA_MIN_SAMPLES = 3    # rate samples (heartbeats that moved the step) before an ETA is published
+ETA_SMOOTHING = 0.3    # weight of the newest seconds-per-step sample in the moving average
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS metrics (step INTEGER NOT NULL, name TEXT NOT NULL, value REAL, t REAL);
@@ -96,6 +98,9 @@ class RunStore:
             raise UserError(f"run directory not found: {self.path}")
         self._db: sqlite3.Connection | None = None
         self._last_beat = 0.0
+        self._rate_ref: tuple[int, float] | None = None   # (step, time) of the last rate sample
+        self._sec_per_step: float | None = None
+        self._rate_samples = -1   # -1: the first interval (start-up, compilation) is not a sample
         self._control_mtime = None
         self._control_seen: dict = {}
 
@@ -135,8 +140,36 @@ class RunStore:
         status = self._read_status()
         status.update(fields, state=state, reason=reason, heartbeat=time.time(), pid=os.getpid())
         status.setdefault("created", status["heartbeat"])
+        if state != "running":   # paused or ended: no rate, and none measured across the pause
+            self._rate_ref = None
+            status.pop("eta_s", None)
+        elif self._rate_ref is None and "step" in fields:
+            self._rate_ref = (int(fields["step"]), status["heartbeat"])
         save_json(self.path / "status.json", status)
         self._last_beat = time.time()
+
+    def _update_eta(self, status: dict, step: int, now: float) -> None:
+        """A smoothed seconds-per-step from the heartbeats that moved the step, and the ETA it
+        gives ("eta_s" in status) once ETA_MIN_SAMPLES samples are in: the first steps (start-up,
+        compilation) would otherwise promise hours."""
+        ref = self._rate_ref
+        if ref is None or step < ref[0] or status.get("state") != "running":
+            self._rate_ref = (step, now)
+            return
+        if step == ref[0]:
+            return
+        if self._rate_samples < 0:
+            self._rate_samples, self._rate_ref = 0, (step, now)
+            return
+        sample = (now - ref[1]) / (step - ref[0])
+        first = self._rate_samples == 0
+        self._sec_per_step = sample if first else \
+            ETA_SMOOTHING * sample + (1 - ETA_SMOOTHING) * self._sec_per_step
+        self._rate_samples += 1
+        self._rate_ref = (step, now)
+        total = int(status.get("total_steps") or 0)
+        if total and self._rate_samples >= ETA_MIN_SAMPLES:
+            status["eta_s"] = max(total - step, 0) * self._sec_per_step
 
     def heartbeat(self, step: int, force: bool = False, **fields) -> None:
         """Cheap to call every step: writes at most once per HEARTBEAT_EVERY_S."""
@@ -145,6 +178,7 @@ class RunStore:
             return
         status = self._read_status()
         status.update(fields, step=int(step), heartbeat=now)
+        self._update_eta(status, int(step), now)
         save_json(self.path / "status.json", status)
         self._last_beat = now
 

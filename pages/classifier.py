@@ -257,7 +257,8 @@ def _live() -> None:
     epoch, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
     phase = status.get("phase") or ("starting" if s == "queued" else s)
     frac = min(epoch / total, 1.0) if total else 0.0
-    st.progress(frac, text=f"{s}: {phase}" + (f" · epoch {epoch} of {total}" if total else ""))
+    st.progress(frac, text=f"{s}: {phase}" + (f" · epoch {epoch} of {total}" if total else "")
+                + (f" · {live.eta_text(status)}" if s == "running" and phase == "training" else ""))
     wide = _wide(status)
     if wide.empty:
         st.caption("Waiting for the first epoch to finish...")

@@ -167,6 +167,9 @@ def test_live_control_is_applied_and_recorded(tmp_path):
     assert len(events) == 1 and events.iloc[0]["step"] == 2
     assert events.iloc[0]["payload"] == {"gp_lambda": 3.0, "n_critic": 1, "lr_gen": 5e-4}
     assert len(store.events("sample")) == 1 and 1 in [s for s, _ in store.samples()]
+    # The values in force are published for every reader (the sliders of every session).
+    live = store.status()["live"]
+    assert live["gp_lambda"] == 3.0 and live["n_critic"] == 1 and live["lr_gen"] == 5e-4
 
 
 def test_invalid_control_is_rejected_not_fatal(tmp_path):

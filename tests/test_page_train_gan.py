@@ -108,6 +108,24 @@ def test_steering_and_buttons_write_control():
     assert not at.exception
 
 
+def test_two_sessions_show_the_values_in_force():
+    """Session B lowers lambda; once the job applies it (and says so in status.json), session A's
+    slider shows it too, not A's own earlier value."""
+    store = _fake_run("20260101-000000-gan-wgan-gp-twin", "running", steps=3)
+    live = {"gp_lambda": 10.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
+    store.set_status("running", live=live)
+    a, b = _app().run(), _app().run()
+    key = f"steer_gp_lambda_{store.name}"
+    assert a.select_slider(key=key).value == 10.0 and b.select_slider(key=key).value == 10.0
+    b.select_slider(key=key).set_value(2.0).run()
+    assert store.control()["gp_lambda"] == 2.0
+    store.set_status("running", live={**live, "gp_lambda": 2.0})   # the job applied it
+    a.run()
+    assert not a.exception
+    assert a.select_slider(key=key).value == 2.0
+    assert a.slider(key=f"steer_n_critic_{store.name}").value == 5
+
+
 def _datasets(chart) -> list:
     """The data frames a Vega-Lite chart element carries (Arrow IPC bytes in the proto)."""
     import pyarrow as pa

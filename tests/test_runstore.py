@@ -95,3 +95,29 @@ def test_prune_uploads_keeps_recent_and_used_folders(tmp_path):
     assert removed == [uploads / "old"]
     assert sorted(p.name for p in uploads.iterdir()) == ["recent", "used-by-run"]
     assert prune_uploads(tmp_path / "nowhere") == []
+
+
+def test_eta_from_a_smoothed_rate_after_warm_up_and_none_while_paused(tmp_path, monkeypatch):
+    """The first interval (start-up) is no sample; the ETA appears after ETA_MIN_SAMPLES and
+    follows the recent rate; pausing drops it and the pause is not measured as slow steps."""
+    from core import runstore as rs
+
+    clock = [1000.0]
+    monkeypatch.setattr(rs.time, "time", lambda: clock[0])
+    store = rs.RunStore(tmp_path / "run", create=True)
+    store.set_status("running", step=0, total_steps=100)
+
+    def beat(step, dt):
+        clock[0] += dt
+        store.heartbeat(step, force=True)
+        return store.status().get("eta_s")
+
+    assert beat(1, 60.0) is None          # start-up: 60 s for the first step, not a rate
+    assert beat(2, 1.0) is None and beat(3, 1.0) is None
+    assert beat(4, 1.0) == pytest.approx(96 * 1.0)
+    store.set_status("paused", step=4, total_steps=100)
+    assert "eta_s" not in store.status()
+    clock[0] += 600                        # ten minutes paused
+    store.set_status("running", step=4, total_steps=100)
+    beat(4, 0.0)
+    assert beat(5, 1.0) == pytest.approx(95 * 1.0)   # the pause did not count

@@ -5,6 +5,7 @@ failed run). Nothing here touches the training process except through RunStore."
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -48,8 +49,12 @@ def run_loss(store: RunStore) -> str:
 
 
 def current_values(store: RunStore) -> dict:
-    """lambda, n_critic and learning rates in force: the latest logged values, else the last
-    control request, else the run's config, else the loss's paper defaults."""
+    """lambda, n_critic and learning rates in force: as the job publishes them in status.json
+    ("live"); for runs from before it did, the latest logged values, else the last control
+    request, else the run's config, else the loss's paper defaults."""
+    live = store.status().get("live")
+    if isinstance(live, dict) and {"gp_lambda", "n_critic", "lr_critic", "lr_gen", "clip"} <= set(live):
+        return {**live, "n_critic": int(live["n_critic"])}
     loss = run_loss(store)
     values = {k: LOSS_DEFAULTS[loss][k] for k in ("gp_lambda", "n_critic", "lr_critic", "lr_gen", "clip")}
     config = store.config()
@@ -156,15 +161,16 @@ def _steering(store: RunStore) -> None:
     cols = st.columns(len(fields))
     for col, (field, label, options) in zip(cols, fields):
         key = f"steer_{field}_{store.name}"
+        # The slider shows the value in force, whoever set it: another session's change (or
+        # the command line's) moves it here too, at this page's next run.
+        value = int(now[field]) if options is None else float(now[field])
+        if st.session_state.get(f"{key}_in_force") != value:
+            st.session_state[key] = st.session_state[f"{key}_in_force"] = value
         with col:
             if options is None:
-                if key not in st.session_state:
-                    st.session_state[key] = int(now[field])
                 st.slider(label, 1, 10, key=key, disabled=not active, on_change=_steer,
                           args=(store, field, key))
             else:
-                if key not in st.session_state:
-                    st.session_state[key] = float(now[field])
                 st.select_slider(label, _options(options, st.session_state[key]), key=key,
                                  format_func=lambda v: f"{v:g}", disabled=not active,
                                  on_change=_steer, args=(store, field, key))
@@ -203,16 +209,20 @@ def _wide(df: pd.DataFrame) -> pd.DataFrame:
 def _eta(status: dict, wide: pd.DataFrame) -> str:
     step, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
     parts = [f"step {step:,} of {total:,}" if total else f"step {step:,}"]
+    if status.get("state") != "running":   # a paused run has no rate
+        return " · ".join(parts)
     if "throughput/img_s" in wide and wide["throughput/img_s"].notna().any():
         parts.append(f"{wide['throughput/img_s'].dropna().iloc[-1]:,.0f} images/s")
-    if total and step and status.get("state") == "running":
-        if "time/step_s" in wide and wide["time/step_s"].notna().any():
-            per_step = float(wide["time/step_s"].dropna().iloc[-20:].median())
-        else:
-            per_step = (time.time() - float(status.get("created", time.time()))) / step
-        left = max(total - step, 0) * per_step
-        parts.append(f"about {int(left // 60)}:{int(left % 60):02d} left")
+    if total:
+        parts.append(eta_text(status))
     return " · ".join(parts)
+
+
+def eta_text(status: dict) -> str:
+    """"about 3 min left" from the job's smoothed rate (status "eta_s"), "estimating the time
+    left…" until it has one."""
+    eta = status.get("eta_s")
+    return "estimating the time left…" if eta is None else f"about {jobs.format_duration(eta)} left"
 
 
 def heldout_summary(status: dict, wide: pd.DataFrame) -> str:
@@ -248,7 +258,8 @@ def render(run_path: str) -> None:
     # page when the run changes phase (started, config written, paused, ended), not every tick,
     # and before drawing anything here (what is drawn twice in one place is re-mounted).
     waiting = is_waiting(status)
-    phase = (state, bool(store.config()), waiting)
+    # ... and when the values in force change (a session steered), so every slider follows.
+    phase = (state, bool(store.config()), waiting, json.dumps(status.get("live"), sort_keys=True))
     phases = st.session_state.setdefault("live_phase", {})
     seen = phases.get(store.name)
     phases[store.name] = phase
