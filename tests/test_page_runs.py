@@ -158,3 +158,20 @@ def test_the_table_is_short_and_the_expander_has_the_full_device_and_data():
     at.selectbox(key="runs_config_pick").set_value(gpu.name).run()
     assert "Device: NVIDIA H100 80GB HBM3 (cuda)" in [c.value for c in at.caption]
     assert any("/data/sets/cxr-real" in j.value for j in at.json)
+
+
+def test_default_comparison_keeps_to_the_newest_runs_kind():
+    """A classifier run between GAN runs is not put into the GAN runs' W-estimate chart."""
+    old = _fake_run("20260101-000001-gan-wgan-gp-old", "finished", 1.0)
+    clf = RunStore(runs_root() / "20260101-000002-classifier-cnn", create=True)
+    clf.write_config({"command": "train-classifier"})
+    clf.set_status("finished", step=2, total_steps=2, command=["train-classifier"])
+    clf.log_metrics(2, {"val/acc": 0.9})
+    new = _fake_run("20260101-000003-gan-wgan-gp-new", "finished", 2.0)
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert at.multiselect(key="runs_compare").value == [new.name, old.name]
+    assert not any(c.value.startswith("Not logged by") for c in at.caption)
+    from ui.plots import metric_label
+
+    assert metric_label("d/fake_mean") == "Critic score, generated images (d/fake_mean)"

@@ -174,7 +174,8 @@ _METRIC_NAMES = {
     "lambda": "Gradient penalty lambda", "n_critic": "Critic steps per generator step",
     "lr/critic": "Critic learning rate", "lr/gen": "Generator learning rate",
     "train/loss": "Training loss", "train/acc": "Training accuracy",
-    "val/loss": "Validation loss", "val/acc": "Validation accuracy"}
+    "val/loss": "Validation loss", "val/acc": "Validation accuracy",
+    "d/real_mean": "Critic score, real images", "d/fake_mean": "Critic score, generated images"}
 _SPLIT_NAMES = {"val": "validation", "test": "test"}
 _RATES = ("accuracy", "acc", "macro_f1", "ece", "ece_scaled")
 _FINAL_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "ece": "ECE",
