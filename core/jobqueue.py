@@ -45,9 +45,14 @@ def gpus() -> int:
 
 
 def slots() -> tuple[str, int]:
-    """(resource, how many jobs at once): ("gpu", GPUs) on a CUDA machine, else ("cpu", cores)."""
+    """(resource, how many jobs at once): ("gpu", GPUs) on a CUDA machine, else ("cpu", cores);
+    $XRAY_JOB_SLOTS, when set, caps the count (a machine shared with other work)."""
     n = gpus()
-    return ("gpu", n) if n else ("cpu", cores())
+    resource, count = ("gpu", n) if n else ("cpu", cores())
+    cap = os.environ.get("XRAY_JOB_SLOTS", "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        count = min(count, int(cap))
+    return resource, count
 
 
 def threads_per_job(resource: str, n_slots: int) -> int:

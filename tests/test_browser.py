@@ -5,6 +5,7 @@ screenshot of each page (into $SCREENSHOT_DIR as well when set, to refresh docs/
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -59,7 +60,9 @@ def server(tmp_path):
         seed = Path(os.environ["SCREENSHOT_RUN"])
         shutil.copytree(seed, runs / seed.name, ignore=shutil.ignore_patterns("*.pt", "job.log"))
     # XRAY_TOY_COMPILE=0: the Playground's background torch.compile would compete for the CPU.
-    env = {**os.environ, "XRAY_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1", "XRAY_TOY_COMPILE": "0"}
+    # One job slot: a second job started while the first runs waits in the queue.
+    env = {**os.environ, "XRAY_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1", "XRAY_TOY_COMPILE": "0",
+           "XRAY_JOB_SLOTS": "1"}
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
@@ -266,11 +269,12 @@ def test_dashboard_end_to_end(server, tmp_path):
         print("render seconds (cached, incl. browser):", {k: round(v, 2) for k, v in render_s.items()})
 
         # Start a tiny CPU run from Train GAN (the page we are on): a small batch, a metric every
-        # step. The form is open only before the first run (closed with a SCREENSHOT_RUN).
+        # step, more steps than the test lasts (it stops the run; one that ended early gave up
+        # its queue slot before the second session's check). The form is open only before the first run (closed with a SCREENSHOT_RUN).
         if not page.get_by_label("Steps", exact=True).is_visible():
             page.get_by_text("New run", exact=True).click()
             _idle(page)
-        for label, value in (("Steps", "400"), ("Batch size", "4"), ("Log every", "1"),
+        for label, value in (("Steps", "5000"), ("Batch size", "4"), ("Log every", "1"),
                              ("Grid every", "5")):
             box = page.get_by_label(label, exact=True)
             box.fill(value)
@@ -323,6 +327,33 @@ def test_dashboard_end_to_end(server, tmp_path):
               60, "the lambda-change marker on the chart")
         assert '"gp_lambda": 5.0' in (runs / ours / "control.json").read_text()
         _shot(page, "train_gan_steered", out_dirs)
+
+        # Paused, the run keeps its slot (the tiny run would otherwise end before the next check).
+        main.get_by_role("button", name="Pause").click()
+        _wait(lambda: json.loads((runs / ours / "status.json").read_text())["state"] == "paused",
+              60, "the run to pause")
+        # A second browser session on the same run sees the value in force on its slider, and
+        # a job it starts meanwhile waits in the queue (one slot here), until cancelled.
+        other = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        other.set_default_timeout(30_000)
+        other.goto(base + "/train_gan")
+        _idle(other, 60)
+        _pick(other, "Run", ours)
+        _idle(other, 30)
+        lam = other.locator('[data-testid="stSlider"]', has_text="lambda").locator(
+            '[data-testid="stSliderThumbValue"]')
+        _wait(lambda: lam.first.inner_text().strip() == "5", 60, "lambda 5 in the other session")
+        print(f"[{time.monotonic() - t_start:5.1f} s] the other session shows lambda 5")
+        other.get_by_text("New run").first.click()
+        other.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start").click()
+        queued = other.get_by_text("Queued, number 1 in line")
+        _wait(lambda: queued.count() > 0, 60, "the second job to wait in the queue")
+        _no_exception(other, "train_gan, second session")
+        _shot(other, "train_gan_queued", out_dirs)
+        other.get_by_role("button", name="Cancel").click()
+        _wait(lambda: other.locator("text=cancelled while queued").count() > 0
+              or other.get_by_text("Queued, number 1 in line").count() == 0, 60, "the cancel")
+        other.context.close()
 
         # Stop the run; its state becomes 'stopped' and it keeps a checkpoint for Samples.
         print(f"[{time.monotonic() - t_start:5.1f} s] marker seen; stopping")
