@@ -345,7 +345,17 @@ def test_dashboard_end_to_end(server, tmp_path):
         _wait(lambda: lam.first.inner_text().strip() == "5", 60, "lambda 5 in the other session")
         print(f"[{time.monotonic() - t_start:5.1f} s] the other session shows lambda 5")
         other.get_by_text("New run").first.click()
-        other.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start").click()
+        start = other.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start")
+        start.wait_for(state="visible")
+        before = {p.name for p in runs.iterdir()}
+        for _ in range(3):   # a click while the expander still slides open can miss the button
+            _idle(other, 30)
+            start.click()
+            try:
+                _wait(lambda: {p.name for p in runs.iterdir()} - before, 20, "a new run directory")
+                break
+            except AssertionError:
+                continue
         queued = other.get_by_text("Queued, number 1 in line")
         _wait(lambda: queued.count() > 0, 60, "the second job to wait in the queue")
         _no_exception(other, "train_gan, second session")
