@@ -15,7 +15,7 @@ from core.errors import UserError
 from core.losses import LOSSES
 from core.toy import DATASETS, ToyConfig, ToyTrainer, modes_covered, run_together
 from ui import state
-from ui.toy_plots import N_POINTS, refresh_figures
+from ui.toy_plots import N_POINTS, refresh_figures, shared_bounds
 
 LOSS_NAMES = {"gan": "GAN", "wgan": "WGAN (clip)", "wgan-gp": "WGAN-GP"}
 # The live panel's period follows its measured cost. With a fixed 0.4 s period and 20 iterations
@@ -215,7 +215,7 @@ def slot_controls(slot: str) -> None:
                          help="Critic weights clamped to [-c, c] after each step; 0 = off.")
 
 
-def trainer_view(slot: str, n_metric_cols: int) -> Callable[[], None]:
+def trainer_view(slot: str, n_metric_cols: int, bounds=None) -> Callable[[], None]:
     """Everything slot's panel shows, computed now; the returned function only emits it.
     Both panels are computed before either emits, so a refresh replaces the old panels within
     milliseconds: drawing slot b's figures while slot a's new elements were already out left
@@ -235,12 +235,14 @@ def trainer_view(slot: str, n_metric_cols: int) -> Callable[[], None]:
         return diverged
     metrics = []
     if last:
-        metrics = [("W estimate", f"{last.get('wgan/w_estimate', float('nan')):.3f}"),
+        # Significant digits, not three decimals: a clipped WGAN critic starts with scores of
+        # order 1e-4, and "0.000" for hundreds of steps looked stuck.
+        metrics = [("W estimate", f"{last.get('wgan/w_estimate', float('nan')):.3g}"),
                    ("‖∇D‖ mean", f"{last.get('wgan/grad_norm_mean', float('nan')):.2f}"),
                    ("critic loss", f"{last.get('loss/critic', float('nan')):.3f}")]
         if c.dataset == "8gaussians":
             metrics.append(("modes covered", f"{modes_covered(t.sample(N_POINTS))}/8"))
-    main, curves = refresh_figures([t], ss.toy_heatmap, ss.toy_arrows)
+    main, curves = refresh_figures([t], ss.toy_heatmap, ss.toy_arrows, bounds=bounds)
 
     def emit() -> None:
         st.markdown(header)
@@ -272,7 +274,9 @@ def live_panel() -> None:
             if playing:
                 run_together(trainers, speed, TRAIN_BUDGET_S)
             start = time.perf_counter()
-            views = [trainer_view(slot, n_metric_cols) for slot in slots]
+            # Side by side, the two panels share their axes: one scale for both losses.
+            bounds = shared_bounds([ss.toy_trainers[slot] for slot in slots])
+            views = [trainer_view(slot, n_metric_cols, bounds) for slot in slots]
             for col, emit in zip(st.columns(len(slots)), views):
                 with col:
                     emit()

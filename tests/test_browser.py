@@ -255,11 +255,15 @@ def test_dashboard_end_to_end(server, tmp_path):
             return page.locator('[data-testid="stSlider"]', has_text=label).first.locator(
                 '[data-testid="stSliderThumbValue"]').all_inner_texts()
 
-        before = thumbs("Phantoms per class"), thumbs("probability")
+        def both():   # on a busy machine the Augmentor sliders come a moment after the rest
+            values = thumbs("Phantoms per class"), thumbs("probability")
+            return values if all(values) else None
+
+        before = _wait(both, 60, "the phantom and Augmentor sliders")
         for option in ("Upload a ZIP", "Phantoms"):
             page.locator('[data-testid="stRadio"]', has_text="Source").get_by_text(option).click()
             _idle(page, 30)
-        assert (thumbs("Phantoms per class"), thumbs("probability")) == before == (["300"], ["0.70"])
+        assert _wait(both, 60, "the sliders drawn again") == before == (["300"], ["0.70"])
         # The Playground opened above and left; coming back draws it, with its values.
         _nav(page, TITLES["playground"])
         _idle(page, 30)

@@ -452,3 +452,18 @@ def test_run_together_keeps_lockstep_within_the_time_budget():
     assert (a.gen_steps, b.gen_steps) == (1, 1) and a.critic_steps == 5
     assert run_together([a, b], 3, budget_s=60.0) == 3  # the budget never ran out
     assert a.gen_steps == b.gen_steps == 4
+
+
+@pytest.mark.parametrize("dataset", ["8gaussians", "gaussian-1d"])
+def test_side_by_side_panels_share_their_axes(dataset):
+    """Compared losses on one scale: both panels' axes are the union of their ranges."""
+    from ui.toy_plots import refresh_figures
+
+    a, b = tiny(dataset=dataset, loss="wgan-gp"), tiny(dataset=dataset, loss="wgan")
+    with torch.no_grad():   # b's generator far off to one side: its range is the wider one
+        b.generator[-1].bias.add_(3.0)
+    figs = refresh_figures([a, b])
+    ranges = [tuple(f.layout.xaxis.range) for f in figs[::2]]
+    assert ranges[0] == ranges[1]
+    if a.dim == 2:
+        assert tuple(figs[0].layout.yaxis.range) == tuple(figs[2].layout.yaxis.range)

@@ -51,11 +51,13 @@ def _arrow_segments(points: np.ndarray, grads: np.ndarray, length: float):
 
 
 def landscape_figure(trainer: ToyTrainer, heatmap: bool = True, arrows: bool = True,
-                     n_points: int = N_POINTS, grid_res: int = GRID_RES) -> go.Figure:
-    """2D: critic heatmap with contours, real and generated points, gradient arrows."""
+                     n_points: int = N_POINTS, grid_res: int = GRID_RES,
+                     bounds: np.ndarray | None = None) -> go.Figure:
+    """2D: critic heatmap with contours, real and generated points, gradient arrows; `bounds`
+    (2, 2) fixes the axes (side-by-side panels share them)."""
     fake = trainer.sample(n_points)
     real = trainer.real_sample(n_points)
-    bounds = trainer.plot_bounds(fake)
+    bounds = trainer.plot_bounds(fake) if bounds is None else bounds
     traces = []
     if heatmap:
         xs, ys, values = trainer.critic_field(grid_res, bounds)
@@ -88,10 +90,12 @@ def landscape_figure(trainer: ToyTrainer, heatmap: bool = True, arrows: bool = T
         yaxis=_axis(range=list(bounds[1]), scaleanchor="x", scaleratio=1, constrain="domain")))
 
 
-def histogram_figure(trainer: ToyTrainer, n_points: int = 4000, bins: int = 60) -> go.Figure:
-    """1D: histograms of real and generated samples with the critic's curve on a second axis."""
+def histogram_figure(trainer: ToyTrainer, n_points: int = 4000, bins: int = 60,
+                     bounds: np.ndarray | None = None) -> go.Figure:
+    """1D: histograms of real and generated samples with the critic's curve on a second axis;
+    `bounds` (1, 2) fixes the x axis (side-by-side panels share it)."""
     fake = trainer.sample(n_points)[:, 0]
-    bounds = trainer.plot_bounds(fake[:, None])
+    bounds = trainer.plot_bounds(fake[:, None]) if bounds is None else bounds
     edges = np.linspace(bounds[0, 0], bounds[0, 1], bins + 1)
     centers, width = 0.5 * (edges[1:] + edges[:-1]), edges[1] - edges[0]
     real_h = np.histogram(trainer.real_sample(n_points)[:, 0], edges, density=True)[0]
@@ -107,7 +111,8 @@ def histogram_figure(trainer: ToyTrainer, n_points: int = 4000, bins: int = 60) 
                    line=dict(color="#1f77b4", width=2), showlegend=False),
     ], layout=dict(barmode="overlay", height=430, margin=_margin(55, 60, _LEGEND_ROWS_PX, 30),
                    uirevision="keep", legend=_LEGEND,
-                   xaxis=_axis(), yaxis=_axis(title=dict(text="density")),
+                   xaxis=_axis(range=[float(edges[0]), float(edges[-1])]),
+                   yaxis=_axis(title=dict(text="density")),
                    # tickmode "auto": an overlaying axis defaults to "sync", ticks at the
                    # density axis's positions labelled 0.49287, 0.48878, -0.0285.
                    yaxis2=_axis(title=dict(text=name), overlaying="y", side="right",
@@ -153,11 +158,29 @@ def curves_figure(trainer: ToyTrainer) -> go.Figure:
                      autorangeoptions={"include": [1]})))
 
 
-def refresh_figures(trainers: list[ToyTrainer], heatmap: bool = True,
-                    arrows: bool = True) -> list[go.Figure]:
-    """Every figure one refresh of the live panel draws (two per trainer)."""
+def refresh_figures(trainers: list[ToyTrainer], heatmap: bool = True, arrows: bool = True,
+                    bounds: np.ndarray | None = None) -> list[go.Figure]:
+    """Every figure one refresh of the live panel draws (two per trainer). Panels of the same
+    data share their axes (`bounds`, else shared_bounds of these trainers), so two losses are
+    compared on one scale."""
+    bounds = shared_bounds(trainers) if bounds is None else bounds
     figs = []
     for t in trainers:
-        figs.append(landscape_figure(t, heatmap, arrows) if t.dim == 2 else histogram_figure(t))
+        figs.append(landscape_figure(t, heatmap, arrows, bounds=bounds) if t.dim == 2
+                    else histogram_figure(t, bounds=bounds))
         figs.append(curves_figure(t))
     return figs
+
+
+def shared_bounds(trainers: list[ToyTrainer], n_points: int = N_POINTS) -> np.ndarray | None:
+    """The union of the trainers' plot bounds (square in 2D), or None for one trainer or
+    different data."""
+    if len(trainers) < 2 or len({t.dim for t in trainers}) > 1 or not all(
+            np.array_equal(t.data_bounds, trainers[0].data_bounds) for t in trainers):
+        return None
+    each = np.stack([t.plot_bounds(t.sample(n_points)) for t in trainers])   # (T, D, 2)
+    bounds = np.stack([each[:, :, 0].min(0), each[:, :, 1].max(0)], 1)      # (D, 2)
+    if len(bounds) == 2:
+        center, half = bounds.mean(1), (bounds[:, 1] - bounds[:, 0]).max() / 2
+        bounds = np.stack([center - half, center + half], 1)
+    return bounds
