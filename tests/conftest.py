@@ -60,20 +60,40 @@ def real_data_v2_dir() -> Path | None:
     return path if (path / "metadata.csv").is_file() else None
 
 
+def _present(path: Path | None, name: str) -> Path:
+    if path is None:
+        pytest.skip(f"real X-ray folder ../shared/data/{name} not present")
+    return path
+
+
 @pytest.fixture
 def real_data_v2() -> Path:
-    path = real_data_v2_dir()
-    if path is None:
-        pytest.skip("real X-ray folder ../shared/data/cxr-real-v2 not present")
-    return path
+    return _present(real_data_v2_dir(), "cxr-real-v2")
 
 
 @pytest.fixture
 def real_data() -> Path:
-    path = real_data_dir()
-    if path is None:
-        pytest.skip("real X-ray folder ../shared/data/cxr-real not present")
-    return path
+    return _present(real_data_dir(), "cxr-real")
+
+
+def metadata_tree(root: Path, n: int, source=lambda i: "hospital",
+                  patient=lambda i: f"p{i // 2}", size: int = 32) -> Path:
+    """A folder of n small PNGs in class folders with a metadata.csv (file, class, source,
+    patient); image i is of class i % 3, and the classes are dark, mid and bright, so a tiny
+    model separates them. Returns root."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["file,class,source,patient"]
+    for i in range(n):
+        cls = ("COVID-19", "NORMAL", "PNEUMONIA")[i % 3]
+        path = root / cls / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.integers(0, 60, (size, size)) + 70 * (i % 3)).astype(np.uint8)).save(path)
+        rows.append(f"{cls}/{i}.png,{cls},{source(i)},{patient(i)}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
 
 
 @pytest.fixture(autouse=True)

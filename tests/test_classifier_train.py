@@ -201,19 +201,11 @@ def test_cxr_preset_runs_on_tiny_data_and_flags_phantoms(tmp_path):
     """The real-X-ray recipe (--preset cxr) with its architecture, on tiny data that is not
     phantoms: explicit flags override it, and its OOD statistics learn phantoms as known
     outliers."""
-    from PIL import Image
+    from conftest import metadata_tree
 
     from core.classifier_train import PRESETS
 
-    rng = np.random.default_rng(0)
-    rows = ["file,class,source,patient"]
-    for i in range(24):
-        cls = ("COVID-19", "NORMAL", "PNEUMONIA")[i % 3]
-        path = tmp_path / "data" / cls / f"{i}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((rng.integers(0, 60, (40, 40)) + 70 * (i % 3)).astype(np.uint8)).save(path)
-        rows.append(f"{cls}/{i}.png,{cls},hospital,p{i // 2}")
-    (tmp_path / "data" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    metadata_tree(tmp_path / "data", 24, size=40)
     run = tmp_path / "cxr"
     assert cli.main(["train-classifier", "--data", str(tmp_path / "data"), "--preset", "cxr",
                      "--size", "32", "--width", "0.125", "--epochs", "1", "--batch-size", "8",

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from sklearn.metrics import f1_score
 
 from core import __main__ as cli
@@ -179,16 +178,10 @@ def test_unseen_split_leaves_out_every_training_and_validation_patient(tmp_path)
     from core.classifier import load_classifier
     from core.evaluate import split_indices
 
-    rows = ["file,class,source,patient"]
-    rng = np.random.default_rng(0)
-    for i in range(36):
-        cls = CLASSES[i % 3]
-        src = "seen" if i < 30 else "never"
-        path = tmp_path / "data" / cls / f"{i}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((rng.integers(0, 60, (32, 32)) + 70 * (i % 3)).astype(np.uint8)).save(path)
-        rows.append(f"{cls}/{i}.png,{cls},{src},{src}-{i // 3}")
-    (tmp_path / "data" / "metadata.csv").write_text("\n".join(rows) + "\n")
+    from conftest import metadata_tree
+
+    src = lambda i: "seen" if i < 30 else "never"  # noqa: E731
+    metadata_tree(tmp_path / "data", 36, source=src, patient=lambda i: f"{src(i)}-{i // 3}")
     run = tmp_path / "run"
     assert cli.main(["train-classifier", "--data", str(tmp_path / "data"), "--data-where",
                      "source=seen", "--size", "32", "--width", "0.25", "--epochs", "1",
