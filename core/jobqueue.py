@@ -20,13 +20,10 @@ from pathlib import Path
 
 from core.config import save_json
 from core.errors import UserError
-from core.runstore import RunStore, launch, list_runs, new_run_dir, runs_root
+from core.runstore import ACTIVE_STATES, RunStore, launch, list_runs, new_run_dir, runs_root
 
 QUEUE_FILE = "queue.json"
 COMMAND_LINE = "command line"
-# A launched job counts as running until its process ends; one whose status says "queued"
-# with a pid is launched and starting.
-_RUNNING = ("queued", "running", "paused")
 
 
 def cores() -> int:
@@ -74,11 +71,23 @@ def _lock(root: Path):
 
 
 def _entry(store: RunStore) -> dict | None:
+    """A run's queue.json when it is a job this queue may start: a list of strings naming one of
+    the CLI's training or evaluation commands (a file from elsewhere never runs anything else),
+    and a numeric submission time."""
+    from core.__main__ import COMMANDS
+
     try:
         entry = json.loads((store.path / QUEUE_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return entry if isinstance(entry, dict) and isinstance(entry.get("argv"), list) else None
+    if not isinstance(entry, dict):
+        return None
+    argv, submitted = entry.get("argv"), entry.get("submitted")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)
+            and argv[0] in COMMANDS and argv[0] != "queue"
+            and isinstance(submitted, (int, float))):
+        return None
+    return entry
 
 
 def is_waiting(status: dict) -> bool:
@@ -92,14 +101,14 @@ def waiting(root: str | Path | None = None) -> list[RunStore]:
     for store in list_runs(root):
         entry = _entry(store)
         if entry is not None and is_waiting(store.status()):
-            out.append((float(entry.get("submitted") or 0), store.name, store))
+            out.append((float(entry["submitted"]), store.name, store))
     return [s for _, _, s in sorted(out, key=lambda t: t[:2])]
 
 
 def running(root: str | Path | None = None) -> list[RunStore]:
     """Jobs with a live process (starting, running or paused), newest first."""
     return [r for r in list_runs(root)
-            if (s := r.status()).get("state") in _RUNNING and not is_waiting(s)]
+            if (s := r.status()).get("state") in ACTIVE_STATES and not is_waiting(s)]
 
 
 def submit(command: str, args: list[str], kind: str, owner: str = COMMAND_LINE,
@@ -157,7 +166,7 @@ def cancel(store: RunStore) -> None:
         if is_waiting(status):
             store.set_status("stopped", reason="cancelled while queued")
             return
-    if status.get("state") in _RUNNING:
+    if status.get("state") in ACTIVE_STATES:
         store.send_control(stop=True)
         return
     raise UserError(f"{store.name} is {status.get('state')}, not queued or running")

@@ -117,13 +117,19 @@ def test_the_queue_survives_a_restart(monkeypatch):
     assert entry["argv"][:3] == ["train-gan", "--steps", "3"]
 
 
-def test_a_broken_queue_file_is_not_a_job(fake_launch, monkeypatch):
+@pytest.mark.parametrize("text", [
+    b"[1, 2", b"\xff\xfe", b"[]", b'{"argv": "train-gan", "submitted": 1}',
+    b'{"argv": ["rm", "-rf", "/"], "submitted": 1}',              # not a command of the CLI
+    b'{"argv": ["queue", "train-gan"], "submitted": 1}',
+    b'{"argv": ["train-gan", 3], "submitted": 1}',
+    b'{"argv": ["train-gan"], "submitted": "yesterday"}'])
+def test_a_broken_or_foreign_queue_file_is_not_a_job(fake_launch, monkeypatch, text):
     _slots(monkeypatch, "cpu", 0)
     a = jobqueue.submit("train-gan", [], "gan")
-    (a.path / jobqueue.QUEUE_FILE).write_text("[1, 2")
+    (a.path / jobqueue.QUEUE_FILE).write_bytes(text)
     assert jobqueue.waiting() == []
-    (a.path / jobqueue.QUEUE_FILE).write_bytes(b"\xff\xfe")
-    assert jobqueue.waiting() == []
+    _slots(monkeypatch, "cpu", 1)
+    assert jobqueue.schedule() == [] and not fake_launch
 
 
 def test_queued_jobs_start_by_themselves():
