@@ -57,9 +57,9 @@ def _check(config: ClassifierConfig) -> None:
 
 def equalize_histogram(x: torch.Tensor) -> torch.Tensor:
     """Per-image histogram equalisation of (N, C, H, W) in [-1, 1]: each pixel becomes the share
-    of its image's pixels below it (ties counted half), mapped back to [-1, 1]. Sources differ in exposure,
-    windowing and processing; equalised, they differ less, and a model has less of the source
-    to learn instead of the finding."""
+    of its image's pixels below it (ties counted half), mapped back to [-1, 1]. Sources differ
+    in exposure, windowing and processing; equalised, they differ less, and a model has less of
+    the source to learn instead of the finding."""
     n = x.shape[0]
     flat = x.reshape(n, -1)                                       # (N, C*H*W)
     ordered, flat = flat.sort(dim=1).values.contiguous(), flat.contiguous()

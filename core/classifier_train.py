@@ -162,7 +162,9 @@ def _loaded_as(data: dict) -> tuple[str, dict]:
         return "phantom", {"images per class": str(count), "seed": data.get("seed", 0),
                            "keep_extra_classes": extra}
     path = Path(source).expanduser()
-    return (str(path.resolve()) if path.exists() else source), {"keep_extra_classes": extra}
+    # The split is drawn over what the filter kept, so a filtered copy is another source.
+    return (str(path.resolve()) if path.exists() else source), {
+        "keep_extra_classes": extra, "where": sorted(data.get("where") or [])}
 
 
 def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> float | None:

@@ -143,3 +143,22 @@ def test_summarise_orders_and_averages_over_seeds():
 def test_cli_rejects_unknown_arm(tmp_path):
     assert cli.main(["ablation", "--data", "phantom:4", "--arms", "mixup",
                      "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_gan_trained_on_a_filtered_copy_of_a_folder_is_not_matched_to_the_whole_folder(tmp_path):
+    """The patient split is drawn over what DataConfig.where kept, so a GAN trained on a
+    filtered folder was split differently from a classifier on all of it."""
+    from conftest import metadata_tree
+
+    folder = metadata_tree(tmp_path / "data", 12, source=lambda i: "a" if i < 6 else "b")
+    cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
+    filtered = DataConfig(source=str(folder), size=32, classes=("COVID-19",), split="train",
+                          where=("source=a",))
+    save_generator(tmp_path / "gan" / "checkpoints" / "latest.safetensors", Generator(cfg), cfg,
+                   {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 1,
+                    "data": to_dict(filtered)})
+    tc = ClassifierTrainConfig()
+    with pytest.raises(UserError, match="differently"):
+        synthetic_fraction(str(tmp_path / "gan"), DataConfig(source=str(folder), size=32), tc)
+    same = DataConfig(source=str(folder), size=32, where=("source=a",))
+    assert synthetic_fraction(str(tmp_path / "gan"), same, tc) == 1.0
