@@ -84,20 +84,20 @@ def _trained_on(meta: dict) -> str:
                if acc is not None else "."))
 
 
-def _card(meta: dict) -> None:
+def _card(meta: dict, path: str) -> None:
     """What the model is, what it learned from and how well it did on patients it never saw:
-    the shipped models carry a `card` in their meta (written when they were shipped)."""
-    card = meta.get("card") or {}
+    the shipped models carry a `card` in their meta (written when they were shipped). Only a
+    card of a file in this repository's checkpoints/ is shown as written: a checkpoint from
+    elsewhere could put links or remote images in it."""
+    card = meta.get("card") if Path(path).resolve().parent == SHIPPED.resolve().parent else None
+    card = card if isinstance(card, dict) else {}
     with st.container(border=True):
         st.markdown("**About this model**")
-        if card.get("summary"):
-            st.markdown(card["summary"])
-        else:
-            st.markdown(_trained_on(meta))
+        st.markdown(str(card.get("summary") or _trained_on(meta)))
         for line in card.get("results") or []:
             st.markdown(f"- {line}")
         if card.get("limits"):
-            st.caption(card["limits"])
+            st.caption(str(card["limits"]))
         if card.get("file"):
             st.caption(f"Model card: `checkpoints/{card['file']}` in the repository.")
 
@@ -185,7 +185,7 @@ else:
     with result_col:
         st.info("Upload an X-ray, or pick a generated X-ray or a phantom on the left.",
                 icon=":material/arrow_back:")
-        _card(meta)
+        _card(meta, ckpt)
     st.stop()
 
 with result_col:
@@ -252,7 +252,7 @@ with result_col:
         if flagged:
             st.caption(f"Closest class: {result['predicted']} ({result['confidence']:.0%}), "
                        "shown only to say what the model does with an image it does not know.")
-    _card(meta)
+    _card(meta, ckpt)
     with st.expander("Details: distance to the training data, temperature", icon=":material/tune:"):
         if ood.get("score") is not None:
             st.markdown(f"Out-of-distribution distance **{ood['score']:.1f}** (Mahalanobis, to the "

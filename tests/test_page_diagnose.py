@@ -253,3 +253,20 @@ def test_generated_example_goes_to_the_real_model():
     assert at.selectbox(key="diagnose_model").value.startswith("Real X-rays: shipped")
     assert any("generated X-ray 1 (synthetic)" in im.proto.imgs[0].caption for im in at.get("image"))
     assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_card_in_a_checkpoint_from_elsewhere_is_not_shown(app_with_run):
+    """Only the shipped models' cards are rendered: one in a run's checkpoint could carry a
+    remote image or a link into the page."""
+    from core.modelcard import stamp
+
+    ckpt = runs_root() / RUN_NAME / "checkpoints" / "best.safetensors"
+    stamp(ckpt, {"summary": "![x](http://example.invalid/track.png) trust me"}, ckpt)
+    at = app_with_run
+    at.run()
+    at.button(key="diagnose_example_NORMAL").click().run()
+    run_label = next(o for o in at.selectbox(key="diagnose_model").options if RUN_NAME in o)
+    at.selectbox(key="diagnose_model").set_value(run_label).run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "example.invalid" not in text and "phantoms only" in text
