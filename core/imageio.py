@@ -20,6 +20,9 @@ from core.errors import ImageReadError
 MAX_PIXELS = 50_000_000
 # Refuse files above this size before reading them into memory.
 MAX_FILE_BYTES = 512 * 1024 * 1024
+# A DICOM's pixel data (declared, or a deflated dataset once inflated) may not exceed this:
+# 50 M pixels of 64 bits, far above any radiograph.
+MAX_DICOM_BYTES = MAX_PIXELS * 8
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -131,11 +134,59 @@ def _dicom_notes(ds, frames: int) -> list[str]:
     return notes
 
 
+def _header_int(ds, key: str, default: int | None) -> int | None:
+    """An integer header field as written, or `default` when it is missing, empty or not a
+    number (anonymisers and converters write 'abc', '' or 12.5 there)."""
+    try:
+        value = ds.get(key, None)
+        value = value.value if hasattr(value, "value") else value
+        if value in (None, "", b""):
+            return default
+        number = float(value[0] if isinstance(value, (list, tuple)) else value)
+        return int(number) if number.is_integer() else default
+    except Exception:  # noqa: BLE001 - any malformed element is "unreadable"
+        return default
+
+
+def _inflated_size(data: bytes, limit: int) -> int | None:
+    """For a deflated-transfer-syntax DICOM: its dataset's inflated size, counting only up to
+    `limit` bytes (so a bomb costs `limit`, not its 10 GiB); None for any other file."""
+    import zlib
+
+    from pydicom.filereader import read_preamble, _read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        fp = io.BytesIO(data)
+        read_preamble(fp, force=True)
+        meta = _read_file_meta_info(fp)
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return None
+        inflater, total, rest = zlib.decompressobj(-zlib.MAX_WBITS), 0, fp.read()
+        for start in range(0, len(rest), 1 << 16):
+            total += len(inflater.decompress(rest[start:start + (1 << 16)], limit + 1 - total))
+            if total > limit:
+                return total
+        return total
+    except Exception:  # noqa: BLE001 - not readable this way: dcmread says what is wrong
+        return None
+
+
 def _read_dicom(data: bytes, name: str, notes: list[str] | None = None) -> np.ndarray:
-    """Decode a DICOM to float (H, W) in [0, 1]; cautions from its header go into `notes`."""
+    """Decode a DICOM to float (H, W) in [0, 1]; cautions from its header go into `notes`.
+
+    Header values are read defensively: an unreadable window, rescale or LUT falls back to the
+    plain pixel range (said in the notes); only what cannot be displayed is refused. Declared
+    sizes are checked before anything is inflated or decoded."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    notes = notes if notes is not None else []
+    max_bytes = MAX_DICOM_BYTES
+    inflated = _inflated_size(data, max_bytes)
+    if inflated is not None and inflated > max_bytes:
+        raise _fail(name, f"deflated DICOM inflates to more than {max_bytes // 2**20} MB; refused "
+                          "as a possible decompression bomb")
     try:
         # force=True also reads files without the preamble, which some exporters write.
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
@@ -143,37 +194,66 @@ def _read_dicom(data: bytes, name: str, notes: list[str] | None = None) -> np.nd
         raise _fail(name, f"not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise _fail(name, "DICOM file has no pixel data (a report or structured document?)")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    rows, cols = _header_int(ds, "Rows", None), _header_int(ds, "Columns", None)
+    if not rows or not cols or rows < 0 or cols < 0:
+        raise _fail(name, "DICOM header has no usable image size (Rows and Columns must be "
+                          "positive whole numbers)")
+    frames = _header_int(ds, "NumberOfFrames", None) if "NumberOfFrames" in ds else 1
+    if frames is None or frames < 1:
+        notes.append("the DICOM's NumberOfFrames is unreadable; one frame assumed")
+        frames = 1
+        if "NumberOfFrames" in ds:   # the decoder reads it too
+            del ds.NumberOfFrames
+    samples = max(_header_int(ds, "SamplesPerPixel", 1) or 1, 1)
+    bits = max(_header_int(ds, "BitsAllocated", 16) or 16, 1)
     if rows * cols > MAX_PIXELS:
         raise _fail(name, f"image too large ({cols}x{rows} pixels > {MAX_PIXELS:,})")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows * cols * frames * samples * -(-bits // 8) > max_bytes:
+        raise _fail(name, f"DICOM declares {frames} frame(s) of {cols}x{rows}x{samples} at {bits} "
+                          f"bits, more than {max_bytes // 2**20} MB; refused")
     try:
         arr = ds.pixel_array
     except Exception as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         ts_name = getattr(ts, "name", None) or str(ts or "unknown")
-        raise _fail(name, f"cannot decode DICOM pixel data (transfer syntax {ts_name}); compressed "
-                          f"DICOM needs a decoder such as pylibjpeg or gdcm "
-                          f"({type(exc).__name__}: {exc})") from exc
-    if notes is not None:
+        hint = ("; compressed DICOM needs a decoder such as pylibjpeg or gdcm"
+                if getattr(ts, "is_compressed", False) else "")
+        raise _fail(name, f"cannot decode DICOM pixel data (transfer syntax {ts_name}{hint}; "
+                          f"{type(exc).__name__}: {exc})") from exc
+    try:
         notes += _dicom_notes(ds, frames)
-    if frames > 1:  # (F, R, C[, 3]): a cine or tomosynthesis series; the middle frame is typical
+    except Exception:  # noqa: BLE001 - cautions are a courtesy; a bad tag must not stop the image
+        pass
+    if frames > 1 and arr.ndim >= 3 and arr.shape[0] == frames:  # (F, R, C[, 3]): the middle one
         arr = arr[frames // 2]
     if arr.ndim == 3:  # colour (R, C, 3), already RGB after pydicom's YBR conversion
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return _minmax(arr)
-    if arr.ndim != 2:
+    if arr.ndim != 2 or arr.size == 0:
         raise _fail(name, f"unsupported DICOM pixel array of shape {arr.shape}")
-
-    x = apply_modality_lut(arr, ds).astype(np.float64)  # RescaleSlope/Intercept or Modality LUT
-    if "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) > 0:
-        fn = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-        y = _window(x, _first(ds.WindowCenter), _first(ds.WindowWidth), fn)
-    elif "VOILUTSequence" in ds:
-        y = _minmax(apply_voi_lut(arr, ds).astype(np.float64))
-    else:
-        y = _minmax(x)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    try:
+        x = apply_modality_lut(arr, ds).astype(np.float64)  # RescaleSlope/Intercept or a LUT
+        if not np.isfinite(x).all():
+            raise ValueError("non-finite values")
+    except Exception:  # noqa: BLE001 - a text RescaleSlope, a broken Modality LUT
+        notes.append("the DICOM's rescale or modality LUT is unreadable; raw pixel values used")
+        x = arr.astype(np.float64)
+    y = None
+    try:
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+            if width > 0 and np.isfinite(center) and np.isfinite(width):
+                fn = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+                y = _window(x, center, width, fn)
+        elif "VOILUTSequence" in ds:
+            y = _minmax(apply_voi_lut(arr, ds).astype(np.float64))
+    except Exception:  # noqa: BLE001 - an empty or text window, a broken VOI LUT
+        y = None
+    if y is None and ("WindowCenter" in ds or "VOILUTSequence" in ds):
+        notes.append("the DICOM's display window is unreadable; the full pixel range is shown")
+    if y is None or not np.isfinite(y).all():
+        y = _minmax(np.nan_to_num(x))
+    if str(ds.get("PhotometricInterpretation", "") or "").upper() == "MONOCHROME1":
         y = 1.0 - y  # MONOCHROME1: low values are white; flip so bone is bright as usual
     return np.ascontiguousarray(y, dtype=np.float32)
 

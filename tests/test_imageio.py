@@ -269,3 +269,69 @@ def test_to_uint8_values_and_area_average():
     u8 = _ramp(12, 12)
     np.testing.assert_array_equal(to_uint8(u8), u8)
     assert to_uint8(np.zeros((10, 12, 3), np.float32), 6).shape == (6, 6, 3)
+
+
+# --- DICOM headers as real scanners and anonymisers write them -----------------------------
+
+def _raw_dicom(path, rows=24, cols=32, transfer=None, **elements):
+    """_dicom, then header elements written as text (VR LO) whatever their VR should be (a
+    text WindowWidth, Rows 'abc'), as converters and anonymisers write them; pydicom reads them
+    back as the strings they are."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import DataElement
+
+    px = _ramp(rows, cols, hi=4000, dtype=np.uint16)
+    _dicom(path, px)
+    ds = pydicom.dcmread(path)
+    for key, raw in elements.items():
+        tag = tag_for_keyword(key)
+        ds[tag] = DataElement(tag, "LO", raw)
+    if transfer is not None:
+        ds.file_meta.TransferSyntaxUID = transfer
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("elements, note", [
+    ({"WindowCenter": "", "WindowWidth": ""}, "display window is unreadable"),
+    ({"WindowCenter": "bright", "WindowWidth": "wide"}, "display window is unreadable"),
+    ({"WindowCenter": "2000", "WindowWidth": "-5"}, None),                  # no usable width
+    ({"RescaleSlope": "steep", "RescaleIntercept": "0"}, "rescale or modality LUT"),
+    ({"NumberOfFrames": "abc"}, None),
+], ids=["empty-window", "text-window", "negative-width", "text-slope", "text-frames"])
+def test_broken_header_values_fall_back_and_say_so(tmp_path, elements, note):
+    path = _raw_dicom(tmp_path / "x.dcm", **elements)
+    img, notes = read_image_notes(path)
+    assert img.shape == (24, 32) and np.isfinite(img).all() and img.max() > img.min()
+    if note:
+        assert any(note in n for n in notes), notes
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("elements", [{"Rows": "abc"}, {"Columns": ""}, {"Rows": "-24"}])
+def test_an_unusable_image_size_is_one_clear_line(tmp_path, elements):
+    path = _raw_dicom(tmp_path / "x.dcm", **elements)
+    with pytest.raises(ImageReadError, match="x.dcm: .*(image size|cannot decode|unsupported)"):
+        read_image(path)
+
+
+def test_declared_size_beyond_the_budget_is_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(imageio, "MAX_DICOM_BYTES", 10_000)
+    path = _raw_dicom(tmp_path / "big.dcm", NumberOfFrames="50")
+    with pytest.raises(ImageReadError, match="declares 50 frame"):
+        read_image(path)
+
+
+def test_a_deflated_dicom_bomb_is_refused_without_inflating_it_all(tmp_path, monkeypatch):
+    """A deflated DICOM whose dataset inflates past the budget: refused after inflating at most
+    the budget (the real budget is 400 MB; a 10 GiB bomb costs that, not 10 GiB)."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    path = _raw_dicom(tmp_path / "bomb.dcm", rows=256, cols=256,
+                      transfer=DeflatedExplicitVRLittleEndian)
+    assert path.stat().st_size < 60_000              # 128 KB of pixels, well compressed
+    assert read_image(path).shape == (256, 256)        # within the budget: read as usual
+    monkeypatch.setattr(imageio, "MAX_DICOM_BYTES", 50_000)
+    with pytest.raises(ImageReadError, match="inflates to more than"):
+        read_image(path)
