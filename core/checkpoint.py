@@ -47,9 +47,12 @@ def read_meta(path: str | Path) -> dict:
     if raw is None:
         raise CheckpointError(f"{path.name} is a safetensors file but not an X-Ray GAN Studio checkpoint")
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path.name} has corrupt metadata") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path.name}: its metadata is not a JSON object")
+    return meta
 
 
 def load_model(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:

@@ -4,7 +4,8 @@ code-free save/load through core/checkpoint.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from torchvision.models.resnet import BasicBlock
 
 from core import CLASSES
 from core.checkpoint import load_into, load_model, save_model
-from core.config import from_dict, to_dict
+from core.config import checked, to_dict
 from core.errors import CheckpointError, UserError
 
 ARCHS = ("report-cnn", "resnet")
@@ -23,16 +24,27 @@ ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)",
 OOD_PREFIX = "ood."
 
 
+def _range(lo: float, hi: float, default):
+    """A field whose value a file may set only within [lo, hi] (core.config.checked)."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+# A checkpoint's config may not describe a model larger than this (counted before any weight is
+# allocated): the largest model here has a few million parameters.
+MAX_PARAMETERS = 200_000_000
+
+
 @dataclass
 class ClassifierConfig:
     arch: str = "report-cnn"             # "report-cnn" (the report's CNN) or "resnet"
-    size: int = 64                       # input (size, size); set from the data config
-    channels: int = 1
-    n_classes: int = 3
-    dropout: float = 0.2                 # the report's 20%
-    filters: tuple[int, ...] = (32, 64, 128)  # report-cnn conv blocks; resnet stage widths x2
-    dense: int = 128                     # report-cnn hidden dense units (the penultimate layer)
-    width: float = 1.0                   # multiplies filters and dense: 0.25 for tiny test models
+    size: int = _range(16, 1024, 64)     # input (size, size); set from the data config
+    channels: int = _range(1, 3, 1)
+    n_classes: int = _range(2, 100, 3)
+    dropout: float = _range(0.0, 0.99, 0.2)   # the report's 20%
+    filters: tuple[int, ...] = _range(1, 4096, (32, 64, 128))  # report-cnn conv blocks; resnet
+                                         # stage widths x2
+    dense: int = _range(1, 65536, 128)   # report-cnn hidden dense units (the penultimate layer)
+    width: float = _range(0.01, 16.0, 1.0)   # multiplies filters and dense: 0.25 for tiny tests
     batchnorm: bool = False              # report-cnn: BatchNorm after each conv (not in the report)
     equalize: bool = False               # histogram-equalise each image inside the model (see
                                          # equalize_histogram); saved with the weights, so every
@@ -241,19 +253,63 @@ def save_classifier(path: str | Path, model: nn.Module, meta: dict,
     return save_model(path, state, meta)
 
 
+def _check_meta(meta: dict, config: ClassifierConfig, name: str) -> None:
+    """The fields prediction reads, as a file from elsewhere may garble them."""
+    classes = meta.get("classes")
+    if classes is not None and not (isinstance(classes, list) and len(classes) == config.n_classes
+                                    and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{name}: 'classes' must list {config.n_classes} class names")
+    t = meta.get("temperature", 1.0)
+    if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool)
+                              and math.isfinite(t) and 0 < t <= 1000):
+        raise CheckpointError(f"{name}: 'temperature' must be a positive number, not {t!r:.40}")
+    ood = meta.get("ood")
+    if ood is not None and not isinstance(ood, dict):
+        raise CheckpointError(f"{name}: 'ood' must be an object")
+    thr = (ood or {}).get("threshold")
+    if thr is not None and not (isinstance(thr, (int, float)) and not isinstance(thr, bool)
+                                and math.isfinite(thr) and thr > 0):
+        raise CheckpointError(f"{name}: 'ood.threshold' must be a positive number, not {thr!r:.40}")
+
+
+def _check_ood(model: nn.Module, ood: dict[str, torch.Tensor], name: str) -> None:
+    """OOD statistics of the shapes this model's features have: scale (D,), means (K, D),
+    precision (D, D), outlier_means (M, D)."""
+    if not ood:
+        return
+    d = int(ood_features(model, torch.zeros(1, model.config.channels, model.config.size,
+                                            model.config.size)).shape[1])
+    want = {"scale": (d,), "means": (model.config.n_classes, d), "precision": (d, d)}
+    for key, shape in want.items():
+        if key in ood and tuple(ood[key].shape) != shape:
+            raise CheckpointError(f"{name}: OOD statistics '{key}' have shape "
+                                  f"{tuple(ood[key].shape)}, the model needs {shape}")
+    if "outlier_means" in ood and (ood["outlier_means"].ndim != 2
+                                   or ood["outlier_means"].shape[1] != d):
+        raise CheckpointError(f"{name}: OOD statistics 'outlier_means' do not fit the model")
+
+
 def load_classifier(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[nn.Module, dict]:
     """(model in eval mode, meta) from a classifier snapshot. The OOD tensors, when saved, are in
     meta["ood_tensors"] (name -> tensor). Raises CheckpointError for a wrong or broken file."""
     state, meta = load_model(path, kind="classifier")
+    name = Path(path).name
     try:
-        config = from_dict(ClassifierConfig, meta["model"])
-        model = build_classifier(config)
-    except (KeyError, TypeError, UserError) as exc:
-        raise CheckpointError(f"{Path(path).name} has no usable classifier config ({exc})") from None
+        config = checked(ClassifierConfig, meta.get("model"))
+        with torch.device("meta"):   # shapes only: count before allocating anything
+            n_params = sum(p.numel() for p in build_classifier(config).parameters())
+    except (ValueError, TypeError, UserError) as exc:
+        raise CheckpointError(f"{name} has no usable classifier config: {exc}") from None
+    if n_params > MAX_PARAMETERS:
+        raise CheckpointError(f"{name} describes a classifier of {n_params:,} parameters, more "
+                              f"than the {MAX_PARAMETERS:,} allowed; refused")
+    _check_meta(meta, config, name)
+    model = build_classifier(config)
     ood = {k[len(OOD_PREFIX):]: v for k, v in state.items() if k.startswith(OOD_PREFIX)}
     weights = {k: v for k, v in state.items() if not k.startswith(OOD_PREFIX)}
-    load_into(model, weights, Path(path).name)
+    load_into(model, weights, name)
+    _check_ood(model.eval(), ood, name)
     meta = dict(meta, ood_tensors=ood)
     return model.to(device).eval(), meta
 

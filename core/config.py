@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -35,6 +36,58 @@ def from_dict(cls: type[T], data: dict | None) -> T:
         elif typing.get_origin(ftype) is tuple and isinstance(value, list):
             value = tuple(value)
         kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def _check_value(name: str, value: Any, ftype: Any, limits: tuple | None) -> Any:
+    """`value` as field type `ftype` (int, float, str, bool, tuple[int|float|str, ...], or
+    Optional of those), within `limits` (lo, hi) for numbers and tuple items; ValueError naming
+    the field otherwise."""
+    origin = typing.get_origin(ftype)
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None:
+            return None
+        ftype = next(a for a in typing.get_args(ftype) if a is not type(None))
+        origin = typing.get_origin(ftype)
+    if origin is tuple:
+        inner = typing.get_args(ftype)[0]
+        if not isinstance(value, (list, tuple)) or not value or len(value) > 64:
+            raise ValueError(f"{name} must be a list of 1 to 64 values, not {value!r:.60}")
+        return tuple(_check_value(f"{name}[{i}]", v, inner, limits) for i, v in enumerate(value))
+    if ftype is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, not {value!r:.60}")
+        return value
+    if ftype is str:
+        if not isinstance(value, str) or len(value) > 10_000:
+            raise ValueError(f"{name} must be a text, not {value!r:.60}")
+        return value
+    if ftype in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value) and (ftype is float or float(value).is_integer())
+        if not ok:
+            raise ValueError(f"{name} must be a finite {'whole ' if ftype is int else ''}number, "
+                             f"not {value!r:.60}")
+        value = ftype(value)
+        if limits is not None and not limits[0] <= value <= limits[1]:
+            raise ValueError(f"{name} must be between {limits[0]:g} and {limits[1]:g}, not "
+                             f"{value:g}")
+        return value
+    return value
+
+
+def checked(cls: type[T], data: Any) -> T:
+    """Like from_dict, for a config read from a file that may come from anywhere: `data` must
+    be a JSON object, every known field of the type its annotation says and inside the range its
+    dataclass field names in metadata["range"]. Raises ValueError naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the {cls.__name__} is not a JSON object")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            kwargs[field.name] = _check_value(field.name, data[field.name], hints[field.name],
+                                              field.metadata.get("range"))
     return cls(**kwargs)
 
 

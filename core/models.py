@@ -5,14 +5,14 @@ and generator checkpoints that rebuild the model from the file alone."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from core.checkpoint import load_into, load_model, save_model
-from core.config import from_dict, to_dict
+from core.config import checked, to_dict
 from core.errors import CheckpointError, UserError
 
 MIN_SIZE, MAX_SIZE = 16, 512
@@ -36,15 +36,26 @@ def _check_size(size: int, channels: int, width: float) -> None:
         raise UserError(f"width must be positive, not {width}")
 
 
+def _range(lo: float, hi: float, default):
+    """A field whose value a file may set only within [lo, hi] (core.config.checked)."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
+# A checkpoint's config may not describe a generator larger than this (counted before any weight
+# is allocated); the report's networks at 256 px have a few million.
+MAX_PARAMETERS = 200_000_000
+
+
 @dataclass
 class GeneratorConfig:
-    latent_dim: int = 128
-    size: int = 64                 # output (size, size); 32..256 in practice
-    channels: int = 1
-    filters: tuple[int, ...] = (256, 128, 64, 32)   # per upsampling block, the report's choice
-    width: float = 1.0             # multiplies every filter count (0.125 -> 32/16/8/4 for CPU)
-    leaky_slope: float = 0.2
-    base: int = 4                  # spatial size after the dense layer
+    latent_dim: int = _range(1, 4096, 128)
+    size: int = _range(MIN_SIZE, MAX_SIZE, 64)   # output (size, size); 32..256 in practice
+    channels: int = _range(1, 3, 1)
+    filters: tuple[int, ...] = _range(1, 4096, (256, 128, 64, 32))  # per upsampling block, the
+                                   # report's choice
+    width: float = _range(0.01, 16.0, 1.0)   # multiplies every filter count (0.125 -> 32/16/8/4)
+    leaky_slope: float = _range(0.0, 1.0, 0.2)
+    base: int = _range(1, 64, 4)   # spatial size after the dense layer
 
 
 class Generator(nn.Module):
@@ -159,8 +170,16 @@ def save_generator(path: str | Path, generator: Generator, config: GeneratorConf
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
     """(Generator in eval mode, meta) rebuilt from a snapshot written by save_generator."""
     state, meta = load_model(path, kind="generator")
-    if not isinstance(meta.get("generator"), dict):
-        raise CheckpointError(f"{Path(path).name} has no generator config in its metadata")
-    generator = Generator(from_dict(GeneratorConfig, meta["generator"]))
-    load_into(generator, state, Path(path).name)
+    name = Path(path).name
+    try:
+        config = checked(GeneratorConfig, meta.get("generator"))
+        with torch.device("meta"):   # shapes only: count before allocating anything
+            n_params = sum(p.numel() for p in Generator(config).parameters())
+    except (ValueError, TypeError, UserError) as exc:
+        raise CheckpointError(f"{name} has no usable generator config: {exc}") from None
+    if n_params > MAX_PARAMETERS:
+        raise CheckpointError(f"{name} describes a generator of {n_params:,} parameters, more "
+                              f"than the {MAX_PARAMETERS:,} allowed; refused")
+    generator = Generator(config)
+    load_into(generator, state, name)
     return generator.to(device).eval(), meta

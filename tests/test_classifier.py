@@ -63,8 +63,11 @@ def test_penultimate_module_for_torchmetrics():
 
 @pytest.mark.parametrize("arch", ["report-cnn", "resnet"])
 def test_round_trip(tmp_path, arch):
+    from core.classifier import ood_features
+
     model = build_classifier(ClassifierConfig(arch=arch, size=32, width=0.25)).eval()
-    ood = {"means": torch.randn(3, model.num_features), "precision": torch.eye(model.num_features)}
+    d = ood_features(model, torch.zeros(1, 1, 32, 32)).shape[1]   # pooled convs + penultimate
+    ood = {"means": torch.randn(3, d), "precision": torch.eye(d)}
     path = save_classifier(tmp_path / "c.safetensors", model,
                            {"classes": ["COVID-19", "NORMAL", "PNEUMONIA"], "temperature": 1.5}, ood)
     loaded, meta = load_classifier(find_checkpoint(tmp_path / "c.safetensors"))
