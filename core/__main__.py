@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 
-from core.errors import UserError
+from core.errors import UserError, environment_reason
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError, sqlite3.DatabaseError) as exc:
+        reason = environment_reason(exc)
+        if reason is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

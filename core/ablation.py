@@ -84,7 +84,7 @@ def run_ablation(data_config, model_config: ClassifierConfig, train_config: Clas
         raise UserError(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(data_config, progress)
+    dataset = load_dataset(data_config, progress, download=True)   # the user's --data
     rows, skipped = [], {}
     # A GAN run feeds the fraction whose training patients it was trained on (another source's
     # run feeds every fraction); a run that saw held-out patients stops the ablation here,
@@ -195,7 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GAN runs for the generated arms (wgan-gp, gan, wgan-clip)")
     parser.add_argument("--augment", metavar="CONFIG.json", help="Augmentor settings for that arm")
     # --synthetic-per-class (generated images per GAN run's class) defaults to 200 here.
-    parser.add_argument("--out", help="output folder (default: a new run dir under runs/)")
+    parser.add_argument("--out", "--run-dir", dest="out",
+                        help="output folder, a run directory (default: a new one under runs/)")
     add_config_arguments(parser, ClassifierConfig)
     add_config_arguments(parser, ClassifierTrainConfig)
     add_config_arguments(parser, DataConfig, prefix="data_")
@@ -204,7 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from core.classifier_train import _augment_from_arg
     from core.data import DataConfig
-    from core.runstore import new_run_dir
+    from core.errors import environment_reason
+    from core.runstore import RunStore, new_run_dir
 
     try:
         fractions = [float(x) for x in args.fractions.split(",") if x]
@@ -217,12 +219,28 @@ def main(args: argparse.Namespace) -> int:
                           size=model_config.size)
     train_config = override(ClassifierTrainConfig(), args)
     out = Path(args.out) if args.out else new_run_dir("ablation")
+    # The folder is a run directory like any other: the pages and the queue follow its status
+    # (one "step" per percent of the sub-runs done).
+    store = RunStore(out, create=True)
+    store.write_config({"command": "ablation", "data": to_dict(data_config),
+                        "model": to_dict(model_config), "train": to_dict(train_config),
+                        "fractions": fractions, "seeds": seeds, "arms": arms})
+    store.set_status("running", step=0, total_steps=100, phase="loading data")
 
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:4.0%}] {message}", flush=True)
+        store.set_status("running", step=int(100 * fraction), total_steps=100, phase=message)
 
-    result = run_ablation(data_config, model_config, train_config, out, fractions, seeds,
-                          parse_runs(args.runs), arms, train_config.synthetic_per_class or 200,
-                          _augment_from_arg(args.augment), progress)
+    try:
+        result = run_ablation(data_config, model_config, train_config, out, fractions, seeds,
+                              parse_runs(args.runs), arms, train_config.synthetic_per_class or 200,
+                              _augment_from_arg(args.augment), progress)
+    except BaseException as exc:
+        reason = str(exc) if isinstance(exc, UserError) else \
+            environment_reason(exc, str(out)) or f"{type(exc).__name__}: {exc}"
+        store.set_status("failed" if not isinstance(exc, KeyboardInterrupt) else "stopped",
+                         reason=reason)
+        raise
+    store.set_status("finished", step=100, total_steps=100, phase="done")
     print((Path(result["out_dir"]) / "ablation.md").read_text())
     return 0

@@ -24,6 +24,9 @@ _CHUNK = 1024 * 1024
 def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
     """The member's safe relative path, or None for entries we skip; raises on unsafe names."""
     name = info.filename.replace("\\", "/")
+    if "\x00" in name or any(ord(c) < 32 for c in name):
+        raise UserError(f"The ZIP file contains a name with control characters "
+                        f"({info.filename!r}); refusing to extract it.")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise UserError(f"The ZIP file contains an absolute path ({info.filename!r}); refusing to "
                         "extract it. Zip the class folders with relative paths.")
@@ -74,6 +77,9 @@ def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = M
         zf = zipfile.ZipFile(src)
     except zipfile.BadZipFile:
         raise UserError("The uploaded file is not a valid ZIP archive.") from None
+    except UnicodeDecodeError:   # a name flagged UTF-8 that is not (Python decodes them eagerly)
+        raise UserError("The ZIP file has a file name that claims to be UTF-8 but is not; zip "
+                        "the folders again with a current tool.") from None
     except OSError as exc:
         raise UserError(f"Cannot read the ZIP file: {exc.strerror or exc}") from None
     dest.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.config import checked, ranged, to_dict
 from core.data import ImageDataset
 from core.errors import UserError
 
@@ -24,32 +25,41 @@ from core.errors import UserError
 class AugmentConfig:
     # Per operation a probability and magnitude(s). Probability 0 (or a magnitude that makes the
     # operation the identity) leaves the operation out: Augmentor rejects probability 0.
-    rotate_p: float = 0.7
-    rotate_deg: float = 5.0          # the report rotated 2-5 degrees; Augmentor draws whole degrees
+    rotate_p: float = ranged(0.0, 1.0, 0.7)
+    rotate_deg: float = ranged(0.0, 25.0, 5.0)   # the report rotated 2-5 degrees; whole degrees
     # The report used flips, but a left-right flip moves the heart to the right side of the chest
     # (an anatomy a test X-ray will almost never show); keep that in mind when judging results.
-    flip_lr_p: float = 0.5
-    shear_p: float = 0.3
-    shear_deg: float = 5.0
-    skew_p: float = 0.0
-    skew_mag: float = 0.1            # skew_tilt: 1.0 means 45 degrees
-    distortion_p: float = 0.0
-    distortion_grid: int = 4         # grid cells per side; more cells = finer distortion
-    distortion_mag: int = 2          # pixels each grid vertex may move
-    zoom_p: float = 0.0
-    zoom_min: float = 1.0
-    zoom_max: float = 1.1
-    brightness_p: float = 0.0
-    brightness_min: float = 0.9
-    brightness_max: float = 1.1
-    contrast_p: float = 0.0
-    contrast_min: float = 0.9
-    contrast_max: float = 1.1
+    flip_lr_p: float = ranged(0.0, 1.0, 0.5)
+    shear_p: float = ranged(0.0, 1.0, 0.3)
+    shear_deg: float = ranged(0.0, 25.0, 5.0)
+    skew_p: float = ranged(0.0, 1.0, 0.0)
+    skew_mag: float = ranged(0.0, 1.0, 0.1)      # skew_tilt: 1.0 means 45 degrees
+    distortion_p: float = ranged(0.0, 1.0, 0.0)
+    # Grid cells per side (more = finer distortion) and the pixels each vertex may move; the
+    # upper bounds keep a config file from asking Augmentor for a million-cell mesh.
+    distortion_grid: int = ranged(2, 32, 4)
+    distortion_mag: int = ranged(0, 32, 2)
+    # Zoom factors: Augmentor enlarges the image by the factor before cropping, so 1e6 would
+    # ask for terabytes; 4 is far past any use on a radiograph.
+    zoom_p: float = ranged(0.0, 1.0, 0.0)
+    zoom_min: float = ranged(0.01, 4.0, 1.0)
+    zoom_max: float = ranged(0.01, 4.0, 1.1)
+    brightness_p: float = ranged(0.0, 1.0, 0.0)
+    brightness_min: float = ranged(0.0, 10.0, 0.9)
+    brightness_max: float = ranged(0.0, 10.0, 1.1)
+    contrast_p: float = ranged(0.0, 1.0, 0.0)
+    contrast_min: float = ranged(0.0, 10.0, 0.9)
+    contrast_max: float = ranged(0.0, 10.0, 1.1)
     seed: int = 0                    # mixed with each call's seed; seeds torch_transform's stream
 
 
 def _check(config: AugmentConfig) -> None:
-    """Raise UserError, with a message for a person, for a setting Augmentor would reject."""
+    """Raise UserError, with a message for a person, for a setting Augmentor would reject or
+    that is out of its field's range (a config file may hold anything)."""
+    try:
+        checked(AugmentConfig, to_dict(config))
+    except ValueError as exc:
+        raise UserError(f"Augmentation setting {exc}") from None
     for name in ("rotate_p", "flip_lr_p", "shear_p", "skew_p", "distortion_p", "zoom_p",
                  "brightness_p", "contrast_p"):
         p = getattr(config, name)

@@ -4,21 +4,16 @@ header, resumable training state through torch.load(weights_only=True); every wr
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 
+from core.atomic import atomic_path
 from core.errors import CheckpointError
 
 _META_KEY = "xray_gan_studio"
-
-
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict) -> Path:
@@ -26,11 +21,10 @@ def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict
     as JSON in the header, so the file alone rebuilds its model. Temp file then rename: a reader
     (or a crash) never sees half a checkpoint."""
     path = Path(path)
-    tmp = _atomic_target(path)
     # safetensors refuses shared or non-contiguous storage; BatchNorm's num_batches_tracked is fine.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
     return path
 
 
@@ -79,9 +73,8 @@ def save_training_state(path: str | Path, state: dict) -> Path:
     """Resumable state (optimisers, RNG states, step, fixed z): plain tensors, numbers and dicts
     only, so that load_training_state can use weights_only=True."""
     path = Path(path)
-    tmp = _atomic_target(path)
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

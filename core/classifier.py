@@ -5,7 +5,7 @@ code-free save/load through core/checkpoint.py."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,7 +14,7 @@ from torchvision.models.resnet import BasicBlock
 
 from core import CLASSES
 from core.checkpoint import load_into, load_model, save_model
-from core.config import checked, to_dict
+from core.config import checked, ranged, to_dict
 from core.errors import CheckpointError, UserError
 
 ARCHS = ("report-cnn", "resnet")
@@ -22,11 +22,6 @@ ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)",
               "resnet": "Small ResNet (from scratch)"}
 # State-dict keys under this prefix hold the OOD statistics, not model weights (see ood_stats).
 OOD_PREFIX = "ood."
-
-
-def _range(lo: float, hi: float, default):
-    """A field whose value a file may set only within [lo, hi] (core.config.checked)."""
-    return field(default=default, metadata={"range": (lo, hi)})
 
 
 # A checkpoint's config may not describe a model larger than this (counted before any weight is
@@ -37,14 +32,14 @@ MAX_PARAMETERS = 200_000_000
 @dataclass
 class ClassifierConfig:
     arch: str = "report-cnn"             # "report-cnn" (the report's CNN) or "resnet"
-    size: int = _range(16, 1024, 64)     # input (size, size); set from the data config
-    channels: int = _range(1, 3, 1)
-    n_classes: int = _range(2, 100, 3)
-    dropout: float = _range(0.0, 0.99, 0.2)   # the report's 20%
-    filters: tuple[int, ...] = _range(1, 4096, (32, 64, 128))  # report-cnn conv blocks; resnet
+    size: int = ranged(16, 1024, 64)     # input (size, size); set from the data config
+    channels: int = ranged(1, 3, 1)
+    n_classes: int = ranged(2, 100, 3)
+    dropout: float = ranged(0.0, 0.99, 0.2)   # the report's 20%
+    filters: tuple[int, ...] = ranged(1, 4096, (32, 64, 128))  # report-cnn conv blocks; resnet
                                          # stage widths x2
-    dense: int = _range(1, 65536, 128)   # report-cnn hidden dense units (the penultimate layer)
-    width: float = _range(0.01, 16.0, 1.0)   # multiplies filters and dense: 0.25 for tiny tests
+    dense: int = ranged(1, 65536, 128)   # report-cnn hidden dense units (the penultimate layer)
+    width: float = ranged(0.01, 16.0, 1.0)   # multiplies filters and dense: 0.25 for tiny tests
     batchnorm: bool = False              # report-cnn: BatchNorm after each conv (not in the report)
     equalize: bool = False               # histogram-equalise each image inside the model (see
                                          # equalize_histogram); saved with the weights, so every

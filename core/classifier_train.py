@@ -27,7 +27,7 @@ from core.classifier import (
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, override, save_json, to_dict
 from core.data import DataConfig
-from core.errors import UserError
+from core.errors import UserError, environment_reason
 from core.splits import subsample_patients
 
 BALANCE = ("weights", "augment", "none")
@@ -181,6 +181,8 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
 
     _, run = _parse_synthetic(spec)
     gan = read_meta(run_checkpoint(run)).get("data") or {}
+    if not isinstance(gan, dict):
+        raise UserError(f"GAN run {run}: its checkpoint's data config is not a JSON object")
     (theirs, their_settings), (ours, our_settings) = _loaded_as(gan), _loaded_as(to_dict(data_config))
     if theirs != ours:
         return None
@@ -298,11 +300,12 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
     store.write_config({"command": "train-classifier", "data": to_dict(data_config),
                         "model": to_dict(model_config), "train": to_dict(tc),
                         "augment": to_dict(augment_config) if augment_config else None})
+    store.reserve_space()
     store.set_status("running", step=0, total_steps=tc.epochs, device=describe(device),
                      phase="loading data")
     try:
         if dataset is None:
-            dataset = load_dataset(data_config, progress)
+            dataset = load_dataset(data_config, progress, download=True)   # the user's --data
         classes = list(dataset.classes)
         mc = replace(model_config, size=dataset.size, channels=int(dataset.images.shape[1]),
                      n_classes=len(classes))
@@ -494,9 +497,16 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
                          if k in results["test"]} if "test" in results else None,
                 "checkpoint": str(ckpt_dir / "best.safetensors")}
     except Exception as exc:
-        store.set_status("failed", reason=str(exc) if isinstance(exc, UserError)
-                         else f"{type(exc).__name__}: {exc}")
+        reason = str(exc) if isinstance(exc, UserError) else \
+            environment_reason(exc, str(store.path)) or f"{type(exc).__name__}: {exc}"
+        store.release_space()   # room for the last words on a full disk
+        try:
+            store.set_status("failed", reason=reason)
+        except OSError:   # too full even so
+            pass
         raise
+    finally:
+        store.release_space()
 
 
 # ---- `python -m core train-classifier` ----------------------------------------------------
@@ -523,10 +533,14 @@ def _augment_from_arg(value: str | None):
         return None
     if value == "default":
         return AugmentConfig()
+    from core.config import checked
+
     try:
-        return from_dict(AugmentConfig, json.loads(Path(value).read_text()))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read the augmentation config {value}: {exc}") from None
+        return checked(AugmentConfig, json.loads(Path(value).read_bytes().decode("utf-8")))
+    except OSError as exc:
+        raise UserError(f"cannot read the augmentation config {value}: {exc.strerror}") from None
+    except ValueError as exc:   # not UTF-8, not JSON, a field of the wrong type or range
+        raise UserError(f"the augmentation config {value}: {exc}") from None
 
 
 def configs(args: argparse.Namespace) -> tuple[DataConfig, ClassifierConfig, ClassifierTrainConfig]:

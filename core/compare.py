@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from core import losses
+from core.atomic import atomic_path
 from core.config import save_json, to_dict
 from core.data import DataConfig, ImageDataset, load_dataset
 from core.errors import CheckpointError, UserError
@@ -159,7 +160,7 @@ def compare(run_dir: str | Path, data_config: DataConfig, gen_config: GeneratorC
     run_dir.mkdir(parents=True, exist_ok=True)
 
     say(0.0, f"loading {data_config.source}")
-    dataset = load_dataset(data_config)
+    dataset = load_dataset(data_config, download=True)   # the user's --data
     size, channels = dataset.size, int(dataset.images.shape[1])
     gen_config = dataclasses.replace(gen_config, size=size, channels=channels)
     critic_config = dataclasses.replace(critic_config, size=size, channels=channels)
@@ -299,9 +300,8 @@ def save_panels(path: Path, panels: dict[str, np.ndarray], rows: list[dict]) -> 
         draw.text((x, gap // 2), label, fill="black")
         canvas.paste(tile, (x, gap + title_h - 4))
         x += tile.width + gap
-    tmp = path.with_name(f".{path.name}.tmp")
-    canvas.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
     return path
 
 

@@ -39,6 +39,15 @@ def from_dict(cls: type[T], data: dict | None) -> T:
     return cls(**kwargs)
 
 
+def ranged(lo: float, hi: float, default):
+    """A dataclass field whose value a file or a form may set only within [lo, hi] (checked
+    below); tuples of numbers check each item. A mutable default is copied per instance."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default),
+                                 metadata={"range": (lo, hi)})
+    return dataclasses.field(default=default, metadata={"range": (lo, hi)})
+
+
 def _check_value(name: str, value: Any, ftype: Any, limits: tuple | None) -> Any:
     """`value` as field type `ftype` (int, float, str, bool, tuple[int|float|str, ...], or
     Optional of those), within `limits` (lo, hi) for numbers and tuple items; ValueError naming
@@ -85,7 +94,9 @@ def checked(cls: type[T], data: Any) -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for field in dataclasses.fields(cls):
-        if field.name in data:
+        if field.name in data and data[field.name] in ([], ()) and field.default == ():
+            kwargs[field.name] = ()   # an empty list where the default is empty (no filter)
+        elif field.name in data:
             kwargs[field.name] = _check_value(field.name, data[field.name], hints[field.name],
                                               field.metadata.get("range"))
     return cls(**kwargs)
@@ -93,10 +104,11 @@ def checked(cls: type[T], data: Any) -> T:
 
 def save_json(path: str | Path, data: dict) -> None:
     """Write JSON atomically (temp file then rename) so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    from core.atomic import atomic_path
+
+    text = json.dumps(data, indent=2, sort_keys=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _flag_type(ftype: Any):

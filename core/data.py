@@ -22,17 +22,28 @@ import torch
 from torch.utils.data import Dataset
 
 from core import CLASSES
+from core.budget import check_fits
+from core.config import ranged
 from core.errors import ImageReadError, UserError
 from core.imageio import read_image, to_uint8
 from core.splits import split_by_patient, subsample_patients
+
+# phantom:N renders N images of each class on the CPU, about 2 ms each at 64 px: 20,000 per
+# class is two minutes, and a count from a form or a file above it is a mistake, not a wish.
+MAX_PHANTOM_PER_CLASS = 20_000
+# A metadata table beyond these is not a data set of this tool's scale (NIH ChestX-ray14 lists
+# 112,120 images in 11 MiB).
+MAX_CSV_ROWS = 500_000
+MAX_CSV_BYTES = 256 * 2**20
 
 
 @dataclass
 class DataConfig:
     source: str = "phantom"      # see load_dataset for the accepted specs
-    size: int = 64               # images are resized to (size, size)
-    channels: int = 1            # 1 for X-rays; 3 only for RGB sources that keep colour
-    phantom_per_class: int = 300   # the app's default data: 100 was too few for the classifier
+    size: int = ranged(8, 1024, 64)      # images are resized to (size, size)
+    channels: int = ranged(1, 3, 1)      # 1 for X-rays; 3 only for RGB sources that keep colour
+    # The app's default data: 100 was too few for the classifier.
+    phantom_per_class: int = ranged(1, MAX_PHANTOM_PER_CLASS, 300)
     keep_extra_classes: bool = False  # e.g. Kaggle's Lung_Opacity
     # Keep only these classes (empty = all). A GAN for augmentation is trained on one class,
     # e.g. ("COVID-19",), as the report did for the minority class.
@@ -42,12 +53,12 @@ class DataConfig:
     # never sees the classifier's validation or test patients (its samples may then be added to
     # the classifier's training set without leaking them).
     split: str = ""
-    split_val_fraction: float = 0.15
-    split_test_fraction: float = 0.15
+    split_val_fraction: float = ranged(0.0, 0.9, 0.15)
+    split_test_fraction: float = ranged(0.0, 0.9, 0.15)
     split_seed: int = 0
     # With split="train": keep about this share of the training patients, chosen exactly as
     # train-classifier's train_fraction chooses them (the ablation's GAN runs per fraction).
-    split_train_fraction: float = 1.0
+    split_train_fraction: float = ranged(0.0, 1.0, 1.0)
     seed: int = 0
     # Keep only items whose metadata matches: "COLUMN=GLOB" entries, several for one column
     # meaning any of them, different columns all of them (e.g. only the sources and licences
@@ -291,17 +302,43 @@ def _read_csv(path: Path):
     import pandas as pd
 
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise UserError(f"{path} is {path.stat().st_size / 2**20:,.0f} MiB; a metadata table "
+                            f"may hold up to {MAX_CSV_BYTES // 2**20} MiB")
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=MAX_CSV_ROWS + 1)
+    except UserError:
+        raise
     except Exception as exc:
-        raise UserError(f"Cannot read {path}: {exc}") from exc
+        raise UserError(f"Cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if len(df) > MAX_CSV_ROWS:
+        raise UserError(f"{path} has more than {MAX_CSV_ROWS:,} rows; split the data set")
     df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _first_rows(df, files, skipped: list):
+    """`df` without the rows whose file an earlier row already names: one file listed twice
+    would count twice, and could sit on both sides of a patient split."""
+    dup = files.duplicated().to_numpy()
+    if dup.any():
+        skipped.append(("metadata.csv", f"{int(dup.sum()):,} rows name a file listed before; "
+                                        f"each file is used once"))
+        return df[~dup]
     return df
 
 
 def _listed_file(root: Path, rel: str, skipped: list) -> Path | None:
     """root/rel if it is a file inside root; otherwise record why not and return None."""
+    if any(ord(c) < 32 for c in rel):   # a NUL byte would make every path call raise
+        skipped.append((repr(rel), "listed in metadata.csv with a control character in its name"))
+        return None
     path = root / rel
-    if not path.resolve().is_relative_to(root.resolve()):  # a hostile '../../' row
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):   # a link loop, a name too long
+        skipped.append((rel, "listed in metadata.csv but cannot be resolved"))
+        return None
+    if not inside:  # a hostile '../../' row
         skipped.append((rel, "listed in metadata.csv but outside the data folder"))
     elif not path.is_file():
         skipped.append((rel, "listed in metadata.csv but missing"))
@@ -314,6 +351,7 @@ def _scan_metadata_csv(root: Path, df, config: DataConfig):
     """(c) metadata.csv (file, class, source, patient, ...) next to class folders, as in
     cxr-real and the phantom writer; every column goes into the item's metadata."""
     items, skipped, dropped = [], [], Counter()
+    df = _first_rows(df, df["file"].str.strip(), skipped)
     for row in df.to_dict("records"):
         rel = row["file"].strip()
         label = canonical_class(row["class"]) or row["class"].strip()
@@ -337,6 +375,9 @@ def _scan_covid_chestxray(root: Path, df):
     """(b) ieee8023/covid-chestxray-dataset: metadata.csv + images/; frontal X-rays only,
     `finding` mapped to a class, patient from `patientid`."""
     items, skipped, left_out = [], [], Counter()
+    low = {c.lower(): c for c in df.columns}
+    folder = df[low["folder"]].str.strip() if "folder" in low else ""
+    df = _first_rows(df, folder + "/" + df[low["filename"]].str.strip(), skipped)
     for raw in df.to_dict("records"):
         row = {k.lower(): str(v).strip() for k, v in raw.items()}
         get = lambda key: row.get(key, "")  # noqa: E731
@@ -410,6 +451,8 @@ def _load_directory(root: Path, config: DataConfig, progress: Progress | None) -
     else:
         items, skipped = _scan_class_folders(root, config)
     items = _filter_items(items, skipped, config)
+    check_fits(f"{len(items):,} images at {config.size} px", len(items) * config.size ** 2 *
+               config.channels)
     images, labels, metas, bad = _decode_all(items, config.size, progress)
     return _build(images, labels, metas, skipped + bad, config, str(root), str(root))
 
@@ -534,7 +577,8 @@ def _load_phantom(per_class: int, config: DataConfig) -> ImageDataset:
                   "the phantom source")
 
 
-def load_dataset(config: DataConfig | str, progress: Progress | None = None) -> ImageDataset:
+def load_dataset(config: DataConfig | str, progress: Progress | None = None,
+                 download: bool = False) -> ImageDataset:
     """Load a data source into memory at `config.size`.
 
     Specs: "phantom" (config.phantom_per_class per class) or "phantom:N"; a folder (class
@@ -544,13 +588,16 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None) -> 
     core.natural, "digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "folder:PATH".
     Unreadable files are skipped into `dataset.skipped`; a missing or empty source, or one with
     fewer than two classes, raises UserError. `progress(fraction, message)` reports decoding.
+    `download`: fetch MNIST, Fashion-MNIST or CIFAR-10 when absent; only for a spec the user
+    gave just now, never for one read from a checkpoint or a run (a file must not choose what
+    to download, or where to).
     """
     if isinstance(config, str):
         config = DataConfig(source=config)
     if config.split_train_fraction != 1.0 and config.split != "train":
         raise UserError("split_train_fraction applies to the training split only "
                         "(--data-split train).")
-    dataset = _load_source(config, progress)
+    dataset = _load_source(config, progress, download)
     rules = parse_where(config.where)
     if rules:  # folders filter before decoding; this catches every other source
         keep = [i for i, m in enumerate(dataset.metas) if matches(m, rules)]
@@ -586,7 +633,7 @@ def select_classes(dataset: ImageDataset, classes) -> ImageDataset:
                         [dataset.metas[i] for i in keep], dataset.skipped, dataset.name)
 
 
-def _load_source(config: DataConfig, progress: Progress | None) -> ImageDataset:
+def _load_source(config: DataConfig, progress: Progress | None, download: bool) -> ImageDataset:
     spec = str(config.source).strip()
     low = spec.lower()
     if low == "phantom" or low.startswith("phantom:"):
@@ -597,6 +644,10 @@ def _load_source(config: DataConfig, progress: Progress | None) -> ImageDataset:
             except ValueError:
                 raise UserError(f"'{spec}': the number after 'phantom:' must be an "
                                 f"integer") from None
+        if not 1 <= n <= MAX_PHANTOM_PER_CLASS:
+            raise UserError(f"'{spec}': the phantom source makes 1 to {MAX_PHANTOM_PER_CLASS:,} "
+                            f"images per class, not {n:,}")
+        check_fits(f"'{spec}' at {config.size} px", n * len(CLASSES) * config.size ** 2)
         return _load_phantom(n, config)
     if low == "digits" or low.startswith(NATURAL_PREFIXES):
         try:
@@ -606,7 +657,7 @@ def _load_source(config: DataConfig, progress: Progress | None) -> ImageDataset:
                 raise
             raise UserError(f"The data source '{spec}' is not available in this version "
                             f"(core.natural is missing).") from None
-        return natural.load(spec, config, progress)
+        return natural.load(spec, config, progress, download=download)
     if low.startswith("medmnist:"):
         return _load_npz(Path(spec.split(":", 1)[1]).expanduser(), config, progress)
     path = Path(spec).expanduser()
@@ -722,7 +773,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {100 * frac:3.0f}%  {msg}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    dataset = load_dataset(config, progress if sys.stderr.isatty() else None)
+    dataset = load_dataset(config, progress if sys.stderr.isatty() else None, download=True)
     info = describe(dataset)
     info["load_seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:

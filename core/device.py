@@ -7,10 +7,31 @@ import time
 
 import torch
 
+from core.errors import UserError
+
+
+def available(prefer: str) -> bool:
+    """Whether `prefer` ("auto", "cpu", "cuda", "cuda:N" or "mps") names a device this machine has."""
+    try:
+        device = torch.device(prefer) if prefer != "auto" else None
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    if device is None or device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return mps is not None and mps.is_available()
+    return False
+
 
 def pick_device(prefer: str = "auto") -> torch.device:
-    """Return the device to train on; `prefer` may force "cpu", "cuda" or "mps"."""
+    """Return the device to train on; `prefer` may force "cpu", "cuda" or "mps". A device this
+    machine lacks is one clear line, not CUDA's traceback at the first tensor."""
     if prefer != "auto":
+        if not available(prefer):
+            raise UserError(f"device {prefer!r} is not available on this machine; use auto or cpu")
         return torch.device(prefer)
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -20,7 +20,7 @@ from sklearn.metrics import (
 )
 
 from core.config import save_json
-from core.errors import UserError
+from core.errors import CheckpointError, UserError
 
 ECE_BINS = 15
 ROC_POINTS = 101  # curve points kept per class for the dashboard
@@ -239,14 +239,25 @@ def _key(meta: dict, i: int) -> str:
     return str(meta.get("patient") or f"file:{meta.get('file') or i}")
 
 
+def data_config_of(meta: dict):
+    """The data config a checkpoint trained on, checked field by field (it may come from
+    anywhere); CheckpointError naming the bad field."""
+    from core.config import checked
+    from core.data import DataConfig
+
+    try:
+        return checked(DataConfig, meta.get("data") or {})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"the checkpoint's data config: {exc}") from None
+
+
 def unseen_indices(meta: dict, dataset) -> np.ndarray:
     """Indices of the items of `dataset` whose patient the checkpoint neither trained nor
     validated on: its test patients and every patient of a source it never loaded. Reloads the
     checkpoint's own training data (its data config, filters included) to recover the split."""
-    from core.config import from_dict
-    from core.data import DataConfig, load_dataset
+    from core.data import load_dataset
 
-    own_config = from_dict(DataConfig, meta.get("data"))
+    own_config = data_config_of(meta)
     own_config.size = int(meta.get("model", {}).get("size", own_config.size))
     own = load_dataset(own_config)
     parts = _split_parts(meta, own)
@@ -325,7 +336,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from core.classifier import find_checkpoint, load_classifier
-    from core.config import from_dict
     from core.data import DataConfig, load_dataset
     from core.ensemble import load_ensemble
 
@@ -335,12 +345,12 @@ def main(args: argparse.Namespace) -> int:
     else:
         path = find_checkpoint(args.checkpoint[0])
         model, meta = load_classifier(path)
-    data_config = from_dict(DataConfig, meta.get("data"))
+    data_config = data_config_of(meta)
     same_source = args.data is None or args.data == data_config.source
     if args.data:  # another folder: all of it, not the training run's filter
         data_config = DataConfig(source=args.data, keep_extra_classes=data_config.keep_extra_classes)
     data_config.size = int(meta["model"]["size"])
-    dataset = load_dataset(data_config)
+    dataset = load_dataset(data_config, download=bool(args.data))   # never from the checkpoint's spec
     split = args.split
     if split == "auto":
         test = (meta.get("split") or {}).get("test_fraction", 0)

@@ -44,7 +44,8 @@ def run_class(meta: dict) -> str | None:
     single-class meta["data"]["classes"] / meta["classes"]; None when it does not say."""
     if isinstance(meta.get("class"), str):
         return meta["class"]
-    for classes in ((meta.get("data") or {}).get("classes"), meta.get("classes")):
+    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    for classes in (data.get("classes"), meta.get("classes")):
         if isinstance(classes, (list, tuple)) and len(classes) == 1:
             return str(classes[0])
     return None
@@ -230,7 +231,7 @@ def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
         progress(0.3, f"generated {len(fake)} images at {gen_size} px")
     real_config = DataConfig(source=real_source, size=gen_size, channels=int(fake.shape[1]),
                              where=tuple(real_where))
-    real_ds = load_dataset(real_config)
+    real_ds = load_dataset(real_config, download=True)   # the user's --real
     idx = np.arange(len(real_ds))
     if real_split:
         from core.splits import split_by_patient

@@ -25,13 +25,15 @@ import torch.distributed as dist
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from core.atomic import atomic_path
 from core.checkpoint import load_training_state, save_training_state
 from core.config import add_arguments as add_config_arguments
-from core.config import from_dict, override, to_dict
+from core.config import checked, from_dict, override, to_dict
 from core.data import DataConfig, load_dataset
-from core.device import describe, pick_device
-from core.errors import UserError
+from core.device import available, describe, pick_device
+from core.errors import UserError, environment_reason
 from core.gan_trainer import GanTrainer, TrainConfig, resolved
+from core.losses import LIVE_RANGES, check_live
 from core.models import CriticConfig, GeneratorConfig, save_generator
 from core.runstore import RunStore
 from core.splits import holdout_patients
@@ -150,28 +152,24 @@ class _LiveControl:
         self.rank0 = ctx.rank == 0
         self.desired = trainer.live()
         self.paused = self.stop = False
-        self.sample_seen = int(store.control().get("sample_now", 0) or 0) if self.rank0 else 0
+        seen = store.control().get("sample_now", 0) if self.rank0 else 0
+        self.sample_seen = seen if isinstance(seen, int) and not isinstance(seen, bool) else 0
         self.sample_requests = 0
 
     def _validate(self, changes: dict, step: int) -> None:
         for key, value in changes.items():
             try:
                 if key in ("paused", "stop"):
-                    setattr(self, key, bool(value))
+                    if not isinstance(value, bool):
+                        raise ValueError(f"{key} must be true or false")
+                    setattr(self, key, value)
                 elif key == "sample_now":
                     if int(value) > self.sample_seen:
                         self.sample_requests, self.sample_seen = 1, int(value)
                 elif key == "gp_lambda" and not self.trainer.gp_on:
                     raise ValueError(f"lambda only applies to wgan-gp, this run is {self.trainer.loss}")
-                elif key == "n_critic":
-                    if int(value) < 1 or int(value) != float(value):
-                        raise ValueError("n_critic must be a whole number >= 1")
-                    self.desired[key] = int(value)
-                elif key in ("gp_lambda", "clip", "lr_critic", "lr_gen"):
-                    value = float(value)
-                    if not math.isfinite(value) or value < 0 or (key.startswith("lr") and value == 0):
-                        raise ValueError(f"{key} must be a finite, positive number")
-                    self.desired[key] = value
+                elif key in LIVE_RANGES:   # the same ranges as the form and the flags
+                    self.desired[key] = check_live(key, value)
             except (TypeError, ValueError) as exc:
                 print(f"step {step}: control {key}={value!r} ignored: {exc}", flush=True)
                 self.store.log_event(step, "control-rejected", {key: value, "reason": str(exc)})
@@ -209,12 +207,12 @@ class _LiveControl:
 # ---- the loop -------------------------------------------------------------------------------
 
 def load_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
-                rank: int = 0, world: int = 1) -> tuple[Tensor, Tensor, list]:
+                rank: int = 0, world: int = 1, download: bool = False) -> tuple[Tensor, Tensor, list]:
     """(training images, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU. The
     held-out patients are the same on every process, on resume and when core.nearest reloads a
     finished run's images (seeded); under torchrun each process then trains on its own shard
-    of the rest."""
-    dataset = load_dataset(data_config)   # narrowed to data_config.classes when set
+    of the rest. `download`: the spec is the user's own flag (core.data.load_dataset)."""
+    dataset = load_dataset(data_config, download=download)   # narrowed to data_config.classes
     images = torch.from_numpy(dataset.images)                       # uint8 (N, C, S, S)
     if images.shape[1] != gen_config.channels or images.shape[-1] != gen_config.size:
         raise UserError(f"the data are {tuple(images.shape[1:])} but the generator makes "
@@ -254,10 +252,8 @@ def _write_grid(store: RunStore, trainer: GanTrainer, fixed_z: Tensor, step: int
     images = trainer.generate(fixed_z).cpu()                         # (n, C, S, S) in [-1, 1]
     grid = make_grid(images, nrow=math.ceil(math.sqrt(len(images))), normalize=True,
                      value_range=(-1, 1), padding=2)
-    path = store.sample_path(step)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_image(grid, tmp, format="PNG")
-    tmp.replace(path)                    # the app never reads half a PNG
+    with atomic_path(store.sample_path(step)) as tmp:   # the app never reads half a PNG
+        save_image(grid, tmp, format="PNG")
 
 
 def _prune(store: RunStore, keep: int, after_step: int | None = None) -> None:
@@ -286,16 +282,19 @@ def _format_line(step: int, total: int, m: dict) -> str:
 
 def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
           critic_config: CriticConfig, train_config: TrainConfig, resume: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None) -> str:
+          progress: Callable[[int, int, dict], None] | None = None, download: bool = False) -> str:
     """Train into `store`'s run directory; returns the final state (finished, stopped or failed).
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes the run
     directory. `progress(step, total_steps, metrics)` is called at each log interval."""
     ctx = _Dist.from_env(train_config.device)
     rank0 = ctx.rank == 0
+    if rank0:
+        store.reserve_space()
     try:
         config = resolved(train_config)
-        return _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx)
+        return _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
+                      download)
     except UserError as exc:
         if rank0:
             store.set_status("failed", reason=str(exc))
@@ -305,16 +304,28 @@ def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
             store.set_status("stopped", reason="interrupted; the last checkpoint is kept")
         raise
     except Exception as exc:
-        traceback.print_exc()
+        reason = environment_reason(exc, str(store.path))   # a full disk, no permission, ...
+        if reason is None:
+            traceback.print_exc()
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            reason += " with --resume; the last good checkpoint is kept"
+            print(reason, flush=True)
         if rank0:
-            store.set_status("failed", reason=f"{type(exc).__name__}: {exc}")
+            store.release_space()   # room for the last words on a full disk
+            try:
+                store.set_status("failed", reason=reason)
+            except OSError:   # too full even so: job.log says it
+                print("could not write status.json either", flush=True)
         return "failed"
     finally:
+        store.release_space()
         store.close()
         ctx.close()
 
 
-def _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx) -> str:
+def _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
+           download: bool = False) -> str:
     rank0 = ctx.rank == 0
     if config.device == "auto" and ctx.world > 1 and torch.cuda.is_available():
         device = torch.device("cuda", ctx.local_rank)
@@ -328,7 +339,8 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
     if rank0:
         store.set_status("running", reason="loading data", step=0, total_steps=config.steps,
                          device=describe(device), loss=config.loss, world_size=ctx.world)
-    images, held, classes = load_images(data_config, gen_config, config, ctx.rank, ctx.world)
+    images, held, classes = load_images(data_config, gen_config, config, ctx.rank, ctx.world,
+                                        download=download)
     trainer = GanTrainer(gen_config, critic_config, config, images.to(device), device, ctx.world, ctx.local_rank)
     check = _HeldOutCheck(trainer, held, config.seed) if rank0 and len(held) else None
     want_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
@@ -548,17 +560,31 @@ def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, GeneratorCo
 
 
 def saved_configs(saved: dict) -> tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig]:
-    """The configs a run's config.json holds, as it trained with them."""
-    data, gen = from_dict(DataConfig, saved["data"]), from_dict(GeneratorConfig, saved["generator"])
-    critic = from_dict(CriticConfig, saved.get("critic"))
-    # A run saved before the held-out check trained on every image: keep it that way.
-    return data, gen, critic, from_dict(TrainConfig, {"holdout": 0.0, **saved["train"]})
+    """The configs a run's config.json holds, as it trained with them; checked field by field,
+    since a run directory may come from somewhere else (ValueError naming the bad field)."""
+    if not isinstance(saved, dict):
+        raise ValueError("config.json is not a JSON object")
+    parts = {}
+    for key, cls in (("data", DataConfig), ("generator", GeneratorConfig), ("critic", CriticConfig),
+                     ("train", TrainConfig)):
+        value = saved.get(key, {} if key == "critic" else None)
+        try:
+            # A run saved before the held-out check trained on every image: keep it that way.
+            parts[key] = checked(cls, {"holdout": 0.0, **value} if key == "train" and
+                                 isinstance(value, dict) else value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"'{key}' in config.json: {exc}") from None
+    return parts["data"], parts["generator"], parts["critic"], parts["train"]
 
 
 def main(args: argparse.Namespace) -> int:
     store = RunStore(args.run_dir, create=not args.resume)
     if args.resume:
+        store.refuse_links()
         saved = store.config()
+        if (store.path / "config.json").is_file() and not saved:
+            raise UserError(f"{store.path / 'config.json'} is not a readable JSON object; this "
+                            f"run cannot be resumed")
         if not saved or not (store.checkpoints_dir / STATE_FILE).is_file():
             raise UserError(f"{store.path} has no checkpoint to resume from")
         changed = [f for f in dataclasses.fields(TrainConfig)
@@ -566,8 +592,17 @@ def main(args: argparse.Namespace) -> int:
         if changed:
             raise UserError(f"--resume continues the saved run; only {', '.join(RESUMABLE_FIELDS)} "
                             f"can change (not {', '.join(f.name for f in changed)})")
-        data, gen, critic, train_cfg = saved_configs(saved)
+        try:
+            data, gen, critic, train_cfg = saved_configs(saved)
+        except ValueError as exc:
+            raise UserError(f"{store.path}: cannot resume: {exc}") from None
         train_cfg = override(train_cfg, args)
+        if args.data:   # the data moved: the user's own flag, so it may also download
+            data = dataclasses.replace(data, source=args.data)
+        if args.device is None and not available(train_cfg.device):
+            print(f"this run trained on {train_cfg.device}, which this machine lacks; resuming on "
+                  f"the best device here", flush=True)
+            train_cfg = dataclasses.replace(train_cfg, device="auto")
     else:
         data, gen, critic, train_cfg = configs_from_args(args)
     _SIGNALLED["stop"] = False
@@ -575,6 +610,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:   # not the main thread
         pass
-    state = train(store, data, gen, critic, train_cfg, resume=args.resume)
+    # A spec from the run's config.json is read from disk only; one the user gave may download.
+    state = train(store, data, gen, critic, train_cfg, resume=args.resume, download=bool(args.data))
     print(f"{state}: {store.path}", flush=True)
     return 0 if state in ("finished", "stopped") else 1

@@ -17,8 +17,10 @@ from torch.func import grad as func_grad
 
 from core import losses
 from core.checkpoint import load_into
+from core.config import checked, ranged, to_dict
 from core.diffaugment import diff_augment, parse_policy
 from core.errors import UserError
+from core.losses import LIVE_RANGES, check_live
 from core.models import Critic, CriticConfig, Generator, GeneratorConfig
 
 # Everything the critic and generator steps accumulate on the device, in this order; the
@@ -31,8 +33,8 @@ GP_STATS = ("wgan/gp", "wgan/grad_norm_mean", "wgan/grad_norm_std")
 @dataclass
 class TrainConfig:
     loss: str = "wgan-gp"          # gan | wgan | wgan-gp
-    steps: int = 2000              # generator steps; each follows n_critic critic steps
-    batch_size: int = 64           # per process
+    steps: int = ranged(1, 10_000_000, 2000)   # generator steps; each after n_critic critic steps
+    batch_size: int = ranged(1, 8192, 64)       # per process
     # None means the loss's paper default (core.losses.LOSS_DEFAULTS); resolved() fills them in.
     # (Optional[...] rather than `X | None`: core.config's flag parser reads typing.Union.)
     n_critic: Optional[int] = None
@@ -42,16 +44,16 @@ class TrainConfig:
     lr_gen: Optional[float] = None
     betas: Optional[tuple[float, float]] = None
     optimizer: Optional[str] = None   # adam | rmsprop
-    log_every: int = 10
-    sample_every: int = 100
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3      # step_XXXXXXX snapshots kept besides latest
-    n_samples: int = 64            # images in the fixed-z grid
+    log_every: int = ranged(1, 10_000_000, 10)
+    sample_every: int = ranged(1, 10_000_000, 100)
+    checkpoint_every: int = ranged(1, 10_000_000, 500)
+    keep_checkpoints: int = ranged(0, 1000, 3)   # step_XXXXXXX snapshots kept besides latest
+    n_samples: int = ranged(1, 1024, 64)         # images in the fixed-z grid
     # Share of the training images (whole patients, at most 256) kept out of training, to score
     # the critic on real images it never saw at every sample grid: a critic that memorises its
     # training set scores them above the held-out ones (the WGAN-GP paper's "detecting
     # overfitting", Gulrajani et al. 2017). 0 = off.
-    holdout: float = 0.05
+    holdout: float = ranged(0.0, 0.49, 0.05)
     # DiffAugment policies (core/diffaugment.py), comma-separated, e.g. "color,translation,cutout":
     # for a few hundred training images, where the critic otherwise memorises them. "" = off.
     diffaugment: str = ""
@@ -59,7 +61,7 @@ class TrainConfig:
     device: str = "auto"           # auto | cpu | cuda | mps
     compile: str = "auto"          # auto (on for CUDA only) | on | off
     amp: str = "auto"              # auto (bf16 on CUDA only) | bf16 | off
-    threads: int = 0               # CPU threads (0 = PyTorch's default); 1 suits tiny nets on a busy CPU
+    threads: int = ranged(0, 1024, 0)   # CPU threads (0 = PyTorch's default); 1 suits tiny nets on a busy CPU
 
 
 def resolved(config: TrainConfig) -> TrainConfig:
@@ -70,12 +72,14 @@ def resolved(config: TrainConfig) -> TrainConfig:
     config = dataclasses.replace(config, **{k: v for k, v in defaults.items()
                                             if getattr(config, k, None) is None})
     config = dataclasses.replace(config, betas=tuple(float(b) for b in config.betas))
+    try:
+        checked(TrainConfig, to_dict(config))   # types and the fields' ranges, as for a file
+        for key in LIVE_RANGES:
+            check_live(key, getattr(config, key))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     checks = [(config.steps >= 1, "steps must be at least 1"),
               (config.batch_size >= 1, "batch_size must be at least 1"),
-              (config.n_critic >= 1, "n_critic must be at least 1"),
-              (config.gp_lambda >= 0, "gp_lambda cannot be negative"),
-              (config.clip >= 0, "clip cannot be negative"),
-              (config.lr_critic > 0 and config.lr_gen > 0, "learning rates must be positive"),
               (config.optimizer in ("adam", "rmsprop"), "optimizer must be adam or rmsprop"),
               (min(config.log_every, config.sample_every, config.checkpoint_every) >= 1,
                "log_every, sample_every and checkpoint_every must be at least 1"),

@@ -18,6 +18,9 @@ from core.errors import ImageReadError
 # decompression-bomb guard (Image.MAX_IMAGE_PIXELS) stays on as well; we check first so the
 # message is ours and the limit does not depend on a global another library may change.
 MAX_PIXELS = 50_000_000
+# ... and above this many pixels on either side: a 1 x 50,000,000 strip passes the pixel count
+# but is no radiograph, and resizing or overlaying it costs memory by its longest side.
+MAX_SIDE = 16_384
 # Refuse files above this size before reading them into memory.
 MAX_FILE_BYTES = 512 * 1024 * 1024
 # A DICOM's pixel data (declared, or a deflated dataset once inflated) may not exceed this:
@@ -153,7 +156,7 @@ def _inflated_size(data: bytes, limit: int) -> int | None:
     `limit` bytes (so a bomb costs `limit`, not its 10 GiB); None for any other file."""
     import zlib
 
-    from pydicom.filereader import read_preamble, _read_file_meta_info
+    from pydicom.filereader import _read_file_meta_info, read_preamble
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     try:
@@ -206,8 +209,9 @@ def _read_dicom(data: bytes, name: str, notes: list[str] | None = None) -> np.nd
             del ds.NumberOfFrames
     samples = max(_header_int(ds, "SamplesPerPixel", 1) or 1, 1)
     bits = max(_header_int(ds, "BitsAllocated", 16) or 16, 1)
-    if rows * cols > MAX_PIXELS:
-        raise _fail(name, f"image too large ({cols}x{rows} pixels > {MAX_PIXELS:,})")
+    if rows * cols > MAX_PIXELS or max(rows, cols) > MAX_SIDE:
+        raise _fail(name, f"image too large ({cols}x{rows} pixels; the limits are "
+                          f"{MAX_PIXELS:,} pixels and {MAX_SIDE:,} on a side)")
     if rows * cols * frames * samples * -(-bits // 8) > max_bytes:
         raise _fail(name, f"DICOM declares {frames} frame(s) of {cols}x{rows}x{samples} at {bits} "
                           f"bits, more than {max_bytes // 2**20} MB; refused")
@@ -266,9 +270,10 @@ def _open_pil(data: bytes, name: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise _fail(name, f"image too large ({w}x{h} pixels > {MAX_PIXELS:,}); "
-                                  f"refused as a possible decompression bomb")
+            if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE:
+                raise _fail(name, f"image too large ({w}x{h} pixels; the limits are "
+                                  f"{MAX_PIXELS:,} pixels and {MAX_SIDE:,} on a side); refused "
+                                  f"as a possible decompression bomb")
             if getattr(im, "n_frames", 1) > 1:
                 im.seek(0)
             im.load()

@@ -20,7 +20,14 @@ from pathlib import Path
 
 from core.config import save_json
 from core.errors import UserError
-from core.runstore import ACTIVE_STATES, RunStore, launch, list_runs, new_run_dir, runs_root
+from core.runstore import (
+    ACTIVE_STATES,
+    RunStore,
+    launch,
+    list_runs,
+    new_run_dir,
+    runs_root,
+)
 
 QUEUE_FILE = "queue.json"
 COMMAND_LINE = "command line"
@@ -118,7 +125,7 @@ def submit(command: str, args: list[str], kind: str, owner: str = COMMAND_LINE,
     root = Path(root) if root else runs_root()
     with _lock(root):
         run_dir = new_run_dir(kind, root)
-        store = RunStore(run_dir, create=True)
+        RunStore(run_dir, create=True)   # samples/ and checkpoints/ before the job starts
         now = time.time()
         save_json(run_dir / QUEUE_FILE, {"argv": [command, *args, "--run-dir", str(run_dir)],
                                          "submitted": now, "owner": owner, "kind": kind})

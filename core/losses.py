@@ -6,6 +6,7 @@ owns optimizers and steps. Defaults follow each paper (see LOSS_DEFAULTS).
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -23,6 +24,27 @@ LOSS_DEFAULTS = {
                 "n_critic": 5, "gp_lambda": 10.0, "clip": 0.0},
 }
 LOSSES = tuple(LOSS_DEFAULTS)
+
+# The hyperparameters a running job takes from control.json, with the ranges a form, a flag, a
+# file or a live change may set: one definition for the form's bounds, the flags' checks and the
+# job's check of every live value (an n_critic of 1e9 would stall a job for hours per step).
+LIVE_RANGES = {"gp_lambda": (0.0, 1000.0), "n_critic": (1, 20), "clip": (0.0, 1.0),
+               "lr_critic": (1e-6, 1.0), "lr_gen": (1e-6, 1.0)}
+
+
+def check_live(key: str, value) -> float | int:
+    """`value` for live hyperparameter `key` as the job will hold it (n_critic whole), or
+    ValueError saying the range."""
+    lo, hi = LIVE_RANGES[key]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a number, not {value!r:.40}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or not lo <= number <= hi or \
+            (key == "n_critic" and not number.is_integer()):
+        raise ValueError(f"{key} must be {'a whole number ' if key == 'n_critic' else ''}"
+                         f"between {lo:g} and {hi:g}, not {value!r:.40}")
+    return int(number) if key == "n_critic" else number
 
 
 def gan_critic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:

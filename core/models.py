@@ -5,14 +5,14 @@ and generator checkpoints that rebuild the model from the file alone."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from core.checkpoint import load_into, load_model, save_model
-from core.config import checked, to_dict
+from core.config import checked, ranged, to_dict
 from core.errors import CheckpointError, UserError
 
 MIN_SIZE, MAX_SIZE = 16, 512
@@ -36,11 +36,6 @@ def _check_size(size: int, channels: int, width: float) -> None:
         raise UserError(f"width must be positive, not {width}")
 
 
-def _range(lo: float, hi: float, default):
-    """A field whose value a file may set only within [lo, hi] (core.config.checked)."""
-    return field(default=default, metadata={"range": (lo, hi)})
-
-
 # A checkpoint's config may not describe a generator larger than this (counted before any weight
 # is allocated); the report's networks at 256 px have a few million.
 MAX_PARAMETERS = 200_000_000
@@ -48,14 +43,14 @@ MAX_PARAMETERS = 200_000_000
 
 @dataclass
 class GeneratorConfig:
-    latent_dim: int = _range(1, 4096, 128)
-    size: int = _range(MIN_SIZE, MAX_SIZE, 64)   # output (size, size); 32..256 in practice
-    channels: int = _range(1, 3, 1)
-    filters: tuple[int, ...] = _range(1, 4096, (256, 128, 64, 32))  # per upsampling block, the
+    latent_dim: int = ranged(1, 4096, 128)
+    size: int = ranged(MIN_SIZE, MAX_SIZE, 64)   # output (size, size); 32..256 in practice
+    channels: int = ranged(1, 3, 1)
+    filters: tuple[int, ...] = ranged(1, 4096, (256, 128, 64, 32))  # per upsampling block, the
                                    # report's choice
-    width: float = _range(0.01, 16.0, 1.0)   # multiplies every filter count (0.125 -> 32/16/8/4)
-    leaky_slope: float = _range(0.0, 1.0, 0.2)
-    base: int = _range(1, 64, 4)   # spatial size after the dense layer
+    width: float = ranged(0.01, 16.0, 1.0)   # multiplies every filter count (0.125 -> 32/16/8/4)
+    leaky_slope: float = ranged(0.0, 1.0, 0.2)
+    base: int = ranged(1, 64, 4)   # spatial size after the dense layer
 
 
 class Generator(nn.Module):

@@ -8,6 +8,7 @@ import gzip
 import io
 import os
 import pickle
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.budget import check_fits
 from core.data import IMAGE_SUFFIXES, DataConfig, ImageDataset, decode_parallel
 from core.errors import ImageReadError, UserError
 from core.imageio import read_image, read_rgb, to_uint8
@@ -38,13 +40,15 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN = [f"data_batch_{k}" for k in range(1, 6)]
 
 
-def load(spec: str, config: DataConfig, progress: Progress | None = None) -> ImageDataset:
+def load(spec: str, config: DataConfig, progress: Progress | None = None,
+         download: bool = False) -> ImageDataset:
     """Load "digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT" or "folder:PATH".
 
     Images come back as uint8 (N, C, S, S) with S = config.size and C = config.channels
     (gray sources are repeated to 3 channels, colour ones converted to luma for 1). Labelled
     sets keep their class names and honour config.classes; a folder is one class (its name),
-    with unreadable files in dataset.skipped. One class is valid here: a GAN needs no second."""
+    with unreadable files in dataset.skipped. One class is valid here: a GAN needs no second.
+    `download`: fetch a missing MNIST, Fashion-MNIST or CIFAR-10 through torchvision."""
     spec = str(spec).strip()
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
@@ -56,9 +60,9 @@ def load(spec: str, config: DataConfig, progress: Progress | None = None) -> Ima
         raise UserError(f"'{spec}': give a path after the colon, e.g. {kind}:~/data")
     path = Path(arg.strip()).expanduser()
     if kind in IDX_SETS:
-        return load_idx(kind, path, config, progress, name=spec)
+        return load_idx(kind, path, config, progress, name=spec, download=download)
     if kind == "cifar10":
-        return load_cifar10(path, config, progress, name=spec)
+        return load_cifar10(path, config, progress, name=spec, download=download)
     if kind == "folder":
         return load_folder(path, config, progress, name=spec)
     raise UserError(f"unknown data source '{spec}': use digits, mnist:ROOT, fashion-mnist:ROOT, "
@@ -140,24 +144,30 @@ def load_digits(config: DataConfig) -> ImageDataset:
 
 def read_idx(path: Path) -> np.ndarray:
     """One MNIST idx file (optionally .gz): uint8 (N, H, W) images (magic 2051) or (N,) labels
-    (magic 2049). Raises UserError on anything else, naming the file."""
+    (magic 2049). Raises UserError on anything else, naming the file. Streamed: the header's
+    sizes are checked against memory before the body is read, and a gzip never inflates past
+    the size its header declares (a small .gz claiming 3,000,000 images costs nothing)."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
-    if magic not in IDX_MAGIC:
-        raise UserError(f"{path} is not an MNIST idx file of uint8 images or labels "
-                        f"(magic number {magic}, expected 2051 or 2049)")
-    nd = IDX_MAGIC[magic]
-    dims = [int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(nd)]
-    body = np.frombuffer(raw, np.uint8, offset=4 + 4 * nd)
-    if body.size != int(np.prod(dims)):
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(4)
+            magic = int.from_bytes(head, "big") if len(head) == 4 else -1
+            if magic not in IDX_MAGIC:
+                raise UserError(f"{path} is not an MNIST idx file of uint8 images or labels "
+                                f"(magic number {magic}, expected 2051 or 2049)")
+            nd = IDX_MAGIC[magic]
+            dims = [int.from_bytes(f.read(4), "big") for _ in range(nd)]
+            n_bytes = int(np.prod(dims, dtype=np.int64))
+            check_fits(f"{path.name} (header: {' x '.join(map(str, dims))})", n_bytes * 5)
+            body = f.read(n_bytes + 1)   # as float32 later: 5 bytes per pixel in all
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if len(body) != n_bytes:
         raise UserError(f"{path} is truncated or corrupt: header says {dims}, "
-                        f"found {body.size:,} bytes of data")
-    return body.reshape(dims)
+                        f"found {min(len(body), n_bytes + 1):,}{'+' if len(body) > n_bytes else ''} "
+                        f"bytes of data")
+    return np.frombuffer(body, np.uint8).reshape(dims)
 
 
 def _find_idx(root: Path, folder: str) -> tuple[Path, Path] | None:
@@ -174,7 +184,7 @@ def _find_idx(root: Path, folder: str) -> tuple[Path, Path] | None:
 
 
 def load_idx(kind: str, root: Path, config: DataConfig, progress: Progress | None = None,
-             name: str | None = None) -> ImageDataset:
+             name: str | None = None, download: bool = False) -> ImageDataset:
     """MNIST or Fashion-MNIST (kind "mnist" / "fashion-mnist") training split from `root` in
     torchvision's on-disk layout; downloaded through torchvision when absent."""
     folder, title, classes = IDX_SETS[kind]
@@ -186,7 +196,7 @@ def load_idx(kind: str, root: Path, config: DataConfig, progress: Progress | Non
         cls = getattr(tvd, folder)
         layout = (f"{root / folder / 'raw'}/train-images-idx3-ubyte(.gz) and "
                   f"train-labels-idx1-ubyte(.gz)")
-        _download(lambda: cls(str(root), train=True, download=True), title, layout)
+        _download(lambda: cls(str(root), train=True, download=True), title, layout, download)
         files = _find_idx(root, folder)
         if files is None:
             raise UserError(f"{title} was downloaded but its files are not where expected: {layout}")
@@ -202,9 +212,13 @@ def load_idx(kind: str, root: Path, config: DataConfig, progress: Progress | Non
     return _labelled(x, labels, classes, config, kind, name, progress)
 
 
-def _download(fetch: Callable[[], object], title: str, layout: str) -> None:
+def _download(fetch: Callable[[], object], title: str, layout: str, allowed: bool) -> None:
     """Run torchvision's download; any failure (offline, proxy, bad checksum) -> UserError that
-    says where to put the files instead."""
+    says where to put the files instead. Not `allowed` (the spec came from a saved run or
+    checkpoint): say where the files are missing and download nothing."""
+    if not allowed:
+        raise UserError(f"{title} is not on disk ({layout}). A data source read from a saved run "
+                        f"or checkpoint is never downloaded; give it with --data to download it.")
     try:
         fetch()
     except Exception as exc:  # URLError, RuntimeError after all mirrors, OSError, checksum
@@ -245,7 +259,7 @@ def _read_batch(path: Path) -> dict:
 
 
 def load_cifar10(root: Path, config: DataConfig, progress: Progress | None = None,
-                 name: str | None = None) -> ImageDataset:
+                 name: str | None = None, download: bool = False) -> ImageDataset:
     """CIFAR-10's training batches (ROOT/cifar-10-batches-py/data_batch_1..5; those present are
     used) as RGB, or gray with config.channels=1; downloaded through torchvision when absent.
 
@@ -261,7 +275,8 @@ def load_cifar10(root: Path, config: DataConfig, progress: Progress | None = Non
         folder = root / CIFAR_FOLDER
         layout = f"{folder}/data_batch_1 ... data_batch_5 (+ batches.meta), as in cifar-10-python.tar.gz"
         _download(lambda: tvu.download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename,
-                                                           md5=CIFAR10.tgz_md5), "CIFAR-10", layout)
+                                                           md5=CIFAR10.tgz_md5), "CIFAR-10", layout,
+                  download)
         batches = [folder / b for b in CIFAR_TRAIN if (folder / b).is_file()]
         if not batches:
             raise UserError(f"CIFAR-10 was downloaded but its batches are not where expected: {layout}")

@@ -64,8 +64,11 @@ def run_images(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     saved = RunStore(run_dir).config()
     if not all(saved.get(k) for k in ("data", "generator", "train")):
         raise UserError(f"{run_dir} holds no GAN training config")
-    data, gen, _, train = saved_configs(saved)
-    images, held, _ = load_images(data, gen, train)
+    try:
+        data, gen, _, train = saved_configs(saved)
+    except ValueError as exc:
+        raise UserError(f"{run_dir}: {exc}") from None
+    images, held, _ = load_images(data, gen, train)   # read from disk only: never downloads
     return images.numpy(), held.numpy()
 
 

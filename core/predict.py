@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -259,7 +260,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Prints one JSON object per file; exit code 1 when any file could not be read."""
+    """Prints one JSON object per file; for a file that could not be read also one line on
+    stderr naming it and the problem, and exit code 2 (the others are still predicted)."""
     from core.classifier import find_checkpoint, load_classifier
     from core.ensemble import load_ensemble
 
@@ -275,4 +277,6 @@ def main(args: argparse.Namespace) -> int:
             result["heatmap_png"] = str(overlay_png(result, png))
         failed += not result["ok"]
         print(json.dumps(to_json(result)), flush=True)
-    return 1 if failed else 0
+        if not result["ok"]:
+            print(f"error: {result['error']}", file=sys.stderr, flush=True)
+    return 2 if failed else 0

@@ -25,6 +25,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ACTIVE_STATES = ("queued", "running", "paused")
 STATES = ACTIVE_STATES + ("finished", "stopped", "failed")
 HEARTBEAT_EVERY_S = 1.0
+# Ballast a job writes when it starts and frees when the disk fills, so that its last words (a
+# failed status naming the disk) still fit: on a full disk even a 1 kB status.json cannot be
+# written, and the app could only say the job "ended without saying why".
+RESERVE_BYTES = 256 * 1024
+RESERVE_FILE = ".space-reserve"
 ETA_MIN_SAMPLES = 3    # rate samples (heartbeats that moved the step) before an ETA is published
 ETA_SMOOTHING = 0.3    # weight of the newest seconds-per-step sample in the moving average
 
@@ -67,6 +72,18 @@ def new_run_dir(kind: str, root: str | Path | None = None) -> Path:
     raise UserError(f"could not make a new run directory in {root}")
 
 
+def _read_object(path: Path) -> dict:
+    """A JSON object from `path`, or {} for a missing, unreadable, non-UTF-8, non-JSON or
+    non-object file: a run directory may come from anywhere, and its readers must not crash."""
+    try:
+        if path.stat().st_size > 16 * 2**20:   # ours are a few kB; a huge one is not ours
+            return {}
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):   # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -92,6 +109,7 @@ class RunStore:
         self.path = Path(path)
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
+            self.refuse_links()
             (self.path / "samples").mkdir(exist_ok=True)
             (self.path / "checkpoints").mkdir(exist_ok=True)
         elif not self.path.is_dir():
@@ -103,6 +121,32 @@ class RunStore:
         self._rate_samples = -1   # -1: the first interval (start-up, compilation) is not a sample
         self._control_mtime = None
         self._control_seen: dict = {}
+
+    def refuse_links(self) -> None:
+        """UserError if anything in the run directory, samples/ or checkpoints/ is a symbolic
+        link. A job calls this before it writes: a run directory shared by somebody else may
+        hold links to files of this machine, and writes would follow them."""
+        suspects = list(self.path.iterdir())
+        for folder in ("samples", "checkpoints"):
+            d = self.path / folder
+            if d.is_dir() and not d.is_symlink():
+                suspects += list(d.iterdir())
+        links = [p for p in suspects if p.is_symlink()]
+        if links:
+            raise UserError(f"{self.path}: {links[0].relative_to(self.path)} is a symbolic link; "
+                            f"a run directory may not hold links (they would carry its writes "
+                            f"elsewhere). Remove {len(links)} link(s) or use another directory.")
+
+    def reserve_space(self) -> None:
+        """Write the ballast (see RESERVE_BYTES); silently nothing when even that does not fit."""
+        try:
+            with open(self.path / RESERVE_FILE, "wb") as f:
+                f.write(bytes(RESERVE_BYTES))
+        except OSError:
+            (self.path / RESERVE_FILE).unlink(missing_ok=True)
+
+    def release_space(self) -> None:
+        (self.path / RESERVE_FILE).unlink(missing_ok=True)
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
@@ -128,10 +172,7 @@ class RunStore:
         save_json(self.path / "config.json", config)
 
     def config(self) -> dict:
-        try:
-            return json.loads((self.path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return _read_object(self.path / "config.json")
 
     # ---- status and heartbeat -----------------------------------------------------------
     def set_status(self, state: str, reason: str | None = None, **fields) -> None:
@@ -183,15 +224,24 @@ class RunStore:
         self._last_beat = now
 
     def _read_status(self) -> dict:
-        try:
-            return json.loads((self.path / "status.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return _read_object(self.path / "status.json")
 
     def status(self) -> dict:
         """status.json as the app should show it: an active run whose process is gone is
         reported as failed (killed, out of memory, machine restarted)."""
         status = self._read_status() or {"state": "queued", "reason": None}
+        # Fields a reader does arithmetic on must be what they claim (the file may come from
+        # anywhere): a state we know, a numeric heartbeat, a whole-number pid.
+        if status.get("state") not in STATES:
+            if status.get("state") is not None:
+                status["reason"] = f"status.json holds an unknown state ({str(status['state'])[:40]!r})"
+            status["state"] = "failed" if status.get("state") is not None else "queued"
+        for key in ("heartbeat", "created", "step", "total_steps", "eta_s"):
+            if key in status and (isinstance(status[key], bool) or
+                                  not isinstance(status[key], (int, float))):
+                status.pop(key)
+        if not isinstance(status.get("pid"), int) or isinstance(status.get("pid"), bool):
+            status.pop("pid", None)
         if status.get("state") in ACTIVE_STATES and status.get("pid") and not _pid_alive(status["pid"]):
             status = dict(status, state="failed",
                           reason="the training process ended without saying why (killed or crashed); "
@@ -205,10 +255,19 @@ class RunStore:
     # ---- metrics and events (SQLite, WAL) -------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = sqlite3.connect(self.path / "metrics.sqlite", timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            path = self.path / "metrics.sqlite"
+            if path.is_symlink():
+                raise UserError(f"{path} is a symbolic link; a run directory may not hold links")
+            db = sqlite3.connect(path, timeout=10)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:   # "file is not a database", a damaged page
+                db.close()
+                raise UserError(f"{path} is not a usable metrics database ({exc}); move it "
+                                f"away to start the metrics afresh") from None
+            self._db = db
         return self._db
 
     def log_metrics(self, step: int, values: dict[str, float]) -> None:
@@ -271,7 +330,7 @@ class RunStore:
         df = self._read(sql + " ORDER BY step, t", params)
         if df.empty:
             return pd.DataFrame(columns=["step", "t", "kind", "payload"])
-        df["payload"] = df["payload"].map(json.loads)
+        df["payload"] = df["payload"].map(_payload)
         return df
 
     # ---- control (app -> job) -----------------------------------------------------------
@@ -287,10 +346,7 @@ class RunStore:
         return control
 
     def control(self) -> dict:
-        try:
-            return json.loads((self.path / "control.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return _read_object(self.path / "control.json")
 
     def poll_control(self) -> dict:
         """For the job, every step: {key: new value} of what changed since the last poll; a
@@ -342,6 +398,14 @@ class RunStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _payload(text) -> dict:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def list_runs(root: str | Path | None = None) -> list[RunStore]:
@@ -420,8 +484,16 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
+    from core.losses import LIVE_RANGES, check_live
+
     store = RunStore(args.run_dir)
-    changes = {k: getattr(args, k) for k in ("gp_lambda", "n_critic", "lr_critic", "lr_gen", "clip")}
+    changes = {k: getattr(args, k) for k in LIVE_RANGES}
+    for key, value in changes.items():
+        if value is not None:
+            try:
+                check_live(key, value)   # the job checks again; this says it where it was typed
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
     if args.pause or args.resume:
         changes["paused"] = bool(args.pause)
     if args.stop:

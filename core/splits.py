@@ -26,13 +26,15 @@ def _group_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: fl
     if n_groups < 2:
         raise UserError("Cannot split: all images belong to one patient.")
     n_splits = int(round(1.0 / fraction))
-    if n_splits >= 2:
+    # scikit-learn refuses more folds than the largest class has members (a tiny data set):
+    # then whole patients are drawn at random, unstratified.
+    if n_splits >= 2 and min(n_splits, n_groups) <= np.bincount(y).max():
         n_splits = min(n_splits, n_groups)
         with warnings.catch_warnings():  # "least populated class has only k members"
             warnings.simplefilter("ignore", UserWarning)
             folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
             rest, held = next(folds.split(idx, y, groups))
-    else:  # more than half held out: no K-fold matches, draw groups at random
+    else:  # more than half held out (no K-fold matches) or a tiny set: draw groups at random
         gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         rest, held = next(gss.split(idx, y, groups))
     return idx[rest], idx[held]

@@ -20,7 +20,7 @@ from core.errors import UserError
 from core.jobqueue import is_waiting
 from core.runstore import RunStore, list_runs, runs_root
 from ui import cache, evaluation, jobs, live, plots, state
-from ui.errors import attempt, log
+from ui.errors import attempt
 
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 _CXR = PRESETS["cxr"]
@@ -46,29 +46,10 @@ def _augment_file(aug: AugmentConfig) -> Path:
     return path
 
 
-def _gan_choices() -> dict[str, tuple[str | None, int | None]]:
-    """{GAN run name: (the class it was trained on or None, its image size)} of runs that have
-    a generator."""
-    from core.gan_metrics import run_checkpoint, run_class
-
-    out = {}
-    for r in jobs.gan_runs():
-        try:
-            meta = read_meta(run_checkpoint(r.path))
-            out[r.name] = run_class(meta), (meta.get("generator") or {}).get("size")
-        except Exception as exc:  # noqa: BLE001 - a run without a readable generator is not offered
-            log.debug("GAN run %s not offered: %s", r.name, exc)
-            continue
-    return out
-
-
 def _train_args(cfg: DataConfig, arch: str, epochs: int, batch: int, lr: float, augment: bool,
                 per_class: int, synthetic: dict[str, str], synthetic_n: int,
                 batchnorm: bool = False, preset: str | None = None) -> list[str]:
-    args = ["--data", cfg.source, "--size", str(cfg.size), "--data-channels", str(cfg.channels),
-            "--data-phantom-per-class", str(cfg.phantom_per_class),
-            "--data-keep-extra-classes", str(cfg.keep_extra_classes).lower(),
-            "--data-seed", str(cfg.seed)]
+    args = jobs.data_args(cfg)
     if preset:  # the recipe decides the model and training settings
         args += ["--preset", preset]
     else:
@@ -145,7 +126,7 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
                        f"Operations: {', '.join(ops) or 'none'} · each class grows to the largest "
                        "class (set a target under *Balance classes* on the Data page)")
 
-    gans = _gan_choices()
+    gans = jobs.gan_generators()
     synthetic: dict[str, str] = {}
     st.markdown("**Synthetic samples** from a trained GAN, per class (training set only)")
     if not gans:
@@ -155,8 +136,8 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
         g = st.columns(len(CLASSES) + 1)
         for i, klass in enumerate(CLASSES):
             # Runs trained on this class first; runs that do not say which class are offered too.
-            fits = ([n for n, (k, _) in gans.items() if k == klass]
-                    + [n for n, (k, _) in gans.items() if k is None])
+            fits = ([n for n, (k, _, _) in gans.items() if k == klass]
+                    + [n for n, (k, _, _) in gans.items() if k is None])
             with g[i]:
                 key = f"clf_syn_{klass}"
                 state.seed(key, NONE)  # kept when the user comes back from another page
@@ -216,7 +197,7 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
 # ---- the run shown ------------------------------------------------------------------------------
 def _done() -> None:
     """End the page early, with the ablation still drawn."""
-    evaluation.ablation()
+    evaluation.ablation(data_cfg)
     st.stop()
 
 
@@ -316,4 +297,4 @@ results = attempt(cache.json_file, str(eval_path), eval_path.stat().st_mtime_ns,
 if not results:
     _done()
 evaluation.evaluation(results)
-evaluation.ablation()
+evaluation.ablation(data_cfg)

@@ -169,7 +169,8 @@ m[3].metric("Skipped files", info["n_skipped"])
 
 c_chart, c_grid = st.columns([1, 2])
 with c_chart:
-    st.plotly_chart(plots.class_counts(ds.class_counts()), key="data_counts_chart")
+    st.vega_lite_chart(spec=plots.class_counts(ds.class_counts()), width="stretch",
+                       key="data_counts_chart")
 with c_grid:
     for k, name in enumerate(ds.classes):
         idx = (ds.labels == k).nonzero()[0][:8]
@@ -256,6 +257,7 @@ if go or st.session_state["balance_per_class"] == target:
     if grown is not None:
         st.session_state["balance_per_class"] = int(target)
         with b2:
-            st.plotly_chart(plots.balance_counts(counts, grown.class_counts()), key="bal_chart")
+            st.vega_lite_chart(spec=plots.balance_counts(counts, grown.class_counts()),
+                               width="stretch", key="bal_chart")
             st.caption(f"Training will use {len(grown):,} images "
                        f"({sum(1 for m in grown.metas if m.get('augmented')):,} augmented copies).")

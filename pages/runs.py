@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import CLASSES
-from core.errors import UserError
+from core.errors import UserError, environment_reason
 from core.runstore import ACTIVE_STATES, list_runs
 from ui import cache, jobs, plots, state
 from ui.errors import log
@@ -177,7 +177,7 @@ def _delete() -> None:
         st.session_state["runs_delete_error"] = str(exc)
     except OSError as exc:  # a file in use or a permission: say so, keep the traceback in the log
         log.exception("deleting %s", store.path)
-        st.session_state["runs_delete_error"] = f"{type(exc).__name__}: {exc}"
+        st.session_state["runs_delete_error"] = f"Could not delete {store.name}: {environment_reason(exc)}"
 
 
 d1, d2 = st.columns([2, 1])

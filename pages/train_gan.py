@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import CLASSES
 from core.data import DataConfig
-from core.losses import LOSS_DEFAULTS
+from core.losses import LIVE_RANGES, LOSS_DEFAULTS
 from core.runstore import RunStore
 from ui import jobs, live, nav, state
 from ui.errors import attempt
@@ -58,21 +58,26 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
         batch = st.number_input("Batch size", 1, 1024, key=f"gan_batch_{k}")
     with h[2]:
         state.seed(f"gan_ncritic_{k}", int(d["n_critic"]))
-        n_critic = st.number_input("n_critic", 1, 20, key=f"gan_ncritic_{k}")
+        n_critic = st.number_input("n_critic", *LIVE_RANGES["n_critic"], key=f"gan_ncritic_{k}")
     with h[3]:
         state.seed(f"gan_lrc_{k}", float(d["lr_critic"]))
-        lr_c = st.number_input("lr critic", 1e-6, 1e-2, format="%.1e", step=1e-5, key=f"gan_lrc_{k}")
+        lr_c = st.number_input("lr critic", *LIVE_RANGES["lr_critic"], format="%.1e", step=1e-5,
+                               key=f"gan_lrc_{k}")
     with h[4]:
         state.seed(f"gan_lrg_{k}", float(d["lr_gen"]))
-        lr_g = st.number_input("lr generator", 1e-6, 1e-2, format="%.1e", step=1e-5, key=f"gan_lrg_{k}")
+        lr_g = st.number_input("lr generator", *LIVE_RANGES["lr_gen"], format="%.1e", step=1e-5,
+                               key=f"gan_lrg_{k}")
     with h[5]:
         extra = {}
         if loss == "wgan-gp":
             state.seed(f"gan_lambda_{k}", float(d["gp_lambda"]))
-            extra["gp_lambda"] = st.number_input("lambda (GP)", 0.0, 1000.0, key=f"gan_lambda_{k}")
+            extra["gp_lambda"] = st.number_input("lambda (GP)", *LIVE_RANGES["gp_lambda"],
+                                                 key=f"gan_lambda_{k}")
         elif loss == "wgan":
             state.seed(f"gan_clip_{k}", float(d["clip"]))
-            extra["clip"] = st.number_input("clip c", 1e-4, 1.0, format="%.3f", key=f"gan_clip_{k}")
+            # 1e-4 at least: 0 would mean no clipping, which is no WGAN.
+            extra["clip"] = st.number_input("clip c", 1e-4, LIVE_RANGES["clip"][1], format="%.3f",
+                                            key=f"gan_clip_{k}")
     a = st.columns([1, 1, 1, 2])  # the toggle's label needs two columns' width
     with a[0]:
         state.seed(f"gan_log_every_{k}", int(d.get("log_every", 10)))
@@ -138,8 +143,10 @@ def _picked():
 st.selectbox("Run", names, key="gan_run_pick", on_change=_picked)
 store = RunStore(runs[names.index(st.session_state["gan_run"])].path)
 # Only once it has trained: a run stopped at step 0 has just the grid of its untrained generator.
+# The row's container is drawn in every state: appearing only when the run ended, it shifted
+# everything below it, and for a moment the browser showed the old sliders above the new ones.
+row = st.container(horizontal=True)
 if store.status().get("state") in ("finished", "stopped") and any(s > 0 for s, _ in store.samples()):
-    row = st.container(horizontal=True)
     if row.button("Browse its samples", key="gan_to_samples", icon=":material/grid_view:"):
         st.switch_page(nav.path("pages/samples.py"))      # Samples shows st.session_state.gan_run
     if row.button("Train a classifier with them", key="gan_to_classifier", icon=":material/analytics:",

@@ -162,3 +162,21 @@ def test_a_gan_trained_on_a_filtered_copy_of_a_folder_is_not_matched_to_the_whol
         synthetic_fraction(str(tmp_path / "gan"), DataConfig(source=str(folder), size=32), tc)
     same = DataConfig(source=str(folder), size=32, where=("source=a",))
     assert synthetic_fraction(str(tmp_path / "gan"), same, tc) == 1.0
+
+
+def test_the_ablation_command_keeps_a_run_directory_status(tmp_path):
+    """Queued from a page, an ablation gets --run-dir like every job, and its folder's status
+    says where it is and that it finished, so the queue and the pages follow it."""
+    from core.runstore import RunStore
+
+    out = tmp_path / "abl"
+    assert cli.main(["ablation", "--data", "phantom:6", "--size", "32", "--width", "0.25",
+                     "--epochs", "1", "--batch-size", "8", "--arms", "real",
+                     "--fractions", "1.0", "--run-dir", str(out)]) == 0
+    status = RunStore(out).status()
+    assert status["state"] == "finished" and status["step"] == 100
+    assert RunStore(out).config()["command"] == "ablation"
+    assert (out / "ablation.csv").is_file()
+    assert cli.main(["ablation", "--data", "phantom:6", "--arms", "mixup",
+                     "--run-dir", str(tmp_path / "bad")]) == 2
+    assert RunStore(tmp_path / "bad").status()["state"] == "failed"

@@ -281,13 +281,14 @@ def test_natural_specs_dispatch_to_core_natural(monkeypatch, spec):
     seen = {}
     fake = types.ModuleType("core.natural")
 
-    def load(s, config, progress):
-        seen.update(spec=s, config=config)
+    def load(s, config, progress, download):
+        seen.update(spec=s, config=config, download=download)
         return "dataset"
     fake.load = load
     monkeypatch.setitem(sys.modules, "core.natural", fake)
     assert load_dataset(DataConfig(source=spec, size=8)) == "dataset"
     assert seen["spec"] == spec and seen["config"].size == 8
+    assert seen["download"] is False   # only a caller holding the user's own flag downloads
 
 
 def test_natural_spec_without_module_is_a_user_error(monkeypatch):

@@ -37,7 +37,7 @@ def _tiny_world(monkeypatch):
     rng = np.random.default_rng(0)
     dataset = ImageDataset(rng.integers(0, 256, (24, SIZE, SIZE), dtype=np.uint8),
                            np.zeros(24, dtype=int), ["NORMAL"])
-    monkeypatch.setattr(gt, "load_dataset", lambda config: dataset)
+    monkeypatch.setattr(gt, "load_dataset", lambda config, download=False: dataset)
     monkeypatch.setitem(gt._SIGNALLED, "stop", False)
     yield
     torch.set_num_threads(n)
@@ -109,7 +109,7 @@ def test_resuming_a_run_from_before_the_check_keeps_every_image(tmp_path, monkey
     store.write_config(config)
     seen = {}
 
-    def fake_train(store, data, gen, critic, tc, resume):
+    def fake_train(store, data, gen, critic, tc, resume, download=False):
         seen["tc"] = tc
         return "finished"
 
@@ -282,7 +282,7 @@ def test_class_filter_trains_on_the_chosen_class(tmp_path, monkeypatch):
     two = ImageDataset(rng.integers(0, 256, (10, SIZE, SIZE), dtype=np.uint8),
                        np.array([0] * 4 + [1] * 6), ["COVID-19", "NORMAL"])
     # The real class filter (core.data.select_classes) on a small in-memory source.
-    monkeypatch.setattr(gt, "load_dataset", lambda config: select_classes(two, config.classes))
+    monkeypatch.setattr(gt, "load_dataset", lambda config, download=False: select_classes(two, config.classes))
     data, gen, critic, train = configs(steps=1)
     store = RunStore(tmp_path / "covid", create=True)
     seen = {}

@@ -10,7 +10,7 @@ from core import __main__ as cli
 from core.checkpoint import load_model, read_meta
 from core.classifier import ClassifierConfig, build_classifier, load_classifier, save_classifier
 from core.errors import UserError
-from core.modelcard import read_card, stamp
+from core.modelcard import read_card
 
 CARD = {"label": "a test model", "summary": "Trained on nothing.", "results": ["accuracy 1"],
         "limits": "none known", "file": "test.md"}

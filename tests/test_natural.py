@@ -133,14 +133,30 @@ def test_offline_download_failure_is_a_clear_user_error(tmp_path, monkeypatch):
     monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     with pytest.raises(UserError) as err:
-        natural.load(f"mnist:{tmp_path / 'none'}", cfg())
+        natural.load(f"mnist:{tmp_path / 'none'}", cfg(), download=True)
     msg = str(err.value)
     assert calls and "downloading it failed" in msg
     assert str(tmp_path / "none" / "MNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg
     calls.clear()
     with pytest.raises(UserError, match="cifar-10-batches-py/data_batch_1"):
-        natural.load(f"cifar10:{tmp_path / 'none'}", cfg())
+        natural.load(f"cifar10:{tmp_path / 'none'}", cfg(), download=True)
     assert calls and "cifar-10-python.tar.gz" in calls[0]
+
+
+def test_a_spec_from_a_file_never_downloads(tmp_path, monkeypatch):
+    """Without the user's own flag (download=False, the default: a spec read from a checkpoint
+    or a run) nothing is fetched and nothing is written where the spec points."""
+    import torchvision.datasets.mnist as tv_mnist
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", lambda *a, **k: calls.append(a))
+    for spec in (f"mnist:{tmp_path / 'm'}", f"fashion-mnist:{tmp_path / 'f'}",
+                 f"cifar10:{tmp_path / 'c'}"):
+        with pytest.raises(UserError, match="never downloaded"):
+            natural.load(spec, cfg())
+    assert calls == [] and list(tmp_path.iterdir()) == []
 
 
 # --- CIFAR-10 --------------------------------------------------------------------------------

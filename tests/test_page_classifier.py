@@ -345,3 +345,32 @@ def test_evaluation_fits_a_narrow_window(trained_run):
     assert any("diagonal holds each class's recall" in c.value for c in at.caption)
     roc = next(json.loads(el.proto.spec) for el in at.get("plotly_chart") if el.proto.id.endswith("-clf_roc"))
     assert roc["layout"]["legend"]["x"] > 0.5 and roc["layout"]["legend"]["y"] < 0.5  # in the plot
+
+
+def test_an_ablation_is_started_from_the_page(monkeypatch):
+    """The ablation is offered in the browser (not as a command to copy): the form queues
+    `ablation` with the Data page's data, the chosen shares, arms, epochs and seeds."""
+    import ui.jobs
+
+    calls = []
+
+    def fake_start(command, args, kind):
+        calls.append((command, args, kind))
+        store = RunStore(runs_root() / "261203-0000-ablation-1", create=True)
+        store.set_status("queued", command=["ablation"])
+        return store
+
+    monkeypatch.setattr(ui.jobs, "start", fake_start)
+    at = _app()
+    at.run()
+    at.multiselect(key="abl_fractions").set_value([0.5, 1.0])
+    at.multiselect(key="abl_arms").set_value(["real", "augmentor"])
+    at.number_input(key="abl_epochs").set_value(2)
+    at.button(key="abl_start").click().run()
+    assert not at.exception and not at.error
+    (command, args, kind), = calls
+    flag = dict(zip(args[::2], args[1::2]))
+    assert command == "ablation" and kind == "ablation"
+    assert flag["--data"] == "phantom" and flag["--size"] == "32"
+    assert flag["--fractions"] == "0.5,1" and flag["--arms"] == "real,augmentor"
+    assert flag["--epochs"] == "2" and flag["--seeds"] == "0" and "--runs" not in flag

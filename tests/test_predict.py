@@ -221,8 +221,10 @@ def test_cli(phantom_model, tmp_path, capsys):
     bad.write_text("nope")
     rc = cli.main(["predict", "--checkpoint", str(path), str(good), str(bad),
                    "--heatmap-dir", str(tmp_path / "maps")])
-    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert rc == 1 and len(lines) == 2
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert rc == 2 and len(lines) == 2
+    assert err.strip().splitlines() == [f"error: {lines[1]['error']}"]
     assert lines[0]["ok"] and Image.open(lines[0]["heatmap_png"]).mode == "RGB"
     assert lines[1]["ok"] is False and "bad.txt" in lines[1]["error"]
 

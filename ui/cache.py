@@ -61,7 +61,8 @@ def dataset(config: DataConfig, progress: Progress | None = None) -> ImageDatase
     from core.data import load_dataset
 
     key = _key(config) + "|" + source_stamp(config.source)
-    return _once("dataset", key, lambda: load_dataset(config, progress))
+    # The source was typed into a form just now, by the user: a missing MNIST may download.
+    return _once("dataset", key, lambda: load_dataset(config, progress, download=True))
 
 
 def balanced(config: DataConfig, augment: AugmentConfig, per_class: int,
@@ -130,6 +131,22 @@ def sample_grid(path: str, mtime_ns: int, min_px: int = 480) -> np.ndarray:
     if factor > 1:
         im = im.resize((im.width * factor, im.height * factor), Image.NEAREST)
     return np.asarray(im)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def sample_figure(path: str, mtime_ns: int, caption: str) -> str:
+    """A sample-grid PNG and its caption as one HTML figure, the image inline (a data URI),
+    shown pixel-sharp at the column's width. One element, so the image and its caption change
+    together; no media-file URL, so a refresh of the live panel can never point the browser at
+    a file Streamlit has already dropped (the broken image after a steer)."""
+    import base64
+    import html
+
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure style="margin:0"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(caption)}" style="width:100%;image-rendering:pixelated"/>'
+            f'<figcaption style="font-size:0.875rem;opacity:0.6;text-align:center">'
+            f'{html.escape(caption)}</figcaption></figure>')
 
 
 def run_stamp(status: dict) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.errors import UserError
+from core.errors import UserError, environment_reason
 
 log = logging.getLogger("xray_gan_studio.ui")
 
@@ -22,8 +22,11 @@ def attempt(fn: Callable[..., Any], *args, what: str = "that", **kwargs) -> Any:
     except UserError as exc:
         st.error(str(exc), icon=":material/error:")
     except Exception as exc:  # the page must survive any failure of core code
-        log.exception("failed: %s", what)
-        st.error(f"Something went wrong while {what}: {type(exc).__name__}: "
-                 f"{str(exc).splitlines()[0] if str(exc) else 'no details'}. "
-                 "The full traceback is in the server log.", icon=":material/error:")
+        reason = environment_reason(exc)   # a full disk, no permission, memory run out
+        if reason is not None:
+            st.error(f"Could not finish {what}: {reason}.", icon=":material/error:")
+        else:   # a bug: its text means nothing to the user and may leak paths; the log has it
+            log.exception("failed: %s", what)
+            st.error(f"Something went wrong while {what}. The details are in the server log.",
+                     icon=":material/error:")
     return None

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.ablation import summarise
 from core.runstore import runs_root
-from ui import cache, plots
+from ui import cache, jobs, live, plots, state
 from ui.errors import attempt
 
 ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
@@ -128,17 +128,95 @@ def evaluation(results: dict) -> None:
             icon=":material/travel_explore:")
 
 
-def ablation() -> None:
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def _start_form(data_cfg) -> None:
+    """Start an ablation on the Data page's data: real only, + Augmentor copies, + samples of
+    chosen GAN runs, at several shares of the training patients; queued like any job."""
+    from core.ablation import ARMS
+    from core.classifier_train import ClassifierTrainConfig
+
+    with st.expander("Run an ablation", icon=":material/science:"):
+        st.caption(f"On {state.data_label(data_cfg)} at {data_cfg.size} px. Each arm trains the "
+                   "classifier on the same training patients (a share of them) and is scored on "
+                   "the same held-out test patients; GAN runs must have been trained on the "
+                   "training patients only (*Train GAN*, *Training patients only*).")
+        c = st.columns(3)
+        with c[0]:
+            state.seed("abl_fractions", [0.25, 1.0])
+            fractions = st.multiselect("Shares of the training patients", FRACTIONS,
+                                       format_func=lambda f: f"{f:.0%}", key="abl_fractions")
+        with c[1]:
+            state.seed("abl_arms", ["real", "augmentor"])
+            arms = st.multiselect("Without a GAN", ["real", "augmentor"], key="abl_arms",
+                                  format_func={"real": "real only", "augmentor": "+ Augmentor"}.get)
+        gans = {n: g for n, g in jobs.gan_generators().items() if g[0] and g[2]}
+        with c[2]:
+            state.seed("abl_gans", [])
+            st.session_state["abl_gans"] = [n for n in st.session_state["abl_gans"] if n in gans]
+            picked = st.multiselect("+ samples of GAN runs", list(gans), key="abl_gans",
+                                    format_func=lambda n: f"{n} ({gans[n][0]})",
+                                    help="Single-class GAN runs; each adds the arm of its loss.")
+        d = st.columns(3)
+        with d[0]:
+            state.seed("abl_epochs", 5)
+            epochs = st.number_input("Epochs (at most) per run", 1, 200, key="abl_epochs")
+        with d[1]:
+            state.seed("abl_seeds", 1)
+            seeds = st.number_input("Seeds", 1, 5, key="abl_seeds")
+        with d[2]:
+            state.seed("abl_per_class", 200)
+            per_class = st.number_input("Generated images per class", 1, 20000, key="abl_per_class",
+                                        disabled=not picked)
+        gan_arms = sorted({a for n in picked for a, loss in ARMS.items() if loss == gans[n][2]})
+        all_arms = [*arms, *gan_arms]
+        n_runs = len(fractions) * len(all_arms) * int(seeds)
+        st.caption(f"{n_runs} classifier runs of at most {int(epochs)} epochs, one after another "
+                   f"(patience {ClassifierTrainConfig().patience}).")
+        if st.button("Start the ablation", key="abl_start", icon=":material/play_arrow:",
+                     disabled=n_runs == 0,
+                     help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue."):
+            args = [*jobs.data_args(data_cfg), "--fractions", ",".join(f"{f:g}" for f in fractions),
+                    "--seeds", ",".join(str(s) for s in range(int(seeds))),
+                    "--arms", ",".join(all_arms), "--epochs", str(int(epochs))]
+            if picked:
+                args += ["--synthetic-per-class", str(int(per_class)), "--runs",
+                         *[f"{gans[n][0]}={runs_root() / n}" for n in picked]]
+            if attempt(jobs.start, "ablation", args, "ablation", what="starting the ablation"):
+                st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def _running(store) -> None:
+    """A queued or running ablation: where it is, refreshed in place."""
+    status = store.status()
+    if status.get("state") not in ("queued", "running", "paused"):
+        st.rerun()   # it ended: the table below appears
+    if not live.queue_notice(store, f"abl_cancel_{store.name}"):
+        step = int(status.get("step") or 0)
+        eta = status.get("eta_s")
+        st.progress(min(step, 100) / 100, text=f"Ablation `{store.name}`: {status.get('phase') or 'starting'}"
+                    + (f" · about {jobs.format_duration(eta)} left" if eta else ""))
+
+
+def ablation(data_cfg=None) -> None:
     """An ablation table under the runs folder (the newest, or the one chosen), as a chart and a
-    summary per source. It belongs to no one run, so it is drawn under whatever the run view
-    shows, even when that view ends early (no runs, a live or failed run)."""
+    summary per source, and a form to start one on `data_cfg`. It belongs to no one run, so it
+    is drawn under whatever the run view shows, even when that view ends early (no runs, a live
+    or failed run)."""
     st.header("Ablation")
+    if data_cfg is not None:
+        _start_form(data_cfg)
+    for store in jobs.active_runs():
+        if jobs.run_command(store) == "ablation":
+            _running(store)
     found = sorted((p for p in runs_root().glob("*/ablation*") if p.suffix in (".csv", ".json")),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     if not found:
-        st.caption("No ablation result yet. Run `python -m core ablation --data SOURCE ...`: it "
-                   "trains real-only, + Augmentor and + GAN samples at several data fractions and "
-                   "writes its table into its run directory.")
+        st.caption("No ablation result yet: start one above (or `python -m core ablation --data "
+                   "SOURCE ...`). It trains real-only, + Augmentor and + GAN samples at several "
+                   "data fractions and writes its table into its run directory.")
         return
     # One table per ablation folder (the newer of its CSV and JSON), newest folder first.
     by_run = {}

@@ -65,6 +65,31 @@ def start(command: str, args: list[str], kind: str) -> RunStore:
     return jobqueue.submit(command, args, kind, owner=session_owner())
 
 
+def data_args(cfg) -> list[str]:
+    """The flags that give a job the data chosen on the Data page (a DataConfig)."""
+    return ["--data", cfg.source, "--size", str(cfg.size), "--data-channels", str(cfg.channels),
+            "--data-phantom-per-class", str(cfg.phantom_per_class),
+            "--data-keep-extra-classes", str(cfg.keep_extra_classes).lower(),
+            "--data-seed", str(cfg.seed)]
+
+
+def gan_generators() -> dict[str, tuple[str | None, int | None, str | None]]:
+    """{GAN run name: (the class it was trained on or None, its image size, its loss)} of the
+    runs that have a readable generator; others are not offered."""
+    from core.checkpoint import read_meta
+    from core.gan_metrics import run_checkpoint, run_class
+
+    out = {}
+    for r in gan_runs():
+        try:
+            meta = read_meta(run_checkpoint(r.path))
+        except UserError:
+            continue
+        gen = meta.get("generator") if isinstance(meta.get("generator"), dict) else {}
+        out[r.name] = run_class(meta), gen.get("size"), meta.get("loss")
+    return out
+
+
 def queue_line(store: RunStore) -> str | None:
     """"Queued: 2nd in line, ..." for a waiting run, else None."""
     where = jobqueue.position(store)

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.jobqueue import is_waiting
-from core.losses import LOSS_DEFAULTS
+from core.losses import LIVE_RANGES, LOSS_DEFAULTS
 from core.runstore import ACTIVE_STATES, RunStore
 from ui import cache, jobs, plots
 
@@ -112,10 +112,17 @@ def stop_button(store: RunStore, key: str, message: str, disabled: bool = False,
 
 
 def controls(store: RunStore) -> None:
+    """Pause, Resume, Stop, Sample now; for a queued run its place and Cancel instead. One
+    container either way, so what follows keeps its place (no stale doubles in the browser)."""
+    with st.container():
+        _controls(store)
+
+
+def _controls(store: RunStore) -> None:
     s = store.status().get("state")
     if queue_notice(store, "gan_cancel"):
         return
-    cols = st.container().columns(4)
+    cols = st.columns(4)
     cols[0].button("Pause", key="gan_pause", icon=":material/pause:", disabled=s != "running",
                    on_click=_send, args=(store, "Pausing at the next step"), kwargs={"paused": True})
     cols[1].button("Resume", key="gan_resume", icon=":material/play_arrow:", disabled=s != "paused",
@@ -168,8 +175,8 @@ def _steering(store: RunStore) -> None:
             st.session_state[key] = st.session_state[f"{key}_in_force"] = value
         with col:
             if options is None:
-                st.slider(label, 1, 10, key=key, disabled=not active, on_change=_steer,
-                          args=(store, field, key))
+                st.slider(label, *LIVE_RANGES[field], key=key, disabled=not active,
+                          on_change=_steer, args=(store, field, key))
             else:
                 st.select_slider(label, _options(options, st.session_state[key]), key=key,
                                  format_func=lambda v: f"{v:g}", disabled=not active,
@@ -301,8 +308,8 @@ def render(run_path: str) -> None:
     grids = store.samples()
     if grids:
         step, path = grids[-1]
-        rows[0][3].image(cache.sample_grid(str(path), path.stat().st_mtime_ns), width="stretch",
-                         caption=f"Fixed-z samples, step {step:,}", output_format="PNG")
+        rows[0][3].html(cache.sample_figure(str(path), path.stat().st_mtime_ns,
+                                            f"Fixed-z samples, step {step:,}"))
 
 
 # The fragment timer's period. A refresh takes 0.05-0.2 s on the server plus the browser's

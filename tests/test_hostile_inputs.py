@@ -1,0 +1,482 @@
+"""Hostile and broken inputs through every entry point (issue #17): the CLI commands, the library
+calls behind the Data and Diagnose pages, and the ZIP extraction. Every input is made here;
+nothing binary is committed.
+
+All cases run in one worker process (one torch import) under an address-space limit; the worker
+reports each case as a JSON line, and a case that takes longer than CASE_TIMEOUT_S is a hang
+(the worker is killed and the test names the case). Each case must end in exit 0 with a sane
+result or exit 2 with exactly one line on stderr that names the file or the problem; no
+traceback. Before and after, the folders a hostile input points at, $HOME and the repository
+are listed: nothing may appear or change there.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+PHANTOM_MODEL = REPO / "checkpoints" / "classifier-phantom.safetensors"
+MEMORY_LIMIT = 8 * 2**30      # address space of the worker: a bomb must fail inside it
+CASE_TIMEOUT_S = 240          # generous: a loaded CI machine; a hang is minutes, not seconds
+
+WORKER = r'''
+import contextlib, io, json, resource, sys, traceback
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from core.__main__ import main
+from core.errors import UserError
+
+def library(call, args):
+    """The calls the pages make, as the pages make them."""
+    if call == "data-page":          # Data page: load a source (ui.cache.dataset)
+        from core.data import DataConfig, load_dataset
+        ds = load_dataset(DataConfig(source=args[0], size=16), download=True)
+        return f"{len(ds)} images"
+    if call == "zip":                 # Data page: extract an uploaded ZIP
+        from core.archive import extract_zip
+        return str(extract_zip(args[0], args[1]))
+    if call == "diagnose":            # Diagnose: predict uploaded bytes (ui.cache.prediction)
+        from core.classifier import load_classifier
+        from core.predict import predict_file
+        model, meta = load_classifier(args[0], device="cpu")
+        with open(args[1], "rb") as f:
+            out = predict_file(model, meta, f.read(), name=args[1].rsplit("/", 1)[-1])
+        if not out["ok"]:
+            raise UserError(out["error"])
+        return out["predicted"]
+    raise ValueError(call)
+
+for case in json.load(open(sys.argv[1])):
+    out, err, rc, exc = io.StringIO(), io.StringIO(), None, None
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if case["call"] == "cli":
+                rc = main(case["args"])
+            else:
+                try:
+                    library(case["call"], case["args"])
+                    rc = 0
+                except UserError as e:   # what the page shows in its error box
+                    print(f"error: {e}", file=sys.stderr)
+                    rc = 2
+    except SystemExit as e:
+        rc = e.code
+    except BaseException:
+        exc = traceback.format_exc()
+    print(json.dumps({"name": case["name"], "rc": rc, "stderr": err.getvalue(),
+                      "stdout": out.getvalue()[-2000:], "exc": exc}), flush=True)
+'''
+
+
+# --- making the inputs -----------------------------------------------------------------------
+
+def _png_of_size(path: Path, width: int, height: int) -> Path:
+    """A valid 8-bit gray PNG of any size, written by hand (Pillow would need the memory)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = zlib.compressobj(9)
+    body = b"".join(raw.compress(b"\x00" + b"\x80" * width) for _ in range(height)) + raw.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def _xray(path: Path, size: int = 48, seed: int = 0) -> Path:
+    from core import phantom
+
+    img, _ = phantom.render("NORMAL", seed, size, 0)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def _dicom(path: Path, deflated_extra: int = 0, **text_elements) -> Path:
+    """A DX DICOM with 16-bit pixels; header elements written as text whatever their VR should
+    be (as anonymisers write them); `deflated_extra` bytes of zeros in a private element, the
+    whole dataset deflated (a bomb: a few hundred kB that inflate to that many bytes)."""
+    import pydicom
+    from pydicom.dataelem import DataElement
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
+                             SecondaryCaptureImageStorage, generate_uid)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflated_extra else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 32, 32, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(32 * 32, dtype=np.uint16) * 3).tobytes()
+    if deflated_extra:
+        ds.add_new(0x00091010, "OB", bytes(deflated_extra))
+    for key, raw in text_elements.items():
+        tag = tag_for_keyword(key)
+        ds[tag] = DataElement(tag, "LO", raw)
+    ds.save_as(path, enforce_file_format=True)
+    del ds
+    assert pydicom  # imported for its side effects on the writer
+    return path
+
+
+def _checkpoint(path: Path, change) -> Path:
+    """A copy of the shipped phantom classifier whose metadata is `change(meta)` (any JSON)."""
+    from safetensors.torch import save_file
+
+    from core.checkpoint import load_model
+
+    state, meta = load_model(PHANTOM_MODEL)
+    meta = change(meta)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path),
+              metadata={"xray_gan_studio": json.dumps(meta)})
+    return path
+
+
+def _zip_with_raw_name(path: Path, good: str, raw: bytes, utf8_flag: bool) -> Path:
+    """A ZIP whose one member's name is replaced byte for byte by `raw` (same length)."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(good, b"not really a png")
+    data = bytearray(path.read_bytes())
+    assert len(raw) == len(good)
+    data = data.replace(good.encode(), raw)
+    if utf8_flag:   # general-purpose flag bit 11 in the local and central headers
+        for sig, offset in ((b"PK\x03\x04", 7), (b"PK\x01\x02", 9)):
+            data[data.find(sig) + offset] |= 0x08
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _metadata_csv(root: Path, rows: list[str]) -> Path:
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            _xray(root / cls / f"{i}.png", 32, seed=i)
+    (root / "metadata.csv").write_text("file,class,patient\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def _mnist_claiming(root: Path, n_claimed: int, n_real: int) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    with gzip.open(raw / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n_claimed, 28, 28) + bytes(n_real * 784))
+    with gzip.open(raw / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, n_claimed) + bytes(n_real))
+    return root
+
+
+def _tiny_gan_run(run: Path, *extra: str) -> Path:
+    from core.__main__ import main
+
+    rc = main(["train-gan", "--preset", "cpu-tiny", "--data", "phantom:4", "--steps", "2",
+               "--batch-size", "4", "--checkpoint-every", "1", "--sample-every", "1",
+               "--log-every", "1", "--n-samples", "4", "--holdout", "0", "--run-dir", str(run),
+               *extra])
+    assert rc == 0
+    return run
+
+
+def _edit_generator(run: Path, change) -> None:
+    """The run's generator snapshot with its metadata replaced by `change(meta)` (any JSON)."""
+    from safetensors.torch import save_file
+
+    from core.checkpoint import load_model
+
+    path = run / "checkpoints" / "latest.safetensors"
+    state, meta = load_model(path)
+    save_file(state, str(path), metadata={"xray_gan_studio": json.dumps(change(meta))})
+
+
+def _hostile_run(base: Path, path: Path, edit) -> Path:
+    """A copy of the finished tiny run `base`, then `edit(run_dir)`."""
+    shutil.copytree(base, path, symlinks=True)
+    edit(path)
+    return path
+
+
+def _set_config(run: Path, **parts):
+    config = json.loads((run / "config.json").read_text())
+    for key, value in parts.items():
+        section, _, field = key.partition("__")
+        if field:
+            config[section][field] = value
+        else:
+            config[section] = value
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def _listing(*roots: Path) -> dict[str, tuple]:
+    out = {}
+    skip = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".benchmarks"}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            for name in filenames:
+                p = Path(dirpath) / name
+                try:
+                    st = p.lstat()
+                except OSError:
+                    continue
+                out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+# --- the corpus --------------------------------------------------------------------------------
+
+def _cases(tmp: Path) -> list[dict]:
+    """(name, call, args, expected exit code, a text the one line must hold) for each case."""
+    inp, work, outside = tmp / "in", tmp / "work", tmp / "outside"
+    for d in (inp, work, outside):
+        d.mkdir()
+    (outside / "keep.txt").write_text("not yours")
+    good = _xray(inp / "chest.png")
+    model = str(PHANTOM_MODEL)
+    cases = []
+
+    def case(name, call, args, rc, says=""):
+        cases.append({"name": name, "call": call, "args": [str(a) for a in args], "rc": rc,
+                      "says": says})
+
+    # Images: predict (CLI) and Diagnose (library), each kind.
+    images = {
+        "strip-1x5M.png": (_png_of_size(inp / "strip-1x5M.png", 1, 5_000_000), 2, "on a side"),
+        "zero.png": ((inp / "zero.png"), 2, "zero-byte"),
+        "truncated.png": ((inp / "truncated.png"), 2, "truncated.png"),
+        "text.png": ((inp / "text.png"), 2, "text.png"),
+        "empty-window.dcm": (_dicom(inp / "empty-window.dcm", WindowCenter="", WindowWidth=""), 0, ""),
+        "text-slope.dcm": (_dicom(inp / "text-slope.dcm", RescaleSlope="steep"), 0, ""),
+        "rows-abc.dcm": (_dicom(inp / "rows-abc.dcm", Rows="abc"), 2, "rows-abc.dcm"),
+        "frames-abc.dcm": (_dicom(inp / "frames-abc.dcm", NumberOfFrames="abc"), 0, ""),
+        # 450 MB of zeros deflated to well under a megabyte: above the 400 MB DICOM budget.
+        "deflate-bomb.dcm": (_dicom(inp / "deflate-bomb.dcm", deflated_extra=450 * 2**20), 2,
+                             "deflate-bomb.dcm"),
+    }
+    (inp / "zero.png").write_bytes(b"")
+    (inp / "truncated.png").write_bytes(good.read_bytes()[:200])
+    (inp / "text.png").write_text("this is not an image\n")
+    assert (inp / "deflate-bomb.dcm").stat().st_size < 2 * 2**20
+    for name, (path, rc, says) in images.items():
+        case(f"predict {name}", "cli", ["predict", "--checkpoint", model, path], rc, says)
+        case(f"diagnose {name}", "diagnose", [model, path], rc, says)
+
+    # Checkpoints from elsewhere: predict and evaluate.
+    def edited(section, **values):
+        return lambda m: {**m, section: {**m.get(section, {}), **values}}
+
+    ckpts = {
+        "meta-list": (lambda m: [1, 2, 3], "not a JSON object"),
+        "meta-null": (lambda m: None, "not a JSON object"),
+        "meta-text": (lambda m: "a string", "not a JSON object"),
+        "width-1e9": (edited("model", width=1e9), "width"),
+        "text-classes": (edited("model", n_classes="three"), "n_classes"),
+        "nan-temperature": (lambda m: {**m, "temperature": float("nan")}, "temperature"),
+        "cuda-device": (edited("train", device="cuda"), ""),
+    }
+    for name, (change, says) in ckpts.items():
+        path = _checkpoint(inp / f"{name}.safetensors", change)
+        rc = 0 if name == "cuda-device" else 2
+        case(f"predict with checkpoint {name}", "cli", ["predict", "--checkpoint", path, good], rc, says)
+        case(f"diagnose with checkpoint {name}", "diagnose", [path, good], rc, says)
+    # A data spec inside a checkpoint must not make evaluate download (or write) anything.
+    spec = _checkpoint(inp / "mnist-spec.safetensors", edited("data", source=f"mnist:{outside / 'evil'}"))
+    case("evaluate with a checkpoint naming MNIST", "cli", ["evaluate", "--checkpoint", spec], 2,
+         "never downloaded")
+    huge = _checkpoint(inp / "phantom-1e9.safetensors", edited("data", phantom_per_class=10**9))
+    case("evaluate with a checkpoint naming phantom 1e9", "cli", ["evaluate", "--checkpoint", huge], 2,
+         "phantom_per_class")
+
+    # Run directories from elsewhere: train-gan --resume, gan-metrics, --synthetic.
+    base = _tiny_gan_run(work / "base-run")
+    (outside / "metrics-target.sqlite").write_bytes(b"")
+
+    def garbage_db(r):
+        (r / "metrics.sqlite").write_bytes(b"this is not sqlite" * 100)
+        for suffix in ("-wal", "-shm"):
+            (r / f"metrics.sqlite{suffix}").unlink(missing_ok=True)
+
+    def linked_db(r):
+        (r / "metrics.sqlite").unlink()
+        (r / "metrics.sqlite").symlink_to(outside / "metrics-target.sqlite")
+
+    runs = {
+        "status-list": (lambda r: (r / "status.json").write_text("[1, 2]"), 0, ""),
+        "control-latin1": (lambda r: (r / "control.json").write_bytes(b'{"n_critic": "\xe9"}'), 0, ""),
+        "control-n-critic-1e9": (lambda r: (r / "control.json").write_text('{"n_critic": 1000000000}'), 0, ""),
+        "garbage-metrics": (garbage_db, 2, "metrics.sqlite"),
+        "linked-metrics": (linked_db, 2, "symbolic link"),
+        "linked-samples": (lambda r: (shutil.rmtree(r / "samples"), (r / "samples").symlink_to(outside)),
+                           2, "symbolic link"),
+        "width-1e9": (lambda r: _set_config(r, generator__width=1e9), 2, "width"),
+        "text-latent": (lambda r: _set_config(r, generator__latent_dim="big"), 2, "latent_dim"),
+        "data-mnist": (lambda r: _set_config(r, data__source=f"mnist:{outside / 'evil'}"), 2,
+                       "never downloaded"),
+        "phantom-3e8": (lambda r: _set_config(r, data__source="phantom:300000000"), 2, "phantom"),
+        "cuda-device": (lambda r: _set_config(r, train__device="cuda"), 0, ""),
+        "config-list": (lambda r: (r / "config.json").write_text("[]"), 2, "config.json"),
+        "config-latin1": (lambda r: (r / "config.json").write_bytes(b"{\"data\": \"\xff\"}"), 2,
+                          "config.json"),
+    }
+    for name, (edit, rc, says) in runs.items():
+        if name == "cuda-device" and _has_cuda():
+            continue
+        run = _hostile_run(base, work / f"run-{name}", edit)
+        case(f"train-gan --resume {name}", "cli",
+             ["train-gan", "--resume", "--run-dir", run, "--steps", "3"], rc, says)
+    # A generator snapshot from elsewhere: gan-metrics and train-classifier --synthetic. The base
+    # trained on the classifier's training patients only, so the leak check lets it through.
+    split_base = _tiny_gan_run(work / "base-split", "--data-split", "train")
+    generators = {"meta-list": (lambda m: [1], "not a JSON object"),
+                  "data-list": (lambda m: {**m, "data": [1]}, "data config"),
+                  "width-1e9": (lambda m: {**m, "generator": {**m["generator"], "width": 1e9}}, "width"),
+                  "text-size": (lambda m: {**m, "generator": {**m["generator"], "size": "big"}}, "size")}
+    for name, (change, says) in generators.items():
+        run = _hostile_run(split_base, work / f"gen-{name}", lambda r: _edit_generator(r, change))
+        case(f"gan-metrics {name}", "cli",
+             ["gan-metrics", "--run-dir", run, "--classifier", model, "--n", "8", "--real", "phantom:4"],
+             0 if name == "data-list" else 2, says)   # gan-metrics needs no data config
+        case(f"train-classifier --synthetic {name}", "cli",
+             ["train-classifier", "--data", "phantom:4", "--size", "32", "--epochs", "1",
+              "--synthetic", f"NORMAL={run}", "--synthetic-per-class", "2",
+              "--run-dir", work / f"clf-syn-{name}"], 2, says)
+    case("control n_critic 1e9", "cli", ["control", base, "--n-critic", "1000000000"], 2, "n_critic")
+
+    # Augmentation configs: train-classifier --augment.
+    augments = {"zoom-1e6.json": ('{"zoom_p": 1, "zoom_max": 1e6}', "zoom_max"),
+                "grid-1e6.json": ('{"distortion_p": 1, "distortion_grid": 1000000}', "distortion_grid"),
+                "list.json": ("[1, 2]", "not a JSON object"),
+                "text-p.json": ('{"rotate_p": "often"}', "rotate_p")}
+    for name, (text, says) in augments.items():
+        (inp / name).write_text(text)
+        case(f"train-classifier --augment {name}", "cli",
+             ["train-classifier", "--data", "phantom:4", "--size", "32", "--epochs", "1",
+              "--balance", "augment", "--augment", inp / name, "--run-dir", work / f"clf-{name}"],
+             2, says)
+    (inp / "latin1.json").write_bytes(b'{"rotate_p": "\xe9"}')
+    case("train-classifier --augment latin1.json", "cli",
+         ["train-classifier", "--data", "phantom:4", "--size", "32", "--epochs", "1",
+          "--augment", inp / "latin1.json", "--run-dir", work / "clf-latin1"], 2, "latin1.json")
+
+    # Data specs and folders: data-info (CLI) and the Data page (library).
+    nul_csv = _metadata_csv(inp / "csv-nul", [f"{c}/{i}.png,{c},p{c}{i}" for c in ("NORMAL", "PNEUMONIA")
+                                              for i in range(4)] + ["NORMAL/a\x00b.png,NORMAL,px"])
+    repeat = _metadata_csv(inp / "csv-repeat", ["PNEUMONIA/0.png,PNEUMONIA,q"] +
+                           [f"NORMAL/0.png,NORMAL,p{i}" for i in range(50_000)])
+    rows = _metadata_csv(inp / "csv-rows", [f"NORMAL/{i % 4}.png,NORMAL,p{i}" for i in range(500_001)])
+    sources = {
+        "phantom:300000000": (2, "phantom"),
+        "phantom:-5": (2, "phantom"),
+        f"mnist:{_mnist_claiming(inp / 'mnist-3M', 3_000_000, 100)}": (2, "train-images-idx3-ubyte"),
+        f"mnist:{outside / 'not-there'}": (0, ""),   # the user's own flag: tries, fails offline
+        str(nul_csv): (0, ""),
+        str(repeat): (0, ""),
+        str(rows): (2, "rows"),
+    }
+    for spec, (rc, says) in sources.items():
+        if spec.startswith(f"mnist:{outside}"):
+            continue   # downloading is allowed here: not a test for an offline CI machine
+        case(f"data-info {Path(spec).name or spec}", "cli", ["data-info", spec, "--size", "16"], rc, says)
+        case(f"data page {Path(spec).name or spec}", "data-page", [spec], rc, says)
+
+    # ZIP uploads: the Data page's extraction.
+    zips = {
+        "latin1-name-flagged-utf8.zip": (_zip_with_raw_name(inp / "z1.zip", "NORMAL/a.png", b"NORMAL/\xe9.png", True), 2, "UTF-8"),
+        "traversal.zip": (_zip_with_raw_name(inp / "z2.zip", "NORMAL/a.png", b"../../ab.png", False), 2, "leaves its folder"),
+        "control-char.zip": (_zip_with_raw_name(inp / "z3.zip", "NORMAL/a.png", b"NORMAL/\x07.png", False), 2, "control characters"),
+    }
+    for name, (path, rc, says) in zips.items():
+        case(f"zip {name}", "zip", [path, work / f"unzip-{name}"], rc, says)
+    return cases
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# --- the test ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    home = tmp / "home"
+    home.mkdir()
+    cases = _cases(tmp)
+    (tmp / "cases.json").write_text(json.dumps(cases))
+    watched = [tmp / "outside", home, REPO]
+    before = _listing(*watched)
+    env = {**os.environ, "HOME": str(home), "XRAY_RUNS_DIR": str(tmp / "runs"),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp / "cases.json"), str(MEMORY_LIMIT)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    got = {}
+    try:
+        for case in cases:
+            ready, _, _ = select.select([proc.stdout], [], [], CASE_TIMEOUT_S)
+            if not ready:
+                pytest.fail(f"case '{case['name']}' hung: no answer in {CASE_TIMEOUT_S} s")
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail(f"the worker died at case '{case['name']}': {proc.stderr.read()[-3000:]}")
+            result = json.loads(line)
+            got[result["name"]] = result
+    finally:
+        proc.kill()
+        proc.wait()
+    after = _listing(*watched)
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    return cases, got, changed
+
+
+def test_nothing_is_written_outside_its_folder(results):
+    _, _, changed = results
+    assert changed == []
+
+
+def test_every_case_is_a_result_or_one_clear_line(results):
+    cases, got, _ = results
+    failures = []
+    for case in cases:
+        r = got[case["name"]]
+        lines = [line for line in r["stderr"].splitlines() if line.strip()]
+        why = None
+        if r["exc"]:
+            why = f"traceback: {r['exc'].strip().splitlines()[-1]}"
+        elif r["rc"] != case["rc"]:
+            why = f"exit {r['rc']}, expected {case['rc']}: {(lines or [r['stdout'][-300:]])[-1]}"
+        elif case["rc"] == 2 and (len(lines) != 1 or not lines[0].startswith("error: ")):
+            why = f"not one 'error:' line: {lines[:3]}"
+        elif case["rc"] == 2 and case["says"].lower() not in lines[0].lower():
+            why = f"the line does not say {case['says']!r}: {lines[0]}"
+        elif any("Traceback" in s for s in (r["stderr"], r["stdout"])):
+            why = "a traceback in the output"
+        if why:
+            failures.append(f"{case['name']}: {why}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_corpus_covers_every_entry_point(results):
+    cases, _, _ = results
+    names = " ".join(c["name"] for c in cases)
+    for entry in ("predict", "diagnose", "evaluate", "train-gan --resume", "gan-metrics",
+                  "--synthetic", "--augment", "data-info", "data page", "zip", "control"):
+        assert entry in names, entry
