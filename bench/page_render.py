@@ -7,7 +7,7 @@ of the time from navigation until the app script has finished (Streamlit's runni
 gone, no skeleton left). Then one page is left open for a while and the server process's CPU
 time over that window is reported as a share of one core.
 
-    python bench/page_render.py --sessions 5 --idle-s 30
+    python bench/page_render.py --sessions 5 --idle-s 30 [--pages data,home]
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--idle-s", type=float, default=30.0)
+    parser.add_argument("--pages", default=",".join(PAGES), help="pages to time, e.g. data,home")
     args = parser.parse_args()
+    timed = [name for name in args.pages.split(",") if name in PAGES]
     from playwright.sync_api import sync_playwright
 
     port, runs = _port(), tempfile.mkdtemp(prefix="page-render-runs-")
@@ -93,8 +95,8 @@ def main() -> int:
                 _rendered(warm)
             warm.close()
             print("| page | median first render (s) | all sessions (s) |\n|---|---:|---|")
-            for name, path in PAGES.items():
-                times = []
+            for name in timed:
+                path, times = PAGES[name], []
                 for _ in range(args.sessions):
                     ctx = browser.new_context(viewport={"width": 1440, "height": 900})
                     page = ctx.new_page()

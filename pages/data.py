@@ -169,8 +169,7 @@ m[3].metric("Skipped files", info["n_skipped"])
 
 c_chart, c_grid = st.columns([1, 2])
 with c_chart:
-    st.vega_lite_chart(spec=plots.class_counts(ds.class_counts()), width="stretch",
-                       key="data_counts_chart")
+    st.html(plots.class_counts_html(ds.class_counts()))
 with c_grid:
     for k, name in enumerate(ds.classes):
         idx = (ds.labels == k).nonzero()[0][:8]

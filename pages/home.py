@@ -9,6 +9,8 @@ from ui.errors import attempt
 # The demo: the cpu-tiny preset on the built-in phantoms, the minority class of the report, the
 # classifier's training patients only, so its samples may join a classifier's training set on
 # the default data (300 phantoms per class, as the preset) without leaking held-out patients.
+# DEMO_IDLE_S: its wall time on the idle 2-core machine (docs/performance.md).
+DEMO_IDLE_S = 67
 DEMO_ARGS = ["--data", "phantom", "--loss", "wgan-gp", "--preset", "cpu-tiny",
              "--data-classes", "COVID-19", "--data-split", "train"]
 
@@ -32,13 +34,14 @@ shipped.generator_samples(n=8, columns=8)
 
 active = jobs.active_runs()
 if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":material/play_arrow:",
-             help="WGAN-GP, cpu-tiny preset, on phantom COVID-19 images; about two minutes on a "
-                  "laptop CPU. Opens the live view; when every CPU slot is taken it waits in the "
-                  "queue there."):
+             help="WGAN-GP, cpu-tiny preset (900 steps at 32 px), on phantom COVID-19 images. "
+                  "Opens the live view; when every CPU slot is taken it waits in the queue "
+                  "there."):
     run = attempt(jobs.start, "train-gan", DEMO_ARGS, "gan-wgan-gp", what="starting the demo run")
     if run is not None:
         st.session_state["gan_run"] = run.name
         st.switch_page(nav.path("pages/train_gan.py"))
+st.caption(jobs.machine_line(DEMO_IDLE_S, "The demo"))
 if active:
     page, title = (("pages/classifier.py", "Classifier")
                    if jobs.run_command(active[0]) == "train-classifier"

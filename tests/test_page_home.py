@@ -180,3 +180,20 @@ def test_page_links_wrap_rather_than_cut():
                     for c in b.children.values())]
     assert len(rows) == 1 and rows[0].proto.flex_container.wrap
     assert len(rows[0].children) == len(nav.available()) - 1   # every page but Home, no columns
+
+
+def test_the_demo_time_says_what_the_machine_is_doing(monkeypatch):
+    """Home promises the demo's idle-machine time and, on a busy machine, says so and scales
+    the expectation instead of promising what it cannot keep."""
+    import os
+
+    from ui import jobs
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    calm = jobs.machine_line(67, "The demo")
+    assert "2 core(s), load average 0.2" in calm and "about 1 min" in calm
+    assert "now expect" not in calm
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    busy = jobs.machine_line(67, "The demo")
+    assert "load average 7.0" in busy and "now expect about 4 min" in busy

@@ -105,6 +105,28 @@ def queue_line(store: RunStore) -> str | None:
     return line + "."
 
 
+def machine_line(idle_s: float, what: str) -> str:
+    """What this machine is doing now, and what that means for a job that takes `idle_s` on it
+    when idle: its cores, the load average, the app's own running jobs. A job gets about
+    cores / (runnable processes) of a core each, so a load of 6 on 2 cores runs it about 3x
+    slower; said as a range, since the load moves."""
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    running = sum(1 for r in active_runs() if r.status().get("state") == "running")
+    busy = f", {running} of them this app's job(s)" if running else ""
+    line = (f"This machine: {cores} core(s), load average {load:.1f} (processes wanting a core"
+            f"{busy}). {what} takes about {format_duration(idle_s)} here when it is idle")
+    slowdown = (load + 1) / cores   # the job itself joins the queue for a core
+    if slowdown > 1.5:
+        line += f"; now expect about {format_duration(idle_s * slowdown)} or more"
+    return line + "."
+
+
 def format_duration(seconds: float) -> str:
     """"40 s", "3 min", "1 h 5 min"."""
     seconds = max(0, int(round(seconds)))
