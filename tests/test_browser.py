@@ -162,6 +162,31 @@ _LIVE_CAPTION = """() => [...document.querySelectorAll('[data-testid="stCaptionC
     .map(e => e.innerText).pop() || null"""
 
 
+# The live sample grid as shown: its caption's step, whether its image loaded, and whether the
+# image is inline (a data: URI, so no media-file URL can go stale under it).
+_LIVE_GRID = """() => {
+    const fig = [...document.querySelectorAll('figure')]
+        .filter(f => f.getBoundingClientRect().height > 0 && /Fixed-z samples/.test(f.innerText)).pop();
+    if (!fig) return null;
+    const img = fig.querySelector('img');
+    return {step: parseInt(fig.innerText.replace(/[^0-9]/g, ''), 10),
+            loaded: !!img && img.complete && img.naturalWidth > 0,
+            inline: !!img && img.src.startsWith('data:image/png')};
+}"""
+
+# Buttons named `name` on screen, stale (faded) copies included.
+_VISIBLE_BUTTONS = """name => [...document.querySelectorAll('button')]
+    .filter(b => b.getBoundingClientRect().height > 0 && b.innerText.trim().endsWith(name)).length"""
+
+
+def _grid_ok(page, run_dir: Path) -> dict:
+    """The live grid matches its caption: loaded, inline, and its step one the run wrote."""
+    grid = _wait(lambda: page.evaluate(_LIVE_GRID), 60, "the live sample grid")
+    written = {int(p.stem.split("_")[1]) for p in (run_dir / "samples").glob("step_*.png")}
+    assert grid["loaded"] and grid["inline"] and grid["step"] in written, (grid, sorted(written))
+    return grid
+
+
 # The first live chart's line, as drawn.
 _CRITIC_PATH = """() => {
     const chart = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
@@ -330,6 +355,7 @@ def test_dashboard_end_to_end(server, tmp_path):
         _wait(lambda: (s := _chart_state(page)) and s["markers"] > markers_before,
               60, "the lambda-change marker on the chart")
         assert '"gp_lambda": 5.0' in (runs / ours / "control.json").read_text()
+        _grid_ok(page, runs / ours)   # after a steer, the grid still matches its caption
         _shot(page, "train_gan_steered", out_dirs)
 
         # Paused, the run keeps its slot (the tiny run would otherwise end before the next check).
@@ -347,6 +373,7 @@ def test_dashboard_end_to_end(server, tmp_path):
         lam = other.locator('[data-testid="stSlider"]', has_text="lambda").locator(
             '[data-testid="stSliderThumbValue"]')
         _wait(lambda: lam.first.inner_text().strip() == "5", 60, "lambda 5 in the other session")
+        _grid_ok(other, runs / ours)  # and the second session sees the grid, not just a caption
         print(f"[{time.monotonic() - t_start:5.1f} s] the other session shows lambda 5")
         other.get_by_text("New run").first.click()
         start = other.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start")
@@ -372,7 +399,15 @@ def test_dashboard_end_to_end(server, tmp_path):
         # Stop the run; its state becomes 'stopped' and it keeps a checkpoint for Samples.
         print(f"[{time.monotonic() - t_start:5.1f} s] marker seen; stopping")
         main.get_by_role("button", name="Stop").click()
-        _wait(lambda: page.locator("text=stopped").count() > 0, 60, "the run to stop")
+        # While the page redraws for the ended run, never two Pause buttons on screen (stale
+        # doubles of the controls above the new ones).
+        doubles = []
+        _wait(lambda: doubles.append(page.evaluate(_VISIBLE_BUTTONS, "Pause")) or
+              page.locator("text=stopped").count() > 0, 60, "the run to stop", every=0.05)
+        for _ in range(40):
+            doubles.append(page.evaluate(_VISIBLE_BUTTONS, "Pause"))
+            time.sleep(0.05)
+        assert max(doubles) <= 1, doubles
         _no_exception(page, "train_gan after Stop")
 
         # Switching to another run redraws the charts with its data. A copy of the stopped run

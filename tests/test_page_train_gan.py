@@ -305,3 +305,35 @@ def test_thinning_a_long_history_keeps_every_held_out_check():
     wide = live._wide(pd.DataFrame(rows, columns=["step", "name", "value"]))
     assert len(wide) <= live.MAX_POINTS
     assert wide["heldout/w_train"].notna().sum() == 80 and wide.index[-1] == 4000
+
+
+def _path_of(at: AppTest, key: str) -> tuple | None:
+    """Where the widget `key` sits in the page's element tree (indices from the root)."""
+    def walk(node, path):
+        for i, child in getattr(node, "children", {}).items():
+            if getattr(child, "key", None) == key:
+                return (*path, i)
+            if (found := walk(child, (*path, i))) is not None:
+                return found
+        return None
+    return walk(at._tree, ())
+
+
+def test_the_controls_keep_their_place_when_a_run_ends():
+    """The browser keeps an element by its place in the page until the new run of the script
+    replaces it: a row that appeared above the controls only once the run ended shifted them,
+    and for a moment the old sliders showed, faded, above the new ones. Running, queued or
+    ended, the controls and sliders sit at the same places."""
+    from PIL import Image
+
+    store = _fake_run("20260101-000000-gan-wgan-gp-ends", "running", steps=3)
+    Image.new("L", (8, 8)).save(store.sample_path(3))
+    at = _app().run()
+    keys = ("gan_pause", f"steer_gp_lambda_{store.name}", f"steer_n_critic_{store.name}")
+    running = [_path_of(at, k) for k in keys]
+    assert None not in running
+    store.set_status("finished", step=3)
+    at.run()
+    assert not at.exception
+    assert any(b.key == "gan_to_samples" for b in at.button)   # the row that used to shift them
+    assert [_path_of(at, k) for k in keys] == running
