@@ -21,6 +21,29 @@ def usable_bytes() -> int:
     return min(phys, soft) if soft not in (resource.RLIM_INFINITY, -1) and soft > 0 else phys
 
 
+def resident_limit() -> int:
+    """Bytes of uint8 training images a trainer holds in memory; a larger training set that
+    comes memory-mapped from the decoded-data cache is read from it batch by batch instead
+    ($XRAY_RESIDENT_BYTES, default a quarter of the usable memory)."""
+    try:
+        return int(float(os.environ["XRAY_RESIDENT_BYTES"]))
+    except (KeyError, ValueError):
+        return int(usable_bytes() * 0.25)
+
+
+def mapped(array) -> bool:
+    """Whether a numpy array is (a view of) a memory-mapped file."""
+    import mmap
+
+    import numpy as np
+
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
 def check_fits(what: str, n_bytes: float, share: float = SHARE) -> None:
     """UserError when `what` would take more than `share` of the usable memory."""
     limit = usable_bytes() * share

@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.budget import mapped, resident_limit
 from core.classifier import (
     ClassifierConfig,
     build_classifier,
@@ -140,6 +142,33 @@ def group_balanced_weights(labels: np.ndarray, groups: list[str]) -> np.ndarray:
         return np.zeros(0)
     # n items over len(count) cells: each cell's items share n / len(count) of the weight.
     return np.array([len(cells) / (len(count) * count[c]) for c in cells])
+
+
+class _Images:
+    """Training images kept as uint8 (N, C, S, S), handed out as float batches in [-1, 1] on the
+    device: in memory (on the device), or memory-mapped from the decoded-data cache with the
+    training rows (a set larger than memory allows, read batch by batch). A float copy of the
+    whole set, as before, took four times the memory of the images."""
+
+    def __init__(self, images: torch.Tensor, rows: torch.Tensor | None, device):
+        self.images, self.rows, self.device = images, rows, device
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.images)
+
+    def __getitem__(self, i) -> torch.Tensor:
+        if self.rows is not None:
+            i = self.rows[i.cpu() if isinstance(i, torch.Tensor) else i]
+        elif isinstance(i, torch.Tensor):
+            i = i.to(self.images.device)
+        return self.images[i].to(self.device).float().div_(127.5).sub_(1.0)
+
+    def where(self, mask: np.ndarray) -> "_Images":
+        """The images where `mask` (over this set) is true, still uint8."""
+        rows = torch.from_numpy(np.flatnonzero(mask))
+        if self.rows is not None:
+            return _Images(self.images, self.rows[rows], self.device)
+        return _Images(self.images[rows.to(self.images.device)], None, self.device)
 
 
 def _parse_synthetic(spec: str) -> tuple[str | None, str]:
@@ -316,21 +345,31 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
             raise UserError("the validation split is empty; early stopping and calibration need "
                             "one (raise val_fraction or add patients)")
 
-        # Training set: real training items, then Augmentor copies, then GAN samples.
-        if augment_config is not None:
+        # Training set: real training items, then Augmentor copies, then GAN samples. Real
+        # items alone from a mapped cache entry larger than memory allows stay in the file.
+        synthetic = bool(tc.synthetic_runs and tc.synthetic_per_class > 0)
+        lazy = (augment_config is None and not synthetic and mapped(dataset.images)
+                and len(train_idx) * dataset.images[0].size > resident_limit())
+        if lazy:
+            train_ds = None
+        elif augment_config is not None:
             counts = np.bincount(dataset.labels[train_idx], minlength=len(classes))
             per_class = tc.augment_per_class or int(counts.max())
             train_ds = balance(dataset, per_class, augment_config, seed=tc.seed, indices=train_idx,
                                progress=progress)
         else:
             train_ds = dataset.subset(train_idx)
-        if tc.synthetic_runs and tc.synthetic_per_class > 0:
+        if synthetic:
             for part in _synthetic_items(tc.synthetic_runs, tc.synthetic_per_class, dataset.size,
                                          classes, tc.seed, progress):
                 train_ds = train_ds.concat(part)
-        counts = np.bincount(train_ds.labels, minlength=len(classes))
-        n_aug = sum(bool(m.get("augmented")) for m in train_ds.metas)
-        n_syn = sum(bool(m.get("synthetic")) for m in train_ds.metas)
+        if lazy:
+            train_labels, train_metas = dataset.labels[train_idx], [dataset.metas[i] for i in train_idx]
+        else:
+            train_labels, train_metas = train_ds.labels, train_ds.metas
+        counts = np.bincount(train_labels, minlength=len(classes))
+        n_aug = sum(bool(m.get("augmented")) for m in train_metas)
+        n_syn = sum(bool(m.get("synthetic")) for m in train_metas)
         real = not all(str(m.get("source", "")) == "phantom" for m in dataset.metas)
         meta = {
             "classes": classes,
@@ -347,22 +386,25 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
             "temperature": 1.0,
         }
 
-        x_train = train_ds.tensor().to(device)                 # (N, C, S, S) in [-1, 1]
-        y_train = torch.from_numpy(train_ds.labels).to(device)
+        with warnings.catch_warnings():   # a mapped cache entry is read-only; nothing writes it
+            warnings.simplefilter("ignore", UserWarning)
+            x_train = (_Images(torch.from_numpy(dataset.images), torch.from_numpy(train_idx), device)
+                       if lazy else _Images(torch.from_numpy(train_ds.images).to(device), None, device))
+        y_train = torch.from_numpy(train_labels).to(device)
         x_val = dataset.subset(val_idx).tensor()
         y_val = torch.from_numpy(dataset.labels[val_idx])
         # Per-item loss weights (None: plain mean); a batch's loss is sum(w * loss) / sum(w),
         # which for class weights is what F.cross_entropy(weight=...) computes.
         item_weight = None
         if tc.group_weights:
-            groups = [str(m.get(tc.group_weights, "")) for m in train_ds.metas]
+            groups = [str(m.get(tc.group_weights, "")) for m in train_metas]
             if not any(groups):
                 raise UserError(f"no training image has a {tc.group_weights!r} in its metadata; "
                                 f"group weights need a metadata column such as source")
-            item_weight = group_balanced_weights(train_ds.labels, groups)
+            item_weight = group_balanced_weights(train_labels, groups)
         elif tc.balance == "weights":
             class_weight = len(y_train) / (len(classes) * np.maximum(counts, 1))
-            item_weight = class_weight[train_ds.labels]
+            item_weight = class_weight[train_labels]
         if item_weight is not None:
             item_weight = torch.tensor(item_weight, dtype=torch.float32, device=device)
 
@@ -457,9 +499,9 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
         model.load_state_dict(best["state"])
         val_logits = predict_logits(model, x_val)
         temperature = fit_temperature(val_logits, y_val)
-        keep = np.array([not m.get("synthetic") for m in train_ds.metas])
-        feats = ood_features(model, x_train[torch.from_numpy(keep).to(device)])
-        ood = fit_ood(feats, train_ds.labels[keep], len(classes))
+        keep = np.array([not m.get("synthetic") for m in train_metas])
+        feats = ood_features(model, x_train.where(keep))
+        ood = fit_ood(feats, train_labels[keep], len(classes))
         if real:  # the project's own phantoms look X-ray-like to a real-trained model's features
             ood["outlier_means"] = outlier_means(*_phantom_features(model, mc, device), ood)
         val_feats = ood_features(model, x_val.to(device))

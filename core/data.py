@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from core import CLASSES
+from core import CLASSES, datacache, layouts
 from core.budget import check_fits
 from core.config import ranged
 from core.errors import ImageReadError, UserError
@@ -65,6 +65,9 @@ class DataConfig:
     # that may train shipped weights; see checkpoints/classifier-cxr.md). Applied before
     # decoding and before the patient split.
     where: tuple[str, ...] = ()
+    # NIH ChestX-ray14: the findings counted as PNEUMONIA (torchxrayvision's label is
+    # "Pneumonia" alone; e.g. ("Pneumonia", "Consolidation") counts consolidation too).
+    pneumonia_findings: tuple[str, ...] = ("Pneumonia",)
 
 
 class ImageDataset(Dataset):
@@ -188,6 +191,7 @@ def decode_parallel(items: list, decode: Callable, progress: Progress | None) ->
     results, skipped = [], []
     n = len(items)
     step = max(1, n // 100)
+    t0 = time.monotonic()
     workers = 1 if n < 256 else min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for i, (ok, bad) in enumerate(pool.map(decode, items)):
@@ -196,7 +200,9 @@ def decode_parallel(items: list, decode: Callable, progress: Progress | None) ->
             else:
                 skipped.append(bad)
             if progress is not None and (i + 1) % step == 0:
-                progress((i + 1) / n, f"decoded {i + 1:,} of {n:,} images")
+                rate = (i + 1) / max(time.monotonic() - t0, 1e-6)
+                progress((i + 1) / n, f"decoded {i + 1:,} of {n:,} images · {rate:,.0f}/s · "
+                                      f"about {(n - i - 1) / rate:,.0f} s left")
     if progress is not None:
         progress(1.0, f"decoded {n:,} images, {len(skipped):,} skipped")
     return results, skipped
@@ -221,7 +227,7 @@ def _decode_all(items: list[tuple[Path, str, dict]], size: int,
 
 def _build(images, labels, metas, skipped, config, name: str, where: str) -> ImageDataset:
     """Checks shared by every X-ray source, then the ImageDataset (N, C, S, S)."""
-    if not images:
+    if not len(images):
         detail = (f"; {len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]}"
                   if skipped else "")
         raise UserError(f"No usable images found in {where}{detail}.")
@@ -230,7 +236,8 @@ def _build(images, labels, metas, skipped, config, name: str, where: str) -> Ima
         raise UserError(f"{where} has only one class ({classes[0]}, {len(images)} images); "
                         f"training a classifier or comparing classes needs at least two.")
     index = {c: k for k, c in enumerate(classes)}
-    arr = np.stack(images)  # (N, S, S) uint8
+    # A memory-mapped cache entry stays mapped; a list of decoded images is stacked once.
+    arr = images if isinstance(images, np.ndarray) else np.stack(images)  # (N, S, S) uint8
     if config.channels == 3:
         arr = np.repeat(arr[:, None], 3, axis=1)  # (N, 3, S, S): gray repeated for RGB models
     return ImageDataset(arr, np.array([index[c] for c in labels]), classes, metas, skipped, name)
@@ -260,6 +267,7 @@ def _scan_class_folders(root: Path, config: DataConfig):
     (Kermany)."""
     items, skipped = [], []
     masks, others, dropped = 0, Counter(), Counter()
+    sources = layouts.radiography_sources(root)   # the COVID-19 Radiography Database's sites
     for path in _walk(root):
         rel = path.relative_to(root)
         suffix = path.suffix.lower()
@@ -283,7 +291,8 @@ def _scan_class_folders(root: Path, config: DataConfig):
         elif label not in CLASSES and not config.keep_extra_classes:
             dropped[label] += 1
         else:
-            meta = {"file": str(rel), "patient": _filename_patient(path.stem), "source": "folder"}
+            meta = {"file": str(rel), "patient": _filename_patient(path.stem),
+                    "source": sources.get(path.stem, "folder")}
             if split:
                 meta["split"] = split
             items.append((path, label, meta))
@@ -437,14 +446,57 @@ def _filter_items(items: list, skipped: list, config: DataConfig) -> list:
     return kept
 
 
+def _scan_layout(scan, table: Path, *args):
+    try:
+        return scan(*args)
+    except (ValueError, KeyError, TypeError) as exc:   # a table of another shape or version
+        raise UserError(f"{table}: {exc}") from None
+
+
 def _load_directory(root: Path, config: DataConfig, progress: Progress | None) -> ImageDataset:
-    """Layout by content: metadata.csv with file,class (c), with finding,filename (b), else
-    class folders (a); a metadata.csv of another shape is ignored."""
+    """Layout by content: NIH ChestX-ray14's Data_Entry CSV, RSNA's label CSVs (core.layouts),
+    metadata.csv with file,class (c), with finding,filename (b), else class folders (a, with
+    the COVID-19 Radiography Database's sources when its metadata.xlsx files are there); a
+    metadata.csv of another shape is ignored. Decoded once: later loads of the unchanged folder
+    with the same settings read the decoded-data cache (core/datacache.py)."""
+    k = datacache.folder_key(root, {"size": config.size, "keep_extra": config.keep_extra_classes,
+                                    "where": list(config.where),
+                                    "pneumonia_findings": list(config.pneumonia_findings)})
+    hit = datacache.load(k)
+    if hit is not None:
+        images, labels, metas, skipped = hit
+        cache = f"read from the cache ({datacache.cache_root() / k})"
+        if progress is not None:
+            progress(1.0, f"read {len(labels):,} decoded images from the cache")
+    else:
+        images, labels, metas, skipped = _scan_and_decode(root, config, progress)
+        kept = datacache.store(k, images, labels, metas, skipped)
+        if kept and (hit := datacache.load(k)) is not None:
+            images = hit[0]   # mapped from the entry: the decoded list is not stacked a second time
+        cache = (f"decoded now and cached ({datacache.cache_root() / k})" if kept else
+                 "decoded now (not cached: the cache is off, full or the disk short of room)")
+    dataset = _build(images, labels, metas, skipped, config, str(root), str(root))
+    dataset.cache = cache
+    return dataset
+
+
+def _scan_and_decode(root: Path, config: DataConfig, progress: Progress | None):
+    """(images, class names, metadata, skipped) of a folder, decoded."""
     if progress is not None:
         progress(0.0, f"listing files in {root}")
     df = _read_csv(root / "metadata.csv") if (root / "metadata.csv").is_file() else None
     columns = {c.lower() for c in df.columns} if df is not None else set()
-    if df is not None and {"file", "class"} <= set(df.columns):
+    nih = layouts.find_nih_csv(root)
+    if nih is not None:
+        items, skipped = _scan_layout(layouts.scan_nih, nih, root, _read_csv(nih),
+                                      config.keep_extra_classes, config.pneumonia_findings)
+    elif layouts.is_rsna(root):
+        detail = root / layouts.RSNA_DETAIL
+        items, skipped = _scan_layout(layouts.scan_rsna, root / layouts.RSNA_LABELS, root,
+                                      _read_csv(root / layouts.RSNA_LABELS),
+                                      _read_csv(detail) if detail.is_file() else None,
+                                      config.keep_extra_classes)
+    elif df is not None and {"file", "class"} <= set(df.columns):
         items, skipped = _scan_metadata_csv(root, df, config)
     elif {"finding", "filename"} <= columns:
         items, skipped = _scan_covid_chestxray(root, df)
@@ -454,7 +506,7 @@ def _load_directory(root: Path, config: DataConfig, progress: Progress | None) -
     check_fits(f"{len(items):,} images at {config.size} px", len(items) * config.size ** 2 *
                config.channels)
     images, labels, metas, bad = _decode_all(items, config.size, progress)
-    return _build(images, labels, metas, skipped + bad, config, str(root), str(root))
+    return images, labels, metas, skipped + bad
 
 
 # --- MedMNIST --------------------------------------------------------------------------------
@@ -704,6 +756,7 @@ def describe(dataset: ImageDataset) -> dict:
         "n_skipped": len(dataset.skipped),
         "skipped_reasons": dict(reasons.most_common()),
         "skipped": [{"file": f, "reason": r} for f, r in dataset.skipped],
+        "cache": getattr(dataset, "cache", None),
     }
 
 
@@ -733,6 +786,8 @@ def format_description(info: dict, max_skipped: int = 20) -> str:
             f"{per[c]:>{max(len(c), 7)},}" for c in info["classes"]))
     if info["n_augmented"] or info["n_synthetic"]:
         lines.append(f"augmented: {info['n_augmented']:,}, synthetic: {info['n_synthetic']:,}")
+    if info.get("cache"):
+        lines.append(f"cache:    {info['cache']}")
     lines.append(f"skipped:  {info['n_skipped']:,}")
     for item in info["skipped"][:max_skipped]:
         lines.append(f"  {item['file']}: {item['reason']}")

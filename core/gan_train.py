@@ -26,6 +26,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from core.atomic import atomic_path
+from core.budget import mapped, resident_limit
 from core.checkpoint import load_training_state, save_training_state
 from core.config import add_arguments as add_config_arguments
 from core.config import checked, from_dict, override, to_dict
@@ -208,22 +209,40 @@ class _LiveControl:
 
 def load_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
                 rank: int = 0, world: int = 1, download: bool = False) -> tuple[Tensor, Tensor, list]:
-    """(training images, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU. The
-    held-out patients are the same on every process, on resume and when core.nearest reloads a
-    finished run's images (seeded); under torchrun each process then trains on its own shard
-    of the rest. `download`: the spec is the user's own flag (core.data.load_dataset)."""
+    """(training images, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU, in
+    memory (see training_images)."""
+    images, rows, held, classes = training_images(data_config, gen_config, config, rank, world,
+                                                  download)
+    return (images if rows is None else images[rows]), held, classes
+
+
+def training_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
+                    rank: int = 0, world: int = 1, download: bool = False
+                    ) -> tuple[Tensor, Tensor | None, Tensor, list]:
+    """(images, rows, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU: the
+    training images are images[rows], or all of `images` when rows is None. A training set
+    larger than core.budget.resident_limit() that comes memory-mapped from the decoded-data
+    cache stays mapped (rows set), and the trainer reads its batches from the file; a smaller
+    one is copied into memory (rows None). The held-out patients are the same on every process,
+    on resume and when core.nearest reloads a finished run's images (seeded); under torchrun
+    each process then trains on its own shard of the rest. `download`: the spec is the user's
+    own flag (core.data.load_dataset)."""
     dataset = load_dataset(data_config, download=download)   # narrowed to data_config.classes
-    images = torch.from_numpy(dataset.images)                       # uint8 (N, C, S, S)
+    with warnings.catch_warnings():   # a mapped cache entry is read-only; nothing writes to it
+        warnings.simplefilter("ignore", UserWarning)
+        images = torch.from_numpy(dataset.images)                   # uint8 (N, C, S, S)
     if images.shape[1] != gen_config.channels or images.shape[-1] != gen_config.size:
         raise UserError(f"the data are {tuple(images.shape[1:])} but the generator makes "
                         f"({gen_config.channels}, {gen_config.size}, {gen_config.size}) images")
     if len(images) < 2:
         raise UserError("the GAN needs at least 2 training images")
     keep, held = holdout_patients(dataset, config.holdout, config.seed, max_images=HELDOUT_MAX)
-    images, held_images = images[torch.from_numpy(keep)], images[torch.from_numpy(held)]
+    rows, held_images = torch.from_numpy(keep), images[torch.from_numpy(held)]
     if world > 1:   # DistributedSampler-style: each rank keeps its own interleaved shard
-        images = images[rank::world]
-    return images, held_images, dataset.classes
+        rows = rows[rank::world]
+    if mapped(dataset.images) and len(rows) * images[0].numel() > resident_limit():
+        return images, rows, held_images, dataset.classes
+    return images[rows], None, held_images, dataset.classes
 
 
 class _HeldOutCheck:
@@ -235,8 +254,7 @@ class _HeldOutCheck:
 
     def __init__(self, trainer: GanTrainer, held: Tensor, seed: int):
         g = torch.Generator().manual_seed(seed + 7)
-        seen = trainer.images                                         # already on the device
-        self.seen = seen[torch.randperm(len(seen), generator=g)[:HELDOUT_MAX].to(seen.device)]
+        self.seen = trainer.training_sample(HELDOUT_MAX, g)
         self.held = held.to(trainer.device)
         self.z = torch.randn(len(self.seen), trainer.G.config.latent_dim, generator=g)
 
@@ -339,9 +357,15 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
     if rank0:
         store.set_status("running", reason="loading data", step=0, total_steps=config.steps,
                          device=describe(device), loss=config.loss, world_size=ctx.world)
-    images, held, classes = load_images(data_config, gen_config, config, ctx.rank, ctx.world,
-                                        download=download)
-    trainer = GanTrainer(gen_config, critic_config, config, images.to(device), device, ctx.world, ctx.local_rank)
+    images, rows, held, classes = training_images(data_config, gen_config, config, ctx.rank,
+                                                  ctx.world, download=download)
+    if rows is not None and device.type == "cuda" and \
+            len(rows) * images[0].numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
+        images, rows = images[rows], None   # the GPU keeps its own copy when it fits
+    if rows is None:
+        images = images.to(device)
+    trainer = GanTrainer(gen_config, critic_config, config, images, device, ctx.world,
+                         ctx.local_rank, rows=rows)
     check = _HeldOutCheck(trainer, held, config.seed) if rank0 and len(held) else None
     want_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
     if want_compile:
@@ -377,7 +401,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
         store.log_event(start, "start", {"path": trainer.path, "device": describe(device),
                                          "resume": bool(resume), "compile_error": trainer.compile_error,
                                          "heldout_images": len(held),
-                                         "training_images": len(images) * ctx.world})
+                                         "training_images": trainer.n_images * ctx.world})
 
     control = _LiveControl(store, trainer, ctx)
     meta = {"data": to_dict(data_config), "classes": classes,
@@ -405,7 +429,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
 
     status = {"total_steps": config.steps, "path": trainer.path, "device": describe(device),
               "loss": config.loss, "world_size": ctx.world, "compile_error": trainer.compile_error,
-              "heldout_images": len(held), "training_images": len(images) * ctx.world,
+              "heldout_images": len(held), "training_images": trainer.n_images * ctx.world,
               "holdout": config.holdout}
     if rank0:   # "live": the values in force, which every session's sliders show
         store.set_status("running", reason=None, step=start, live=trainer.live(), **status)
@@ -413,7 +437,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
             sample(0)
     if rank0:
         print(f"training {config.loss} on {describe(device)} ({trainer.path}, {ctx.world} "
-              f"process(es)), {len(images)} images/process ({len(held)} held out), "
+              f"process(es)), {trainer.n_images} images/process ({len(held)} held out), "
               f"steps {start + 1}..{config.steps}", flush=True)
 
     cuda = device.type == "cuda"

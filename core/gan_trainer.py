@@ -182,10 +182,14 @@ class GanTrainer:
     device; `read_stats` is the only place that reads them back."""
 
     def __init__(self, gen_config: GeneratorConfig, critic_config: CriticConfig, config: TrainConfig,
-                 images: Tensor, device: torch.device, world: int = 1, local_rank: int = 0):
+                 images: Tensor, device: torch.device, world: int = 1, local_rank: int = 0,
+                 rows: Tensor | None = None):
         self.config = config = resolved(config)
         self.device, self.world = device, world
-        self.images = images                     # uint8 (N, C, S, S) on the device
+        # uint8 (N, C, S, S): on the device, all training images (rows None); or on the CPU,
+        # memory-mapped from the decoded-data cache, of which images[rows] train (a set larger
+        # than memory allows, read batch by batch; core.gan_train.training_images).
+        self.images, self.rows = images, rows
         self.loss = config.loss
         self.gp_on = config.loss == "wgan-gp"
         torch.manual_seed(config.seed)           # identical initial weights on every rank
@@ -274,9 +278,24 @@ class GanTrainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                               enabled=self.amp_dtype is not None)
 
+    @property
+    def n_images(self) -> int:
+        """Training images of this process."""
+        return len(self.rows) if self.rows is not None else len(self.images)
+
     def _real_batch(self) -> Tensor:
-        idx = torch.randint(len(self.images), (self.config.batch_size,), device=self.device)
-        return self.images[idx].float().div_(127.5).sub_(1.0)          # (B, C, S, S) in [-1, 1]
+        idx = torch.randint(self.n_images, (self.config.batch_size,), device=self.images.device)
+        if self.rows is not None:
+            idx = self.rows[idx]
+        batch = self.images[idx].to(self.device, non_blocking=True)    # a no-op when on the device
+        return batch.float().div_(127.5).sub_(1.0)                     # (B, C, S, S) in [-1, 1]
+
+    def training_sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """At most n training images (uint8, on the device), drawn with `generator`."""
+        pick = torch.randperm(self.n_images, generator=generator)[:n]
+        if self.rows is not None:
+            pick = self.rows[pick]
+        return self.images[pick.to(self.images.device)].to(self.device)
 
     def _check_grads(self, module: nn.Module) -> None:
         grads = [p.grad for p in module.parameters() if p.grad is not None]

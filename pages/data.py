@@ -166,6 +166,8 @@ m[0].metric("Images", f"{info['n_images']:,}")
 m[1].metric("Classes", len(info["classes"]))
 m[2].metric("Patients", f"{info['n_patients']:,}")
 m[3].metric("Skipped files", info["n_skipped"])
+if info.get("cache"):   # folders only: decoded once, then read from runs/cache/
+    st.caption(f"Images {info['cache']}.")
 
 c_chart, c_grid = st.columns([1, 2])
 with c_chart:

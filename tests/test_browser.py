@@ -235,6 +235,7 @@ _FRAME_PROBE = """() => {
 
 
 def test_dashboard_end_to_end(server, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     base, runs = server
@@ -300,9 +301,16 @@ def test_dashboard_end_to_end(server, tmp_path):
         # Start a tiny CPU run from Train GAN (the page we are on): a small batch, a metric every
         # step, more steps than the test lasts (it stops the run; one that ended early gave up
         # its queue slot before the second session's check). The form is open only before the first run (closed with a SCREENSHOT_RUN).
-        if not page.get_by_label("Steps", exact=True).is_visible():
+        steps = page.get_by_label("Steps", exact=True)
+        for _ in range(3):   # on a loaded machine the expander may still be drawing: look again
+            if steps.is_visible():
+                break
             page.get_by_text("New run", exact=True).click()
             _idle(page)
+            try:
+                steps.wait_for(state="visible", timeout=20_000)
+            except PlaywrightTimeout:
+                continue
         for label, value in (("Steps", "5000"), ("Batch size", "4"), ("Log every", "1"),
                              ("Grid every", "5")):
             box = page.get_by_label(label, exact=True)
