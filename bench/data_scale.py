@@ -6,7 +6,7 @@ images_0NN/images/ folders of PNGs) that this script writes.
 
 For each count: the first load (scan, decode, write the cache) and a cached load, each in a fresh
 process, with its wall time and peak resident memory (also above the process's own baseline
-after its imports), the cache entry's size, and the cached load's time per 1,000 images. Targets
+after its imports, pandas and the image decoders included), the cache entry's size, and the cached load's time per 1,000 images. Targets
 on the 2-core machine: the cached load of 50,000 images at 64 px in at most 5 s, the first load
 growing linearly, peak memory under twice the cache size. Prints a Markdown table.
 """
@@ -31,6 +31,7 @@ LOAD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[3])
 from core.data import DataConfig, load_dataset
+import pandas, pydicom, PIL.Image   # the libraries' own memory is the baseline, not the data's
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 ds = load_dataset(DataConfig(source=sys.argv[1], size=int(sys.argv[2])))

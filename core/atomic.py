@@ -1,8 +1,10 @@
 """Whole files or none: every file a job or the app writes goes to a temporary name beside its
-target and is renamed over it, so a reader, a kill -9 or a full disk never leaves half a file."""
+target and is renamed over it, so a reader, a kill -9 or a full disk never leaves half a file;
+and a lock file for what two processes must not do at once."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Iterator
@@ -25,3 +27,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block; another process
+    asking for it waits. The kernel drops it if the holder dies, so a kill never leaves it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -193,8 +193,10 @@ def decode_parallel(items: list, decode: Callable, progress: Progress | None) ->
     step = max(1, n // 100)
     t0 = time.monotonic()
     workers = 1 if n < 256 else min(4, os.cpu_count() or 1)
+    chunk = 256 * workers   # submitted a chunk at a time: 100,000 pending futures cost 300 MB
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, (ok, bad) in enumerate(pool.map(decode, items)):
+        done = (r for start in range(0, n, chunk) for r in pool.map(decode, items[start:start + chunk]))
+        for i, (ok, bad) in enumerate(done):
             if ok is not None:
                 results.append(ok)
             else:
@@ -471,7 +473,7 @@ def _load_directory(root: Path, config: DataConfig, progress: Progress | None) -
     else:
         images, labels, metas, skipped = _scan_and_decode(root, config, progress)
         kept = datacache.store(k, images, labels, metas, skipped)
-        if kept and (hit := datacache.load(k)) is not None:
+        if kept and (hit := datacache.load(k, images_only=True)) is not None:
             images = hit[0]   # mapped from the entry: the decoded list is not stacked a second time
         cache = (f"decoded now and cached ({datacache.cache_root() / k})" if kept else
                  "decoded now (not cached: the cache is off, full or the disk short of room)")

@@ -13,17 +13,17 @@ turns it off."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from core.atomic import file_lock
 
 VERSION = 1                     # of the decoder and this layout: a change is a new key
 DEFAULT_MAX_BYTES = 8 * 2**30
@@ -82,15 +82,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextmanager
 def _locked(root: Path, name: str):
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".lock-{name}", "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(root / f".lock-{name}")
 
 
 def status(k: str) -> dict | None:
@@ -102,9 +95,10 @@ def status(k: str) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def load(k: str) -> tuple[np.ndarray, list, list, list] | None:
+def load(k: str, images_only: bool = False) -> tuple[np.ndarray, list, list, list] | None:
     """(images memory-mapped (N, S, S) uint8, class names, metadata, skipped) of entry `k`, or
-    None when it is absent; an entry whose bytes do not match its manifest is deleted."""
+    None when it is absent; an entry whose bytes do not match its manifest is deleted.
+    `images_only`: the lists come back empty (a caller that has them already)."""
     if not enabled():
         return None
     entry = cache_root() / k
@@ -115,9 +109,10 @@ def load(k: str) -> tuple[np.ndarray, list, list, list] | None:
     try:
         ok = images.stat().st_size == manifest["bytes"] and _sha256(images) == manifest["sha256"]
         if ok:
-            meta = json.loads((entry / "items.json").read_text())
             array = np.load(images, mmap_mode="r")
-            ok = array.shape[0] == len(meta["labels"]) == len(meta["metas"])
+            meta = {"labels": [], "metas": [], "skipped": []} if images_only else \
+                json.loads((entry / "items.json").read_text())
+            ok = images_only or array.shape[0] == len(meta["labels"]) == len(meta["metas"])
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:   # truncated, corrupt or half-deleted: never trusted, decoded again
@@ -147,15 +142,16 @@ def store(k: str, images, labels: list, metas: list, skipped: list) -> bool:
         tmp = root / f".tmp-{k}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             tmp.mkdir()
-            out = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                            shape=(n, size, size))
-            for i, img in enumerate(images):   # row by row: no second copy of the whole set
-                out[i] = img
-            out.flush()
-            del out
-            (tmp / "items.json").write_text(json.dumps(
-                {"labels": list(labels), "metas": list(metas), "skipped": [list(s) for s in skipped]},
-                default=str))
+            # Written row by row through a plain file: no second copy of the whole set, and no
+            # written mapping, whose dirty pages would count in this process's memory.
+            with open(tmp / "images.npy", "wb") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": "|u1", "fortran_order": False, "shape": (n, size, size)})
+                for img in images:
+                    f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+            with open(tmp / "items.json", "w") as f:   # streamed: no second copy as one string
+                json.dump({"labels": list(labels), "metas": list(metas),
+                           "skipped": [list(s) for s in skipped]}, f, default=str)
             manifest = {"version": VERSION, "n": n, "size": size, "bytes": (tmp / "images.npy").stat().st_size,
                         "sha256": _sha256(tmp / "images.npy"), "written": time.time()}
             (tmp / "manifest.json").write_text(json.dumps(manifest))

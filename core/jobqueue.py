@@ -11,13 +11,12 @@ only, so it survives a restart of the app; nothing runs in the background to kee
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from core.atomic import file_lock
 from core.config import save_json
 from core.errors import UserError
 from core.runstore import (
@@ -64,17 +63,10 @@ def threads_per_job(resource: str, n_slots: int) -> int:
     return 2 if resource == "gpu" else max(1, cores() // max(n_slots, 1))
 
 
-@contextmanager
 def _lock(root: Path):
     # Two sessions (or a session and a finishing job) scheduling at once must not both take the
     # last slot; new_run_dir is also called under it, so names never race.
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".launch.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(root / ".launch.lock")
 
 
 def _entry(store: RunStore) -> dict | None:

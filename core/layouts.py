@@ -11,7 +11,6 @@ import re
 from collections import Counter
 from pathlib import Path
 
-
 NIH_CSVS = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 NIH_SOURCE = "NIH ChestX-ray14"
 RSNA_LABELS, RSNA_DETAIL = "stage_2_train_labels.csv", "stage_2_detailed_class_info.csv"
@@ -71,7 +70,11 @@ def scan_nih(root: Path, df, keep_extra: bool, pneumonia_findings=("Pneumonia",)
     files = _index(root, (".png",), folders=lambda n: n.lower().startswith("images"))
     pneumonia = {f.strip().lower() for f in pneumonia_findings}
     items, skipped, dropped, missing = [], [], Counter(), 0
-    for row in df.to_dict("records"):
+    extra = [c for c in ("Patient Age", "Patient Gender", "View Position") if c in df.columns]
+    columns = ["Image Index", "Finding Labels", "Patient ID", *extra]
+    # Column by column, not df.to_dict("records"): 112,120 row dicts at once cost memory.
+    for values in zip(*(df[c].tolist() for c in columns)):
+        row = dict(zip(columns, values))
         name = str(row["Image Index"]).strip()
         findings = [f.strip() for f in str(row["Finding Labels"]).split("|") if f.strip()]
         if findings == ["No Finding"]:

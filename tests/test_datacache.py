@@ -15,6 +15,7 @@ from PIL import Image
 
 import core.data as data
 from core import datacache
+from core.budget import mapped as _mapped
 from core.data import DataConfig, describe, load_dataset
 
 
@@ -25,17 +26,6 @@ def _folder(root, n: int = 6, seed: int = 0):
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(root / cls / f"{i}.png")
     return root
-
-
-def _mapped(array) -> bool:
-    """Whether `array` is (a view of) a memory-mapped file."""
-    import mmap
-
-    while array is not None:
-        if isinstance(array, (np.memmap, mmap.mmap)):
-            return True
-        array = getattr(array, "base", None)
-    return False
 
 
 def _no_decoding(monkeypatch):
