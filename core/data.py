@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,6 +71,14 @@ class DataConfig:
     pneumonia_findings: tuple[str, ...] = ("Pneumonia",)
 
 
+def _float(images: np.ndarray) -> torch.Tensor:
+    """uint8 images as float in [-1, 1]. A cache entry's images are a read-only mapping;
+    from_numpy warns about that, but only the new float tensor is ever written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(images).float().div_(127.5).sub_(1.0)
+
+
 class ImageDataset(Dataset):
     """Images held in memory as uint8 (N, C, S, S); items are (float tensor (C, S, S) in [-1, 1],
     label, metadata dict). Metadata keys used across the project: "patient", "source", "file",
@@ -93,7 +102,7 @@ class ImageDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(self.images[i]).float().div_(127.5).sub_(1.0)  # (C, S, S) in [-1, 1]
+        x = _float(self.images[i])   # (C, S, S) in [-1, 1]
         return x, int(self.labels[i]), self.metas[i]
 
     @property
@@ -111,7 +120,7 @@ class ImageDataset(Dataset):
 
     def tensor(self) -> torch.Tensor:
         """All images as one float tensor (N, C, S, S) in [-1, 1], e.g. to keep on the GPU."""
-        return torch.from_numpy(self.images).float().div_(127.5).sub_(1.0)
+        return _float(self.images)
 
     def subset(self, indices) -> "ImageDataset":
         idx = np.asarray(indices, dtype=np.int64)

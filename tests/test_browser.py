@@ -319,12 +319,19 @@ def test_dashboard_end_to_end(server, tmp_path):
             _idle(page)
         main = page.get_by_test_id("stMainBlockContainer")
         print(f"[{time.monotonic() - t_start:5.1f} s] starting a run")
+        seeded = os.environ.get("SCREENSHOT_RUN") and Path(os.environ["SCREENSHOT_RUN"]).name
+        before = {p.name for p in runs.iterdir()}
+
+        def new_runs():
+            return sorted(p.name for p in runs.iterdir() if p.name not in before
+                          and (p / "status.json").exists() and p.name != seeded)
+        _idle(page, 60)
         main.get_by_role("button", name="Start").click()
+        # The click's rerun may not have begun when the page first looks idle (a loaded
+        # machine): wait for what it makes, not for the page.
+        ours = _wait(new_runs, 120, "the new run's directory")[-1]
         _idle(page, 60)
         _no_exception(page, "train_gan after Start")
-        seeded = os.environ.get("SCREENSHOT_RUN") and Path(os.environ["SCREENSHOT_RUN"]).name
-        ours = max(p.name for p in runs.iterdir()                       # the newest of the test's
-                   if (p / "status.json").exists() and p.name != seeded)
         _wait(lambda: page.evaluate(
             "n => [...document.querySelectorAll('[data-testid=\"stMarkdownContainer\"]')]"
             ".some(e => e.getBoundingClientRect().height > 0 && e.innerText.includes(n))", ours),
