@@ -142,7 +142,8 @@ def _start_form(data_cfg) -> None:
                    "classifier on the same training patients (a share of them) and is scored on "
                    "the same held-out test patients; GAN runs must have been trained on the "
                    "training patients only (*Train GAN*, *Training patients only*).")
-        c = st.columns(3)
+        # Two per row: three side by side cut the chips short at 1024 px.
+        c = st.columns(2)
         with c[0]:
             state.seed("abl_fractions", [0.25, 1.0])
             fractions = st.multiselect("Shares of the training patients", FRACTIONS,
@@ -152,12 +153,15 @@ def _start_form(data_cfg) -> None:
             arms = st.multiselect("Without a GAN", ["real", "augmentor"], key="abl_arms",
                                   format_func={"real": "real only", "augmentor": "+ Augmentor"}.get)
         gans = {n: g for n, g in jobs.gan_generators().items() if g[0] and g[2]}
-        with c[2]:
-            state.seed("abl_gans", [])
-            st.session_state["abl_gans"] = [n for n in st.session_state["abl_gans"] if n in gans]
+        state.seed("abl_gans", [])
+        st.session_state["abl_gans"] = [n for n in st.session_state["abl_gans"] if n in gans]
+        if gans:
             picked = st.multiselect("+ samples of GAN runs", list(gans), key="abl_gans",
                                     format_func=lambda n: f"{n} ({gans[n][0]})",
                                     help="Single-class GAN runs; each adds the arm of its loss.")
+        else:
+            picked = []
+            st.caption("No single-class GAN run yet for a GAN arm: train one on *Train GAN*.")
         d = st.columns(3)
         with d[0]:
             state.seed("abl_epochs", 5)
