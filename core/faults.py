@@ -62,9 +62,10 @@ def saved_step(run: Path) -> int:
 
 
 def kill_and_resume(run: Path, kills: int, steps: int, seed: int = 0,
-                    timeout_s: float = 600) -> list[dict]:
+                    timeout_s: float = 600, span: int = 10) -> list[dict]:
     """Train `steps` tiny steps into `run`, SIGKILL the job `kills` times at random moments after
-    its first checkpoint, resuming each time; then let it finish. One dict per kill: the step it
+    its first checkpoint (1 to `span` steps after the last step seen), resuming each time; then
+    let it finish. One dict per kill: the step it
     had reached, the step it resumed from, steps lost, the database's integrity, and whether the
     resumed job got past the kill point."""
     rng = random.Random(seed)
@@ -76,8 +77,8 @@ def kill_and_resume(run: Path, kills: int, steps: int, seed: int = 0,
               timeout_s, "the first checkpoint")
         store = RunStore(run)
         start = int(store.status().get("step") or 0)
-        # A random moment: 0-10 steps on (a checkpoint lands every 5).
-        target = start + rng.randint(1, 10)
+        # A random moment: 1 to `span` steps on (a checkpoint lands every 5).
+        target = start + rng.randint(1, span)
         _wait(lambda: int(store.status().get("step") or 0) >= target or proc.poll() is not None,
               timeout_s, f"step {target}")
         time.sleep(rng.uniform(0.0, 0.3))

@@ -16,7 +16,7 @@ from core.runstore import RunStore
 
 
 def test_kill_9_then_resume_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):
-    rows = kill_and_resume(tmp_path / "run", kills=2, steps=40, seed=1)
+    rows = kill_and_resume(tmp_path / "run", kills=2, steps=60, seed=1, span=4)
     assert len(rows) == 2, rows
     for row in rows:
         assert row["integrity"] == "ok", row

@@ -265,8 +265,8 @@ def _cases(tmp: Path) -> list[dict]:
         "text-slope.dcm": (_dicom(inp / "text-slope.dcm", RescaleSlope="steep"), 0, ""),
         "rows-abc.dcm": (_dicom(inp / "rows-abc.dcm", Rows="abc"), 2, "rows-abc.dcm"),
         "frames-abc.dcm": (_dicom(inp / "frames-abc.dcm", NumberOfFrames="abc"), 0, ""),
-        # 450 MB of zeros deflated to well under a megabyte: above the 400 MB DICOM budget.
-        "deflate-bomb.dcm": (_dicom(inp / "deflate-bomb.dcm", deflated_extra=450 * 2**20), 2,
+        # 420 MB of zeros deflated to well under a megabyte: above the 400 MB DICOM budget.
+        "deflate-bomb.dcm": (_dicom(inp / "deflate-bomb.dcm", deflated_extra=420 * 2**20), 2,
                              "deflate-bomb.dcm"),
     }
     (inp / "zero.png").write_bytes(b"")
@@ -393,7 +393,8 @@ def _cases(tmp: Path) -> list[dict]:
         if spec.startswith(f"mnist:{outside}"):
             continue   # downloading is allowed here: not a test for an offline CI machine
         case(f"data-info {Path(spec).name or spec}", "cli", ["data-info", spec, "--size", "16"], rc, says)
-        case(f"data page {Path(spec).name or spec}", "data-page", [spec], rc, says)
+        if spec != str(rows):   # the same loader; half a million rows read once is enough
+            case(f"data page {Path(spec).name or spec}", "data-page", [spec], rc, says)
 
     # ZIP uploads: the Data page's extraction.
     zips = {
