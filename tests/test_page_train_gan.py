@@ -337,3 +337,20 @@ def test_the_controls_keep_their_place_when_a_run_ends():
     assert not at.exception
     assert any(b.key == "gan_to_samples" for b in at.button)   # the row that used to shift them
     assert [_path_of(at, k) for k in keys] == running
+
+
+def test_a_slider_set_to_the_value_in_force_sends_nothing():
+    """Following another session's change moves this session's slider; when the browser reports
+    that move back, it is not the user's: no control write, no toast."""
+    store = _fake_run("20260101-000000-gan-wgan-gp-echo", "running", steps=3)
+    live = {"gp_lambda": 10.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
+    store.set_status("running", live=live)
+    at = _app().run()
+    key = f"steer_gp_lambda_{store.name}"
+    assert at.select_slider(key=key).value == 10.0
+    store.set_status("running", live={**live, "gp_lambda": 2.0})   # another session's change
+    at.select_slider(key=key).set_value(2.0).run()   # a "change" to the value already in force
+    assert "gp_lambda" not in store.control() and not at.toast
+    assert at.select_slider(key=key).value == 2.0
+    at.select_slider(key=key).set_value(5.0).run()                # a real move is still sent
+    assert store.control()["gp_lambda"] == 5.0

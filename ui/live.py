@@ -137,6 +137,11 @@ def _controls(store: RunStore) -> None:
 # ---- steering ----------------------------------------------------------------------------------------
 def _steer(store: RunStore, field: str, key: str) -> None:
     value = st.session_state[key]
+    # A slider this session moved to follow the value in force (another session's change) can
+    # come back from the browser as a "change" to that same value: not the user's; nothing to
+    # send (the second session of the browser test showed four such "Sent ..." toasts).
+    if float(value) == float(current_values(store)[field]):
+        return
     store.send_control(**{field: int(value) if field == "n_critic" else float(value)})
     st.toast(f"Sent {field} = {value:g} to the run")
 
