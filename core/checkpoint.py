@@ -11,7 +11,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from core.atomic import atomic_path
-from core.errors import CheckpointError
+from core.errors import CheckpointError, UserError
+
+# A checkpoint's config may not describe a model larger than this (counted before any weight is
+# allocated): the largest networks here, the report's at 256 px, have a few million.
+MAX_PARAMETERS = 200_000_000
 
 _META_KEY = "xray_gan_studio"
 
@@ -90,3 +94,22 @@ def load_training_state(path: str | Path) -> dict:
             raise CheckpointError(f"{path.name} was refused: it holds objects other than tensors and "
                                   "numbers, and loading it could run code") from None
         raise CheckpointError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None
+
+
+def build_checked(cls, data, build, name: str, what: str):
+    """(config, model) for a config read from a checkpoint that may come from anywhere: the
+    config checked against its dataclass (core.config.checked), the model's parameters counted
+    on PyTorch's meta device before anything is allocated, then built. CheckpointError naming
+    the file and the problem otherwise."""
+    from core.config import checked
+
+    try:
+        config = checked(cls, data)
+        with torch.device("meta"):   # shapes only: count before allocating anything
+            n_params = sum(p.numel() for p in build(config).parameters())
+    except (ValueError, TypeError, UserError) as exc:
+        raise CheckpointError(f"{name} has no usable {what} config: {exc}") from None
+    if n_params > MAX_PARAMETERS:
+        raise CheckpointError(f"{name} describes a {what} of {n_params:,} parameters, more "
+                              f"than the {MAX_PARAMETERS:,} allowed; refused")
+    return config, build(config)

@@ -13,8 +13,8 @@ import torch.nn as nn
 from torchvision.models.resnet import BasicBlock
 
 from core import CLASSES
-from core.checkpoint import load_into, load_model, save_model
-from core.config import checked, ranged, to_dict
+from core.checkpoint import build_checked, load_into, load_model, save_model
+from core.config import ranged, to_dict
 from core.errors import CheckpointError, UserError
 
 ARCHS = ("report-cnn", "resnet")
@@ -24,9 +24,6 @@ ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)",
 OOD_PREFIX = "ood."
 
 
-# A checkpoint's config may not describe a model larger than this (counted before any weight is
-# allocated): the largest model here has a few million parameters.
-MAX_PARAMETERS = 200_000_000
 
 
 @dataclass
@@ -290,17 +287,9 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"
     meta["ood_tensors"] (name -> tensor). Raises CheckpointError for a wrong or broken file."""
     state, meta = load_model(path, kind="classifier")
     name = Path(path).name
-    try:
-        config = checked(ClassifierConfig, meta.get("model"))
-        with torch.device("meta"):   # shapes only: count before allocating anything
-            n_params = sum(p.numel() for p in build_classifier(config).parameters())
-    except (ValueError, TypeError, UserError) as exc:
-        raise CheckpointError(f"{name} has no usable classifier config: {exc}") from None
-    if n_params > MAX_PARAMETERS:
-        raise CheckpointError(f"{name} describes a classifier of {n_params:,} parameters, more "
-                              f"than the {MAX_PARAMETERS:,} allowed; refused")
+    config, model = build_checked(ClassifierConfig, meta.get("model"), build_classifier, name,
+                                  "classifier")
     _check_meta(meta, config, name)
-    model = build_classifier(config)
     ood = {k[len(OOD_PREFIX):]: v for k, v in state.items() if k.startswith(OOD_PREFIX)}
     weights = {k: v for k, v in state.items() if not k.startswith(OOD_PREFIX)}
     load_into(model, weights, name)

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import load_into, load_model, save_model
-from core.config import checked, ranged, to_dict
-from core.errors import CheckpointError, UserError
+from core.checkpoint import build_checked, load_into, load_model, save_model
+from core.config import ranged, to_dict
+from core.errors import UserError
 
 MIN_SIZE, MAX_SIZE = 16, 512
 CRITIC_NORMS = ("none", "layer", "instance")
@@ -36,9 +36,6 @@ def _check_size(size: int, channels: int, width: float) -> None:
         raise UserError(f"width must be positive, not {width}")
 
 
-# A checkpoint's config may not describe a generator larger than this (counted before any weight
-# is allocated); the report's networks at 256 px have a few million.
-MAX_PARAMETERS = 200_000_000
 
 
 @dataclass
@@ -166,15 +163,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     """(Generator in eval mode, meta) rebuilt from a snapshot written by save_generator."""
     state, meta = load_model(path, kind="generator")
     name = Path(path).name
-    try:
-        config = checked(GeneratorConfig, meta.get("generator"))
-        with torch.device("meta"):   # shapes only: count before allocating anything
-            n_params = sum(p.numel() for p in Generator(config).parameters())
-    except (ValueError, TypeError, UserError) as exc:
-        raise CheckpointError(f"{name} has no usable generator config: {exc}") from None
-    if n_params > MAX_PARAMETERS:
-        raise CheckpointError(f"{name} describes a generator of {n_params:,} parameters, more "
-                              f"than the {MAX_PARAMETERS:,} allowed; refused")
-    generator = Generator(config)
+    _, generator = build_checked(GeneratorConfig, meta.get("generator"), Generator, name,
+                                 "generator")
     load_into(generator, state, name)
     return generator.to(device).eval(), meta
