@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.gan_metrics import sample_run  # noqa: E402
-from core.nearest import copy_check, run_images  # noqa: E402
+from core.gan_runs import run_images, sample_run  # noqa: E402
+from core.nearest import copy_check  # noqa: E402
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import gan_train as gt  # noqa: E402
+from core import live  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
 from core.gan_trainer import GanTrainer, TrainConfig  # noqa: E402
 from core.models import Critic, CriticConfig, Generator, GeneratorConfig  # noqa: E402
@@ -151,8 +152,8 @@ def main(argv=None) -> int:
             store.heartbeat(step)
             if step % args.log_every == 0:
                 values = trainer.read_stats()
-                values.update({"time/step_s": 0.1, "throughput/img_s": 1.0, "lr/critic": 1e-4,
-                               "lr/gen": 1e-4, "lambda": lam, "n_critic": 5.0})
+                values.update({"time/step_s": 0.1, "throughput/img_s": 1.0, **live.metrics(
+                    {"lr_critic": 1e-4, "lr_gen": 1e-4, "gp_lambda": lam, "n_critic": 5})})
                 store.log_metrics(step, values)
         overhead, overhead_cpu = (time.perf_counter() - t) / n, (time.process_time() - c) / n
         store.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import runheader
 from core.classifier import ClassifierConfig
 from core.classifier_train import (
     ClassifierTrainConfig,
@@ -32,7 +33,7 @@ def parse_runs(specs: list[str]) -> dict[str, list[str]]:
     """`[ARM:][CLASS=]RUN_DIR` specs -> {arm: ["[CLASS=]RUN_DIR", ...]}. Without ARM the arm comes
     from the run's generator checkpoint ("loss": gan / wgan / wgan-gp)."""
     from core.checkpoint import read_meta
-    from core.gan_metrics import run_checkpoint
+    from core.gan_runs import run_checkpoint
 
     out: dict[str, list[str]] = {}
     for spec in specs:
@@ -222,9 +223,9 @@ def main(args: argparse.Namespace) -> int:
     # The folder is a run directory like any other: the pages and the queue follow its status
     # (one "step" per percent of the sub-runs done).
     store = RunStore(out, create=True)
-    store.write_config({"command": "ablation", "data": to_dict(data_config),
-                        "model": to_dict(model_config), "train": to_dict(train_config),
-                        "fractions": fractions, "seeds": seeds, "arms": arms})
+    store.write_header(runheader.new("ablation", {
+        "data": to_dict(data_config), "model": to_dict(model_config), "train": to_dict(train_config),
+        "ablation": {"fractions": fractions, "seeds": seeds, "arms": arms}}))
     store.set_status("running", step=0, total_steps=100, phase="loading data")
 
     def progress(fraction: float, message: str) -> None:

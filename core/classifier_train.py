@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import runheader
 from core.budget import mapped, resident_limit
 from core.classifier import (
     ClassifierConfig,
@@ -28,9 +29,11 @@ from core.classifier import (
 )
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, override, save_json, to_dict
+from core.control import Control
 from core.data import DataConfig
 from core.errors import UserError, environment_reason
-from core.splits import subsample_patients
+from core.report import Reporter
+from core.splits import PatientSplit
 
 BALANCE = ("weights", "augment", "none")
 
@@ -53,10 +56,12 @@ class ClassifierTrainConfig:
     lr: float = 1e-3                 # Adam, as in the report
     weight_decay: float = 0.0
     patience: int = 6                # early stopping: epochs without a lower validation loss
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15      # held out for `evaluate`; never seen in training
-    split_seed: int = 0              # the patient split; keep it fixed across compared runs
-    train_fraction: float = 1.0      # use this share of the training patients (the ablation)
+    # The patient split (core.splits.PatientSplit, whose defaults these are); keep it fixed
+    # across compared runs. The test patients are held out for `evaluate`, never trained on.
+    val_fraction: float = PatientSplit.val_fraction
+    test_fraction: float = PatientSplit.test_fraction
+    split_seed: int = PatientSplit.seed
+    train_fraction: float = PatientSplit.train_fraction   # this share of the training patients
     seed: int = 0                    # initialisation, shuffling, augmentation, GAN sampling
     balance: str = "weights"         # weights: inverse-frequency loss weights; augment: Augmentor
                                      # copies up to the largest class; none
@@ -206,7 +211,7 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
     train_fraction keeps): its samples would be copies of validation or test patients and
     inflate every score."""
     from core.checkpoint import read_meta
-    from core.gan_metrics import run_checkpoint
+    from core.gan_runs import run_checkpoint
 
     _, run = _parse_synthetic(spec)
     gan = read_meta(run_checkpoint(run)).get("data") or {}
@@ -230,22 +235,21 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
     if gan.get("split") != "train":
         raise UserError(f"GAN run {run} was trained on all of {gan.get('source')}, including this "
                         f"classifier's validation and test patients; its samples would leak them: {fix}")
-    their_split = (gan.get("split_val_fraction"), gan.get("split_test_fraction"),
-                   gan.get("split_seed"))
-    if their_split != (tc.val_fraction, tc.test_fraction, tc.split_seed):
+    theirs, ours = PatientSplit.of_data(gan), PatientSplit.of_classifier(tc)
+    if replace(theirs, train_fraction=1.0) != replace(ours, train_fraction=1.0):
         raise UserError(f"GAN run {run} was trained on another patient split (val, test, seed = "
-                        f"{their_split}, here {(tc.val_fraction, tc.test_fraction, tc.split_seed)}): {fix}")
-    fraction = float(gan.get("split_train_fraction", 1.0))
-    if fraction > tc.train_fraction:
-        raise UserError(f"GAN run {run} saw {fraction:g} of the training patients, more than the "
-                        f"{tc.train_fraction:g} this classifier trains on: {fix}")
-    return fraction
+                        f"{theirs.val_fraction, theirs.test_fraction, theirs.seed}, here "
+                        f"{ours.val_fraction, ours.test_fraction, ours.seed}): {fix}")
+    if theirs.train_fraction > ours.train_fraction:
+        raise UserError(f"GAN run {run} saw {theirs.train_fraction:g} of the training patients, "
+                        f"more than the {ours.train_fraction:g} this classifier trains on: {fix}")
+    return float(theirs.train_fraction)
 
 
 def _synthetic_items(specs, per_class: int, size: int, classes: list[str], seed: int, progress):
     """An ImageDataset of `per_class` generated images per GAN run, metas marked synthetic."""
     from core.data import ImageDataset
-    from core.gan_metrics import sample_run
+    from core.gan_runs import sample_run
 
     parts = []
     for j, spec in enumerate(specs):
@@ -287,6 +291,216 @@ def _phantom_features(model, mc: ClassifierConfig, device) -> tuple[torch.Tensor
     return ood_features(model, x), np.array(labels)
 
 
+@dataclass
+class _TrainingSet:
+    """What one classifier run trains and validates on, assembled from the loaded data."""
+
+    dataset: object                  # the loaded ImageDataset (all patients)
+    parts: dict                      # split_by_patient's indices: train, val(, test)
+    train_idx: np.ndarray            # the training patients' real items (train_fraction of them)
+    x_train: _Images                 # real items, then Augmentor copies, then GAN samples
+    y_train: torch.Tensor
+    metas: list                      # per training item
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    counts: np.ndarray               # training items per class
+    real: bool                       # real X-rays (not the project's phantoms)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.y_train.cpu().numpy()
+
+
+def _training_set(dataset, tc: ClassifierTrainConfig, augment_config, device,
+                  progress) -> _TrainingSet:
+    """The patient split, then the training set: real items, Augmentor copies, GAN samples.
+    Real items alone from a mapped cache entry larger than memory allows stay in the file."""
+    from core.augment import balance
+
+    classes = list(dataset.classes)
+    parts = PatientSplit.of_classifier(tc).parts(dataset)
+    train_idx = parts["train"]
+    if len(parts["val"]) == 0:
+        raise UserError("the validation split is empty; early stopping and calibration need "
+                        "one (raise val_fraction or add patients)")
+    synthetic = bool(tc.synthetic_runs and tc.synthetic_per_class > 0)
+    lazy = (augment_config is None and not synthetic and mapped(dataset.images)
+            and len(train_idx) * dataset.images[0].size > resident_limit())
+    with warnings.catch_warnings():   # a mapped cache entry is read-only; nothing writes it
+        warnings.simplefilter("ignore", UserWarning)
+        if lazy:
+            x_train = _Images(torch.from_numpy(dataset.images), torch.from_numpy(train_idx), device)
+            labels, metas = dataset.labels[train_idx], [dataset.metas[i] for i in train_idx]
+        else:
+            if augment_config is not None:
+                counts = np.bincount(dataset.labels[train_idx], minlength=len(classes))
+                per_class = tc.augment_per_class or int(counts.max())
+                train_ds = balance(dataset, per_class, augment_config, seed=tc.seed,
+                                   indices=train_idx, progress=progress)
+            else:
+                train_ds = dataset.subset(train_idx)
+            if synthetic:
+                for part in _synthetic_items(tc.synthetic_runs, tc.synthetic_per_class,
+                                             dataset.size, classes, tc.seed, progress):
+                    train_ds = train_ds.concat(part)
+            x_train = _Images(torch.from_numpy(train_ds.images).to(device), None, device)
+            labels, metas = train_ds.labels, train_ds.metas
+    return _TrainingSet(
+        dataset=dataset, parts=parts, train_idx=train_idx, x_train=x_train,
+        y_train=torch.from_numpy(labels).to(device), metas=metas,
+        x_val=dataset.subset(parts["val"]).tensor(),
+        y_val=torch.from_numpy(dataset.labels[parts["val"]]),
+        counts=np.bincount(labels, minlength=len(classes)),
+        real=not all(str(m.get("source", "")) == "phantom" for m in dataset.metas))
+
+
+def _checkpoint_meta(data_config, tc: ClassifierTrainConfig, augment_config,
+                     ts: _TrainingSet) -> dict:
+    """What a classifier checkpoint says about its training, besides its model config."""
+    classes = ts.dataset.classes
+    return {
+        "classes": list(classes),
+        "data": to_dict(data_config),
+        "train": to_dict(tc),
+        "augment": to_dict(augment_config) if augment_config else None,
+        "split": {"seed": tc.split_seed, "val_fraction": tc.val_fraction,
+                  "test_fraction": tc.test_fraction, "train_fraction": tc.train_fraction},
+        "training_data": {"source": data_config.source, "real": ts.real,
+                          "counts": {c: int(n) for c, n in zip(classes, ts.counts)},
+                          "n_train_real": int(len(ts.train_idx)),
+                          "n_augmented": sum(bool(m.get("augmented")) for m in ts.metas),
+                          "n_synthetic": sum(bool(m.get("synthetic")) for m in ts.metas),
+                          "n_val": int(len(ts.parts["val"])),
+                          "n_test": int(len(ts.parts.get("test", [])))},
+        "temperature": 1.0,
+    }
+
+
+def _item_weights(tc: ClassifierTrainConfig, ts: _TrainingSet, device) -> torch.Tensor | None:
+    """Per-item loss weights (None: plain mean); a batch's loss is sum(w * loss) / sum(w),
+    which for class weights is what F.cross_entropy(weight=...) computes."""
+    labels = ts.labels
+    if tc.group_weights:
+        groups = [str(m.get(tc.group_weights, "")) for m in ts.metas]
+        if not any(groups):
+            raise UserError(f"no training image has a {tc.group_weights!r} in its metadata; "
+                            f"group weights need a metadata column such as source")
+        weight = group_balanced_weights(labels, groups)
+    elif tc.balance == "weights":
+        class_weight = len(labels) / (len(ts.counts) * np.maximum(ts.counts, 1))
+        weight = class_weight[labels]
+    else:
+        return None
+    return torch.tensor(weight, dtype=torch.float32, device=device)
+
+
+def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, report: Reporter,
+         control: Control, progress, device) -> tuple[dict, int, str | None]:
+    """The epochs: train, validate, checkpoint the best (lowest validation loss) and the latest,
+    stop early or when asked. Returns (best, last epoch, why it stopped early or None)."""
+    from core.evaluate import predict_logits
+
+    item_weight = _item_weights(tc, ts, device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps_per_epoch = -(-len(ts.y_train) // tc.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.epochs * steps_per_epoch) \
+        if tc.lr_schedule == "cosine" else None
+    shuffle = torch.Generator().manual_seed(tc.seed)
+    ckpt_dir = store.checkpoints_dir
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best = {"loss": float("inf"), "epoch": 0, "state": None}
+    stale, stop_reason, epoch = 0, None, 0
+    x_train, y_train = ts.x_train, ts.y_train
+    report.status("running", step=0, total_steps=tc.epochs, phase="training",
+                  n_train=int(len(y_train)), n_val=int(len(ts.y_val)))
+    for epoch in range(1, tc.epochs + 1):
+        t0 = time.time()
+        model.train()
+        perm = torch.randperm(len(y_train), generator=shuffle).to(device)
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        for b in range(0, len(perm), tc.batch_size):
+            control.sync(epoch)
+            control.wait_while_paused(epoch - 1, report)
+            if control.should_stop:
+                stop_reason = "stopped by the user"
+                break
+            i = perm[b:b + tc.batch_size]
+            logits = model(jitter(x_train[i], tc, shuffle))
+            if item_weight is None:
+                loss = F.cross_entropy(logits, y_train[i])
+            else:
+                w = item_weight[i]
+                loss = (F.cross_entropy(logits, y_train[i], reduction="none") * w).sum() / w.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            loss_sum += loss.detach() * len(i)
+            correct += (logits.argmax(1) == y_train[i]).sum()
+            report.heartbeat(epoch - 1)
+        if stop_reason:
+            break
+        val_logits = predict_logits(model, ts.x_val)
+        val_loss = float(F.cross_entropy(val_logits, ts.y_val))
+        val_acc = float((val_logits.argmax(1) == ts.y_val).float().mean())
+        report.metrics(epoch, {"train/loss": float(loss_sum) / len(y_train),
+                               "train/acc": float(correct) / len(y_train),
+                               "val/loss": val_loss, "val/acc": val_acc,
+                               "time/epoch_s": time.time() - t0})
+        snapshot = {**meta, "epoch": epoch, "val_loss": val_loss, "val_acc": val_acc, "final": False}
+        if val_loss < best["loss"]:
+            best = {"loss": val_loss, "epoch": epoch, "acc": val_acc,
+                    "state": copy.deepcopy(model.state_dict())}
+            stale = 0
+            save_classifier(ckpt_dir / "best.safetensors", model, snapshot)
+        else:
+            stale += 1
+        save_classifier(ckpt_dir / "latest.safetensors", model, snapshot)
+        report.heartbeat(epoch, force=True)
+        if progress:
+            progress(epoch / tc.epochs, f"epoch {epoch}/{tc.epochs}: val loss {val_loss:.3f}, "
+                                        f"val acc {val_acc:.1%}")
+        if stale >= tc.patience and epoch < tc.epochs:   # at the last epoch it simply finished
+            stop_reason = f"early stopping: no lower validation loss for {tc.patience} epochs"
+            break
+    return best, epoch, stop_reason
+
+
+def _calibrate(model, ts: _TrainingSet, mc: ClassifierConfig, meta: dict, best: dict,
+               device, path) -> float:
+    """The best model's temperature (on the validation patients) and OOD statistics (on the
+    real training images, no GAN samples; threshold from the validation distances), saved with
+    it to `path`. Returns the temperature."""
+    from core.evaluate import fit_temperature, predict_logits
+    from core.predict import (
+        OOD_PERCENTILE,
+        fit_ood,
+        ood_distance,
+        ood_outlier,
+        ood_threshold,
+        outlier_means,
+    )
+
+    model.load_state_dict(best["state"])
+    temperature = fit_temperature(predict_logits(model, ts.x_val), ts.y_val)
+    keep = np.array([not m.get("synthetic") for m in ts.metas])
+    ood = fit_ood(ood_features(model, ts.x_train.where(keep)), ts.labels[keep], len(ts.counts))
+    if ts.real:  # the project's own phantoms look X-ray-like to a real-trained model's features
+        ood["outlier_means"] = outlier_means(*_phantom_features(model, mc, device), ood)
+    val_feats = ood_features(model, ts.x_val.to(device))
+    val_dist = ood_distance(val_feats, ood)
+    meta.update(temperature=temperature, epoch=best["epoch"], val_loss=best["loss"],
+                val_acc=best["acc"], final=True,
+                ood={"method": "mahalanobis", "percentile": OOD_PERCENTILE,
+                     "threshold": ood_threshold(val_dist), "fitted_on": "train",
+                     "threshold_on": "val", "known_outliers": ["phantom"] if ts.real else [],
+                     "val_like_outlier": int(ood_outlier(val_feats, ood).sum()),
+                     "val_distance_median": float(val_dist.median())})
+    save_classifier(path, model, meta, ood=ood)
+    return temperature
+
+
 def train_classifier(store, data_config, model_config: ClassifierConfig,
                      train_config: ClassifierTrainConfig, augment_config=None,
                      progress: Callable[[float, str], None] | None = None,
@@ -299,19 +513,10 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
     and test metrics of the best model). Honours control.json "stop" and "paused". `dataset`
     may pass an already loaded ImageDataset for `data_config` (the ablation loads once).
     """
-    from core.augment import AugmentConfig, balance
+    from core.augment import AugmentConfig
     from core.data import load_dataset
     from core.device import describe, pick_device
-    from core.evaluate import evaluate, fit_temperature, predict_logits
-    from core.predict import (
-        OOD_PERCENTILE,
-        fit_ood,
-        ood_distance,
-        ood_outlier,
-        ood_threshold,
-        outlier_means,
-    )
-    from core.splits import split_by_patient
+    from core.evaluate import evaluate
 
     tc = train_config
     for spec in tc.synthetic_runs if tc.synthetic_per_class > 0 else ():
@@ -326,210 +531,46 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
     t_start = time.time()
-    store.write_config({"command": "train-classifier", "data": to_dict(data_config),
-                        "model": to_dict(model_config), "train": to_dict(tc),
-                        "augment": to_dict(augment_config) if augment_config else None})
+    report, control = Reporter(store), Control(store)
+    store.write_header(runheader.new("train-classifier", {
+        "data": to_dict(data_config), "model": to_dict(model_config), "train": to_dict(tc),
+        "augment": to_dict(augment_config) if augment_config else None}))
     store.reserve_space()
-    store.set_status("running", step=0, total_steps=tc.epochs, device=describe(device),
-                     phase="loading data")
+    report.status("running", step=0, total_steps=tc.epochs, device=describe(device),
+                  phase="loading data")
     try:
         if dataset is None:
             dataset = load_dataset(data_config, progress, download=True)   # the user's --data
-        classes = list(dataset.classes)
+        ts = _training_set(dataset, tc, augment_config, device, progress)
         mc = replace(model_config, size=dataset.size, channels=int(dataset.images.shape[1]),
-                     n_classes=len(classes))
-        parts = split_by_patient(dataset, tc.val_fraction, tc.test_fraction, tc.split_seed)
-        train_idx = subsample_patients(dataset, parts["train"], tc.train_fraction, tc.split_seed)
-        val_idx = parts["val"]
-        if len(val_idx) == 0:
-            raise UserError("the validation split is empty; early stopping and calibration need "
-                            "one (raise val_fraction or add patients)")
-
-        # Training set: real training items, then Augmentor copies, then GAN samples. Real
-        # items alone from a mapped cache entry larger than memory allows stay in the file.
-        synthetic = bool(tc.synthetic_runs and tc.synthetic_per_class > 0)
-        lazy = (augment_config is None and not synthetic and mapped(dataset.images)
-                and len(train_idx) * dataset.images[0].size > resident_limit())
-        if lazy:
-            train_ds = None
-        elif augment_config is not None:
-            counts = np.bincount(dataset.labels[train_idx], minlength=len(classes))
-            per_class = tc.augment_per_class or int(counts.max())
-            train_ds = balance(dataset, per_class, augment_config, seed=tc.seed, indices=train_idx,
-                               progress=progress)
-        else:
-            train_ds = dataset.subset(train_idx)
-        if synthetic:
-            for part in _synthetic_items(tc.synthetic_runs, tc.synthetic_per_class, dataset.size,
-                                         classes, tc.seed, progress):
-                train_ds = train_ds.concat(part)
-        if lazy:
-            train_labels, train_metas = dataset.labels[train_idx], [dataset.metas[i] for i in train_idx]
-        else:
-            train_labels, train_metas = train_ds.labels, train_ds.metas
-        counts = np.bincount(train_labels, minlength=len(classes))
-        n_aug = sum(bool(m.get("augmented")) for m in train_metas)
-        n_syn = sum(bool(m.get("synthetic")) for m in train_metas)
-        real = not all(str(m.get("source", "")) == "phantom" for m in dataset.metas)
-        meta = {
-            "classes": classes,
-            "data": to_dict(data_config),
-            "train": to_dict(tc),
-            "augment": to_dict(augment_config) if augment_config else None,
-            "split": {"seed": tc.split_seed, "val_fraction": tc.val_fraction,
-                      "test_fraction": tc.test_fraction, "train_fraction": tc.train_fraction},
-            "training_data": {"source": data_config.source, "real": real,
-                              "counts": {c: int(n) for c, n in zip(classes, counts)},
-                              "n_train_real": int(len(train_idx)), "n_augmented": n_aug,
-                              "n_synthetic": n_syn, "n_val": int(len(val_idx)),
-                              "n_test": int(len(parts.get("test", [])))},
-            "temperature": 1.0,
-        }
-
-        with warnings.catch_warnings():   # a mapped cache entry is read-only; nothing writes it
-            warnings.simplefilter("ignore", UserWarning)
-            x_train = (_Images(torch.from_numpy(dataset.images), torch.from_numpy(train_idx), device)
-                       if lazy else _Images(torch.from_numpy(train_ds.images).to(device), None, device))
-        y_train = torch.from_numpy(train_labels).to(device)
-        x_val = dataset.subset(val_idx).tensor()
-        y_val = torch.from_numpy(dataset.labels[val_idx])
-        # Per-item loss weights (None: plain mean); a batch's loss is sum(w * loss) / sum(w),
-        # which for class weights is what F.cross_entropy(weight=...) computes.
-        item_weight = None
-        if tc.group_weights:
-            groups = [str(m.get(tc.group_weights, "")) for m in train_metas]
-            if not any(groups):
-                raise UserError(f"no training image has a {tc.group_weights!r} in its metadata; "
-                                f"group weights need a metadata column such as source")
-            item_weight = group_balanced_weights(train_labels, groups)
-        elif tc.balance == "weights":
-            class_weight = len(y_train) / (len(classes) * np.maximum(counts, 1))
-            item_weight = class_weight[train_labels]
-        if item_weight is not None:
-            item_weight = torch.tensor(item_weight, dtype=torch.float32, device=device)
-
+                     n_classes=len(dataset.classes))
+        meta = _checkpoint_meta(data_config, tc, augment_config, ts)
         torch.manual_seed(tc.seed)
         model = build_classifier(mc).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        steps_per_epoch = -(-len(y_train) // tc.batch_size)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.epochs * steps_per_epoch) \
-            if tc.lr_schedule == "cosine" else None
-        shuffle = torch.Generator().manual_seed(tc.seed)
-        ckpt_dir = store.checkpoints_dir
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        best = {"loss": float("inf"), "epoch": 0, "state": None}
-        stale, stop_reason, epoch = 0, None, 0
-        store.set_status("running", step=0, total_steps=tc.epochs, phase="training",
-                         n_train=int(len(y_train)), n_val=int(len(y_val)))
-
-        for epoch in range(1, tc.epochs + 1):
-            t0 = time.time()
-            model.train()
-            perm = torch.randperm(len(y_train), generator=shuffle).to(device)
-            loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-            for b in range(0, len(perm), tc.batch_size):
-                control = store.poll_control()
-                if control.get("stop"):
-                    stop_reason = "stopped by the user"
-                if control.get("paused") and not stop_reason:
-                    store.set_status("paused", reason="paused by the user", step=epoch - 1)
-                    while not stop_reason:
-                        time.sleep(0.5)
-                        store.heartbeat(epoch - 1, force=True)
-                        control = store.poll_control()
-                        if control.get("stop"):
-                            stop_reason = "stopped by the user"
-                        if control.get("paused") is False:
-                            store.set_status("running", step=epoch - 1)
-                            break
-                if stop_reason:
-                    break
-                i = perm[b:b + tc.batch_size]
-                logits = model(jitter(x_train[i], tc, shuffle))
-                if item_weight is None:
-                    loss = F.cross_entropy(logits, y_train[i])
-                else:
-                    w = item_weight[i]
-                    loss = F.cross_entropy(logits, y_train[i], reduction="none")
-                    loss = (loss * w).sum() / w.sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                loss_sum += loss.detach() * len(i)
-                correct += (logits.argmax(1) == y_train[i]).sum()
-                store.heartbeat(epoch - 1)
-            if stop_reason:
-                break
-            val_logits = predict_logits(model, x_val)
-            val_loss = float(F.cross_entropy(val_logits, y_val))
-            val_acc = float((val_logits.argmax(1) == y_val).float().mean())
-            metrics = {"train/loss": float(loss_sum) / len(y_train),
-                       "train/acc": float(correct) / len(y_train),
-                       "val/loss": val_loss, "val/acc": val_acc, "time/epoch_s": time.time() - t0}
-            store.log_metrics(epoch, metrics)
-            if val_loss < best["loss"]:
-                best = {"loss": val_loss, "epoch": epoch, "acc": val_acc,
-                        "state": copy.deepcopy(model.state_dict())}
-                stale = 0
-                save_classifier(ckpt_dir / "best.safetensors", model,
-                                {**meta, "epoch": epoch, "val_loss": val_loss, "val_acc": val_acc,
-                                 "final": False})
-            else:
-                stale += 1
-            save_classifier(ckpt_dir / "latest.safetensors", model,
-                            {**meta, "epoch": epoch, "val_loss": val_loss, "val_acc": val_acc,
-                             "final": False})
-            store.heartbeat(epoch, force=True)
-            if progress:
-                progress(epoch / tc.epochs, f"epoch {epoch}/{tc.epochs}: val loss {val_loss:.3f}, "
-                                            f"val acc {val_acc:.1%}")
-            if stale >= tc.patience and epoch < tc.epochs:   # at the last epoch it simply finished
-                stop_reason = f"early stopping: no lower validation loss for {tc.patience} epochs"
-                break
-
+        best, epoch, stop_reason = _fit(model, ts, tc, meta, store, report, control, progress,
+                                        device)
         if best["state"] is None:
-            store.set_status("stopped", reason=stop_reason or "no epoch finished")
+            report.status("stopped", reason=stop_reason or "no epoch finished")
             return {"run_dir": str(store.path), "state": "stopped", "reason": stop_reason}
 
-        # Best model: temperature on validation, OOD statistics on the real training images
-        # (no GAN samples) with the threshold from the validation distances.
-        store.set_status("running", phase="calibrating", step=epoch)
-        model.load_state_dict(best["state"])
-        val_logits = predict_logits(model, x_val)
-        temperature = fit_temperature(val_logits, y_val)
-        keep = np.array([not m.get("synthetic") for m in train_metas])
-        feats = ood_features(model, x_train.where(keep))
-        ood = fit_ood(feats, train_labels[keep], len(classes))
-        if real:  # the project's own phantoms look X-ray-like to a real-trained model's features
-            ood["outlier_means"] = outlier_means(*_phantom_features(model, mc, device), ood)
-        val_feats = ood_features(model, x_val.to(device))
-        val_dist = ood_distance(val_feats, ood)
-        meta.update(temperature=temperature, epoch=best["epoch"], val_loss=best["loss"],
-                    val_acc=best["acc"], final=True,
-                    ood={"method": "mahalanobis", "percentile": OOD_PERCENTILE,
-                         "threshold": ood_threshold(val_dist), "fitted_on": "train",
-                         "threshold_on": "val", "known_outliers": ["phantom"] if real else [],
-                         "val_like_outlier": int(ood_outlier(val_feats, ood).sum()),
-                         "val_distance_median": float(val_dist.median())})
-        save_classifier(ckpt_dir / "best.safetensors", model, meta, ood=ood)
-
+        report.status("running", phase="calibrating", step=epoch)
+        temperature = _calibrate(model, ts, mc, meta, best, device,
+                                 store.checkpoints_dir / "best.safetensors")
         cpu_model = model.cpu()
-        results = {"val": evaluate(cpu_model, meta, dataset, val_idx)}
-        if len(parts.get("test", [])):
-            results["test"] = evaluate(cpu_model, meta, dataset, parts["test"])
+        results = {"val": evaluate(cpu_model, meta, dataset, ts.parts["val"])}
+        if len(ts.parts.get("test", [])):
+            results["test"] = evaluate(cpu_model, meta, dataset, ts.parts["test"])
         save_json(store.path / "eval.json", results)
         final = {f"{split}/{k}": results[split][k] for split in results
                  for k in ("accuracy", "macro_f1", "ece", "ece_scaled")
                  if results[split].get(k) is not None}
-        store.log_metrics(best["epoch"], final)
+        report.metrics(best["epoch"], final)
         seconds = time.time() - t_start
         reason = stop_reason or f"finished {tc.epochs} epochs"
-        store.log_event(epoch, "finished", {"reason": reason, "best_epoch": best["epoch"]})
-        store.set_status("stopped" if stop_reason == "stopped by the user" else "finished",
-                         reason=reason, step=epoch, best_epoch=best["epoch"], seconds=seconds,
-                         phase="done")
+        report.event(epoch, "finished", {"reason": reason, "best_epoch": best["epoch"]})
+        report.status("stopped" if stop_reason == "stopped by the user" else "finished",
+                      reason=reason, step=epoch, best_epoch=best["epoch"], seconds=seconds,
+                      phase="done")
         return {"run_dir": str(store.path), "state": "finished", "reason": reason,
                 "best_epoch": best["epoch"], "epochs_run": epoch, "seconds": seconds,
                 "temperature": temperature, "training_data": meta["training_data"],
@@ -537,13 +578,13 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
                 "test": {k: results["test"][k] for k in ("accuracy", "macro_f1",
                                                          "covid_sensitivity")
                          if k in results["test"]} if "test" in results else None,
-                "checkpoint": str(ckpt_dir / "best.safetensors")}
+                "checkpoint": str(store.checkpoints_dir / "best.safetensors")}
     except Exception as exc:
         reason = str(exc) if isinstance(exc, UserError) else \
             environment_reason(exc, str(store.path)) or f"{type(exc).__name__}: {exc}"
         store.release_space()   # room for the last words on a full disk
         try:
-            store.set_status("failed", reason=reason)
+            report.status("failed", reason=reason)
         except OSError:   # too full even so
             pass
         raise

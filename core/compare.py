@@ -70,7 +70,7 @@ def train_feature_net(dataset: ImageDataset, config: CompareConfig,
     from sklearn.model_selection import train_test_split
 
     from core.classifier import ClassifierConfig, build_classifier
-    from core.gan_metrics import resize_u8
+    from core.gan_runs import resize_u8
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(config.seed)
@@ -144,9 +144,8 @@ def compare(run_dir: str | Path, data_config: DataConfig, gen_config: GeneratorC
         feature_metrics,
         features,
         kernel_distance,
-        resize_u8,
-        sample_run,
     )
+    from core.gan_runs import resize_u8, sample_run
     from core.gan_train import train
     from core.gan_trainer import resolved
     from core.runstore import RunStore
@@ -336,7 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from core.gan_train import PRESETS, configs_from_args
+    from core.gan_runs import PRESETS
+    from core.gan_train import configs_from_args
 
     if args.preset and args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose from {', '.join(sorted(PRESETS))}")

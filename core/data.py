@@ -5,29 +5,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import os
 import re
 import sys
 import time
-import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from core import CLASSES, datacache, layouts
+from core import CLASSES, datacache, layouts, natural
 from core.budget import check_fits
 from core.config import ranged
+from core.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel  # noqa: F401
 from core.errors import ImageReadError, UserError
 from core.imageio import read_image, to_uint8
-from core.splits import split_by_patient, subsample_patients
+from core.splits import PatientSplit
 
 # phantom:N renders N images of each class on the CPU, about 2 ms each at 64 px: 20,000 per
 # class is two minutes, and a count from a form or a file above it is a mistake, not a wish.
@@ -54,12 +49,13 @@ class DataConfig:
     # never sees the classifier's validation or test patients (its samples may then be added to
     # the classifier's training set without leaking them).
     split: str = ""
-    split_val_fraction: float = ranged(0.0, 0.9, 0.15)
-    split_test_fraction: float = ranged(0.0, 0.9, 0.15)
-    split_seed: int = 0
-    # With split="train": keep about this share of the training patients, chosen exactly as
-    # train-classifier's train_fraction chooses them (the ablation's GAN runs per fraction).
-    split_train_fraction: float = ranged(0.0, 1.0, 1.0)
+    # The split itself (core.splits.PatientSplit), flat here so that each is a --data-split-*
+    # flag. With split="train", split_train_fraction keeps about this share of the training
+    # patients, chosen exactly as train-classifier's train_fraction chooses them.
+    split_val_fraction: float = ranged(0.0, 0.9, PatientSplit.val_fraction)
+    split_test_fraction: float = ranged(0.0, 0.9, PatientSplit.test_fraction)
+    split_seed: int = PatientSplit.seed
+    split_train_fraction: float = ranged(0.0, 1.0, PatientSplit.train_fraction)
     seed: int = 0
     # Keep only items whose metadata matches: "COLUMN=GLOB" entries, several for one column
     # meaning any of them, different columns all of them (e.g. only the sources and licences
@@ -71,77 +67,9 @@ class DataConfig:
     pneumonia_findings: tuple[str, ...] = ("Pneumonia",)
 
 
-def _float(images: np.ndarray) -> torch.Tensor:
-    """uint8 images as float in [-1, 1]. A cache entry's images are a read-only mapping;
-    from_numpy warns about that, but only the new float tensor is ever written."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(images).float().div_(127.5).sub_(1.0)
-
-
-class ImageDataset(Dataset):
-    """Images held in memory as uint8 (N, C, S, S); items are (float tensor (C, S, S) in [-1, 1],
-    label, metadata dict). Metadata keys used across the project: "patient", "source", "file",
-    "augmented" (True for Augmentor copies), "synthetic" (True for GAN samples)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str],
-                 metas: list[dict] | None = None, skipped: list[tuple[str, str]] | None = None,
-                 name: str = ""):
-        images = np.asarray(images, dtype=np.uint8)
-        if images.ndim == 3:  # (N, S, S) -> (N, 1, S, S)
-            images = images[:, None]
-        self.images = images
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.classes = list(classes)
-        self.metas = metas if metas is not None else [{} for _ in range(len(images))]
-        self.skipped = skipped or []   # (file, reason) for inputs that could not be used
-        self.name = name
-        assert len(self.images) == len(self.labels) == len(self.metas)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        x = _float(self.images[i])   # (C, S, S) in [-1, 1]
-        return x, int(self.labels[i]), self.metas[i]
-
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[-1])
-
-    @property
-    def patients(self) -> list[str]:
-        """Patient id per item; an item without one is its own patient."""
-        return [str(m.get("patient") or f"item-{i}") for i, m in enumerate(self.metas)]
-
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts)}
-
-    def tensor(self) -> torch.Tensor:
-        """All images as one float tensor (N, C, S, S) in [-1, 1], e.g. to keep on the GPU."""
-        return _float(self.images)
-
-    def subset(self, indices) -> "ImageDataset":
-        idx = np.asarray(indices, dtype=np.int64)
-        return ImageDataset(self.images[idx], self.labels[idx], self.classes,
-                            [self.metas[i] for i in idx], self.skipped, self.name)
-
-    def concat(self, other: "ImageDataset") -> "ImageDataset":
-        if other.classes != self.classes:
-            raise ValueError(f"class lists differ: {self.classes} vs {other.classes}")
-        return ImageDataset(np.concatenate([self.images, other.images]),
-                            np.concatenate([self.labels, other.labels]), self.classes,
-                            self.metas + other.metas, self.skipped + other.skipped, self.name)
-
-
-Progress = Callable[[float, str], None]
-
-# Specs handled by core.natural (issue 7): digits, MNIST, Fashion-MNIST, CIFAR-10, plain folders.
+# Specs handled by core.natural: digits, MNIST, Fashion-MNIST, CIFAR-10, plain folders.
 NATURAL_PREFIXES = ("digits", "mnist:", "fashion-mnist:", "cifar10:", "folder:")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm",
-                  ".ppm", ".dcm", ".dicom"}
 MASK_DIRS = {"mask", "masks", "lung masks", "lung_masks"}     # Kaggle's segmentation masks
 CONTAINER_DIRS = {"images", "image", "imgs", "png", "jpg"}   # Kaggle's CLASS/images/
 SPLIT_DIRS = {"train", "test", "val", "valid", "validation"}  # Kermany's chest_xray/{train,...}
@@ -193,31 +121,6 @@ def _class_order(names) -> list[str]:
 
 
 # --- decoding --------------------------------------------------------------------------------
-
-def decode_parallel(items: list, decode: Callable, progress: Progress | None) -> tuple[list, list]:
-    """Run `decode(item) -> (result, None) | (None, (file, reason))` over items, in order, on a
-    few threads for large inputs (Pillow and zlib release the GIL). Returns (results, skipped)."""
-    results, skipped = [], []
-    n = len(items)
-    step = max(1, n // 100)
-    t0 = time.monotonic()
-    workers = 1 if n < 256 else min(4, os.cpu_count() or 1)
-    chunk = 256 * workers   # submitted a chunk at a time: 100,000 pending futures cost 300 MB
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        done = (r for start in range(0, n, chunk) for r in pool.map(decode, items[start:start + chunk]))
-        for i, (ok, bad) in enumerate(done):
-            if ok is not None:
-                results.append(ok)
-            else:
-                skipped.append(bad)
-            if progress is not None and (i + 1) % step == 0:
-                rate = (i + 1) / max(time.monotonic() - t0, 1e-6)
-                progress((i + 1) / n, f"decoded {i + 1:,} of {n:,} images · {rate:,.0f}/s · "
-                                      f"about {(n - i - 1) / rate:,.0f} s left")
-    if progress is not None:
-        progress(1.0, f"decoded {n:,} images, {len(skipped):,} skipped")
-    return results, skipped
-
 
 def _decode_all(items: list[tuple[Path, str, dict]], size: int,
                 progress: Progress | None) -> tuple[list, list, list, list]:
@@ -670,15 +573,11 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None,
         if len(keep) < len(dataset):
             dataset = dataset.subset(np.array(keep))
     if config.split:  # before the class filter: the split is defined on the whole source
-        parts = split_by_patient(dataset, config.split_val_fraction, config.split_test_fraction,
-                                 config.split_seed)
+        parts = PatientSplit.of_data(config).parts(dataset)
         if config.split not in parts:
             raise UserError(f"split must be one of {', '.join(parts)} (or empty for all), "
                             f"not {config.split!r}")
-        idx = parts[config.split]
-        if config.split == "train":
-            idx = subsample_patients(dataset, idx, config.split_train_fraction, config.split_seed)
-        dataset = dataset.subset(idx)
+        dataset = dataset.subset(parts[config.split])
     return select_classes(dataset, config.classes) if config.classes else dataset
 
 
@@ -713,13 +612,6 @@ def _load_source(config: DataConfig, progress: Progress | None, download: bool) 
         check_fits(f"'{spec}' at {config.size} px", n * len(CLASSES) * config.size ** 2)
         return _load_phantom(n, config)
     if low == "digits" or low.startswith(NATURAL_PREFIXES):
-        try:
-            natural = importlib.import_module("core.natural")
-        except ModuleNotFoundError as exc:
-            if exc.name != "core.natural":
-                raise
-            raise UserError(f"The data source '{spec}' is not available in this version "
-                            f"(core.natural is missing).") from None
         return natural.load(spec, config, progress, download=download)
     if low.startswith("medmnist:"):
         return _load_npz(Path(spec.split(":", 1)[1]).expanduser(), config, progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import torch
@@ -50,6 +51,28 @@ def describe(device: torch.device | None = None) -> str:
         return "Apple GPU (mps)"
     n = torch.get_num_threads()
     return f"CPU ({n} thread{'s' if n != 1 else ''})"
+
+
+# Words of a GPU's name that do not tell two models apart: vendor and line, memory, form factor.
+_GPU_NOISE = re.compile(r"\b(NVIDIA|GeForce|Tesla|Quadro|AMD|Radeon|Instinct|GPU|\d+GB|HBM\w*|PCIe|"
+                        r"SXM\d*|NVL)\b", re.IGNORECASE)
+
+
+def short_name(text: str, world: int | None = None) -> str:
+    """describe()'s text, compact for a table: "NVIDIA H100 80GB HBM3 (cuda)" -> "H100",
+    "NVIDIA GeForce RTX 4090 (cuda)" -> "RTX 4090", "CPU (2 threads)" -> "CPU ×2", "Apple GPU
+    (mps)" -> "MPS"; "2× H100" for a run on two processes."""
+    name, _, kind = str(text).partition(" (")
+    if kind.rstrip(")").split()[-1:] in (["thread"], ["threads"]):
+        short = f"CPU ×{kind.split()[0]}"
+    elif kind.startswith("cuda"):
+        # "A100-SXM4-80GB": the model is before the first dash.
+        short = " ".join(_GPU_NOISE.sub(" ", name.split("-")[0]).split()[:3]) or name
+    elif kind.startswith("mps"):
+        short = "MPS"
+    else:
+        short = name
+    return f"{world}× {short}" if world and int(world) > 1 else short
 
 
 class OtherCpuLoad:

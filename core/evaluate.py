@@ -267,13 +267,14 @@ def unseen_indices(meta: dict, dataset) -> np.ndarray:
 
 
 def _split_parts(meta: dict, dataset) -> dict[str, np.ndarray]:
-    from core.splits import split_by_patient
+    from core.splits import PatientSplit
 
     s = meta.get("split") or {}
     if not s:
         raise UserError("this checkpoint records no data split; use --split all")
-    return split_by_patient(dataset, s.get("val_fraction", 0.15), s.get("test_fraction", 0.0),
-                            s.get("seed", 0))
+    # Every training patient, as before the ablation's fractions: "train" is what it may have seen.
+    split = PatientSplit.of_meta(s)
+    return PatientSplit(split.val_fraction, split.test_fraction, split.seed).parts(dataset)
 
 
 def split_indices(meta: dict, dataset, split: str) -> np.ndarray:

@@ -15,7 +15,8 @@ from torch import nn
 
 from core.config import add_arguments as add_config_arguments
 from core.config import override, save_json, to_dict
-from core.errors import CheckpointError, UserError
+from core.errors import UserError
+from core.gan_runs import resize_u8, sample_run
 
 
 @dataclass
@@ -28,63 +29,6 @@ class GanMetricsConfig:
 
 
 # ---- GAN runs ------------------------------------------------------------------------------
-def run_checkpoint(run: str | Path) -> Path:
-    """The generator snapshot of a GAN run directory (checkpoints/latest), or `run` itself."""
-    run = Path(run)
-    if run.is_file():
-        return run
-    for cand in (run / "checkpoints" / "latest.safetensors", run / "latest.safetensors"):
-        if cand.is_file():
-            return cand
-    raise CheckpointError(f"no generator checkpoint in {run} (expected checkpoints/latest.safetensors)")
-
-
-def run_class(meta: dict) -> str | None:
-    """The one class a GAN was trained on, from its checkpoint meta: meta["class"], or a
-    single-class meta["data"]["classes"] / meta["classes"]; None when it does not say."""
-    if isinstance(meta.get("class"), str):
-        return meta["class"]
-    data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-    for classes in (data.get("classes"), meta.get("classes")):
-        if isinstance(classes, (list, tuple)) and len(classes) == 1:
-            return str(classes[0])
-    return None
-
-
-def _to_u8(x: torch.Tensor) -> np.ndarray:
-    # (N, C, S, S) in [-1, 1] -> uint8, quantised like every real image
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
-
-
-def resize_u8(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, C, S, S) -> (N, C, size, size) with the resize used for real images."""
-    from core.imageio import to_uint8
-
-    if images.shape[-1] == size:
-        return images
-    out = np.empty(images.shape[:2] + (size, size), np.uint8)
-    for i, img in enumerate(images):
-        for c in range(img.shape[0]):
-            out[i, c] = to_uint8(img[c], size)
-    return out
-
-
-def sample_run(run: str | Path, n: int, seed: int = 0, size: int | None = None
-               ) -> tuple[np.ndarray, dict, str | None]:
-    """n images of a GAN run (or generator file) as uint8 (n, C, S, S), resized to `size` when
-    given; returns (images, generator meta, the run's class or None)."""
-    from core.models import load_generator
-
-    gen, meta = load_generator(run_checkpoint(run))
-    g = torch.Generator().manual_seed(int(seed))
-    parts = [_to_u8(gen.sample(min(256, n - i), generator=g)) for i in range(0, n, 256)]
-    images = np.concatenate(parts) if parts else np.zeros((0, gen.config.channels, gen.config.size,
-                                                           gen.config.size), np.uint8)
-    if size is not None:
-        images = resize_u8(images, size)
-    return images, meta, run_class(meta)
-
-
 # ---- features and metrics --------------------------------------------------------------------
 class _Given(nn.Module):
     """Feature 'extractor' for torchmetrics that passes precomputed features (N, D) through, so
@@ -234,10 +178,9 @@ def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
     real_ds = load_dataset(real_config, download=True)   # the user's --real
     idx = np.arange(len(real_ds))
     if real_split:
-        from core.splits import split_by_patient
+        from core.splits import PatientSplit
 
-        parts = split_by_patient(real_ds, real_config.split_val_fraction,
-                                 real_config.split_test_fraction, real_config.split_seed)
+        parts = PatientSplit.of_data(real_config).parts(real_ds)
         unknown = sorted(set(real_split) - set(parts))
         if unknown:
             raise UserError(f"unknown split {', '.join(unknown)}; choose from {', '.join(parts)}")

@@ -12,7 +12,6 @@ import dataclasses
 import math
 import os
 import random
-import signal
 import time
 import traceback
 import warnings
@@ -25,54 +24,28 @@ import torch.distributed as dist
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from core import live as live_params
+from core import runheader
 from core.atomic import atomic_path
-from core.budget import mapped, resident_limit
 from core.checkpoint import load_training_state, save_training_state
 from core.config import add_arguments as add_config_arguments
-from core.config import checked, from_dict, override, to_dict
-from core.data import DataConfig, load_dataset
+from core.config import from_dict, override, to_dict
+from core.control import Control, stop_on_sigterm
+from core.data import DataConfig
 from core.device import available, describe, pick_device
 from core.errors import UserError, environment_reason
+from core.gan_runs import HELDOUT_MAX, PRESETS, saved_configs, training_images
 from core.gan_trainer import GanTrainer, TrainConfig, resolved
-from core.losses import LIVE_RANGES, check_live
 from core.models import CriticConfig, GeneratorConfig, save_generator
+from core.report import Reporter
+from core.runheader import RunHeader
 from core.runstore import RunStore
-from core.splits import holdout_patients
 
 STATE_FILE = "latest_state.pt"
-HELDOUT_MAX = 256      # images the memorisation check holds out and scores, at most
-LIVE_KEYS = ("gp_lambda", "n_critic", "lr_critic", "lr_gen", "clip")
 # Fields a resumed run may change; the rest would make it a different run.
 RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
                     "device", "compile", "amp", "threads")
 
-
-# Named starting points; explicit flags override them. cpu-tiny: about 110 s of CPU time on one
-# thread (docs/performance.md); one thread because these tiny convolutions gain little from a
-# second one, and OpenMP spin-waits slowed them 5-10x whenever the CPU was shared (the app runs
-# beside the job). n_critic 3 for 900 steps gave clearer lungs than 5 for 600 at the same cost.
-# gpu: the report's networks at 128 px; 24 ms per step on an H100, so 20,000 steps take about
-# 9.5 minutes with start-up (docs/performance.md).
-PRESETS = {
-    "cpu-tiny": {
-        "data": {"size": 32, "phantom_per_class": 300},           # the app's default data
-        "generator": {"latent_dim": 64, "width": 0.125},      # filters 32/16/8
-        "critic": {"width": 0.5},                             # filters 8/16/32/64
-        "train": {"batch_size": 16, "steps": 900, "n_critic": 3, "lr_critic": 2e-4, "lr_gen": 2e-4,
-                  "betas": (0.5, 0.9), "log_every": 10, "sample_every": 50,
-                  "checkpoint_every": 300, "n_samples": 36, "compile": "off", "threads": 1},
-    },
-    "gpu": {
-        "data": {"size": 128},
-        "generator": {},
-        "critic": {},
-        "train": {"batch_size": 64, "steps": 20000, "log_every": 25, "sample_every": 250,
-                  "checkpoint_every": 2000},
-    },
-}
-
-
-# ---- RNG state as plain tensors (weights_only-loadable) -------------------------------------
 
 def rng_state(device: torch.device) -> dict:
     np_state = np.random.get_state()
@@ -137,61 +110,45 @@ class _Dist:
 
 # ---- live control ---------------------------------------------------------------------------
 
-_SIGNALLED = {"stop": False}
-
-
-def _on_sigterm(signum, frame) -> None:   # a polite kill becomes a stop with a checkpoint
-    _SIGNALLED["stop"] = True
-
-
-class _LiveControl:
-    """Rank 0 polls control.json each step; every rank receives the same desired values (one
-    small CPU all-reduce under torchrun) and applies those that differ from its own."""
+class _LiveControl(Control):
+    """The GAN job's control: besides pause and stop, the live hyperparameters (core.live) and
+    sample requests. Rank 0 polls control.json each step; every rank receives the same desired
+    values (one small CPU all-reduce under torchrun) and applies those that differ from its own."""
 
     def __init__(self, store: RunStore, trainer: GanTrainer, ctx: _Dist):
-        self.store, self.trainer, self.ctx = store, trainer, ctx
-        self.rank0 = ctx.rank == 0
+        super().__init__(store, rank0=ctx.rank == 0)
+        self.trainer, self.ctx = trainer, ctx
         self.desired = trainer.live()
-        self.paused = self.stop = False
         seen = store.control().get("sample_now", 0) if self.rank0 else 0
         self.sample_seen = seen if isinstance(seen, int) and not isinstance(seen, bool) else 0
         self.sample_requests = 0
 
-    def _validate(self, changes: dict, step: int) -> None:
-        for key, value in changes.items():
-            try:
-                if key in ("paused", "stop"):
-                    if not isinstance(value, bool):
-                        raise ValueError(f"{key} must be true or false")
-                    setattr(self, key, value)
-                elif key == "sample_now":
-                    if int(value) > self.sample_seen:
-                        self.sample_requests, self.sample_seen = 1, int(value)
-                elif key == "gp_lambda" and not self.trainer.gp_on:
-                    raise ValueError(f"lambda only applies to wgan-gp, this run is {self.trainer.loss}")
-                elif key in LIVE_RANGES:   # the same ranges as the form and the flags
-                    self.desired[key] = check_live(key, value)
-            except (TypeError, ValueError) as exc:
-                print(f"step {step}: control {key}={value!r} ignored: {exc}", flush=True)
-                self.store.log_event(step, "control-rejected", {key: value, "reason": str(exc)})
+    def apply(self, key: str, value) -> None:
+        if key == "sample_now":
+            if int(value) > self.sample_seen:
+                self.sample_requests, self.sample_seen = 1, int(value)
+        elif key in live_params.BY_NAME:   # the same ranges as the form and the flags
+            spec = live_params.BY_NAME[key]
+            if not spec.applies_to(self.trainer.loss):
+                raise ValueError(f"{spec.label} only applies to {', '.join(spec.losses)}, "
+                                 f"this run is {self.trainer.loss}")
+            self.desired[key] = spec.check(value)
 
     def sync(self, step: int, bad: bool = False) -> bool:
         """Poll, share and apply control; returns whether any process saw a non-finite value."""
-        if self.rank0:
-            changes = self.store.poll_control()
-            if changes:
-                self._validate(changes, step)
-        self.stop = self.stop or _SIGNALLED["stop"]   # SIGTERM: stop with a checkpoint
+        self.poll(step)
+        self.stop = self.should_stop   # SIGTERM: stop with a checkpoint
+        names = live_params.NAMES
         if self.ctx.world > 1:
-            vec = torch.zeros(len(LIVE_KEYS) + 4, dtype=torch.float64)
+            vec = torch.zeros(len(names) + 4, dtype=torch.float64)
             if self.rank0:
-                vec[:len(LIVE_KEYS)] = torch.tensor([float(self.desired[k]) for k in LIVE_KEYS],
-                                                    dtype=torch.float64)
+                vec[:len(names)] = torch.tensor([float(self.desired[k]) for k in names],
+                                                dtype=torch.float64)
                 vec[-4:-1] = torch.tensor([self.paused, False, self.sample_requests], dtype=torch.float64)
             vec[-3], vec[-1] = float(self.stop), float(bad)    # any process may stop or fail
             dist.all_reduce(vec, group=self.ctx.control_group)
             values = vec.tolist()
-            self.desired = {k: (int(v) if k == "n_critic" else v) for k, v in zip(LIVE_KEYS, values)}
+            self.desired = {k: live_params.check(k, v) for k, v in zip(names, values)}
             self.paused, self.stop, self.sample_requests = bool(values[-4]), bool(values[-3]), int(values[-2])
             bad = values[-1] > 0
         current = self.trainer.live()
@@ -203,46 +160,6 @@ class _LiveControl:
             self.store.heartbeat(step, force=True, live=self.trainer.live())
             print(f"step {step}: applied {applied}", flush=True)
         return bad
-
-
-# ---- the loop -------------------------------------------------------------------------------
-
-def load_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
-                rank: int = 0, world: int = 1, download: bool = False) -> tuple[Tensor, Tensor, list]:
-    """(training images, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU, in
-    memory (see training_images)."""
-    images, rows, held, classes = training_images(data_config, gen_config, config, rank, world,
-                                                  download)
-    return (images if rows is None else images[rows]), held, classes
-
-
-def training_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
-                    rank: int = 0, world: int = 1, download: bool = False
-                    ) -> tuple[Tensor, Tensor | None, Tensor, list]:
-    """(images, rows, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU: the
-    training images are images[rows], or all of `images` when rows is None. A training set
-    larger than core.budget.resident_limit() that comes memory-mapped from the decoded-data
-    cache stays mapped (rows set), and the trainer reads its batches from the file; a smaller
-    one is copied into memory (rows None). The held-out patients are the same on every process,
-    on resume and when core.nearest reloads a finished run's images (seeded); under torchrun
-    each process then trains on its own shard of the rest. `download`: the spec is the user's
-    own flag (core.data.load_dataset)."""
-    dataset = load_dataset(data_config, download=download)   # narrowed to data_config.classes
-    with warnings.catch_warnings():   # a mapped cache entry is read-only; nothing writes to it
-        warnings.simplefilter("ignore", UserWarning)
-        images = torch.from_numpy(dataset.images)                   # uint8 (N, C, S, S)
-    if images.shape[1] != gen_config.channels or images.shape[-1] != gen_config.size:
-        raise UserError(f"the data are {tuple(images.shape[1:])} but the generator makes "
-                        f"({gen_config.channels}, {gen_config.size}, {gen_config.size}) images")
-    if len(images) < 2:
-        raise UserError("the GAN needs at least 2 training images")
-    keep, held = holdout_patients(dataset, config.holdout, config.seed, max_images=HELDOUT_MAX)
-    rows, held_images = torch.from_numpy(keep), images[torch.from_numpy(held)]
-    if world > 1:   # DistributedSampler-style: each rank keeps its own interleaved shard
-        rows = rows[rank::world]
-    if mapped(dataset.images) and len(rows) * images[0].numel() > resident_limit():
-        return images, rows, held_images, dataset.classes
-    return images[rows], None, held_images, dataset.classes
 
 
 class _HeldOutCheck:
@@ -307,6 +224,7 @@ def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
     directory. `progress(step, total_steps, metrics)` is called at each log interval."""
     ctx = _Dist.from_env(train_config.device)
     rank0 = ctx.rank == 0
+    report = Reporter(store, rank0)
     if rank0:
         store.reserve_space()
     try:
@@ -314,12 +232,10 @@ def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
         return _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
                       download)
     except UserError as exc:
-        if rank0:
-            store.set_status("failed", reason=str(exc))
+        report.status("failed", reason=str(exc))
         raise
     except KeyboardInterrupt:
-        if rank0:
-            store.set_status("stopped", reason="interrupted; the last checkpoint is kept")
+        report.status("stopped", reason="interrupted; the last checkpoint is kept")
         raise
     except Exception as exc:
         reason = environment_reason(exc, str(store.path))   # a full disk, no permission, ...
@@ -342,9 +258,7 @@ def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
         ctx.close()
 
 
-def _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
-           download: bool = False) -> str:
-    rank0 = ctx.rank == 0
+def _device(config: TrainConfig, ctx: _Dist) -> torch.device:
     if config.device == "auto" and ctx.world > 1 and torch.cuda.is_available():
         device = torch.device("cuda", ctx.local_rank)
     else:
@@ -354,9 +268,95 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
-    if rank0:
-        store.set_status("running", reason="loading data", step=0, total_steps=config.steps,
-                         device=describe(device), loss=config.loss, world_size=ctx.world)
+    return device
+
+
+class _NonFiniteFlag:
+    """Whether the last step met a non-finite loss or gradient. On CUDA the flag of step k is
+    copied to pinned memory and read once step k+1 is queued, so the check never drains the GPU
+    queue and the run still stops within one step; elsewhere it is read at once."""
+
+    def __init__(self, trainer: GanTrainer, device: torch.device):
+        self.trainer, self.cuda = trainer, device.type == "cuda"
+        self.host = torch.zeros((), dtype=torch.bool, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = False
+
+    def after_step(self) -> bool:
+        """The flag known now: the previous step's on CUDA (while this one runs), else this one's."""
+        if not self.cuda:
+            return bool(self.trainer.bad)
+        bad = self.read()
+        self.host.copy_(self.trainer.bad, non_blocking=True)
+        self.event.record()
+        self.pending = True
+        return bad
+
+    def read(self) -> bool:
+        """Wait for the queued flag (CUDA) and return it; False when none is queued."""
+        if not self.pending:
+            return False
+        self.event.synchronize()
+        self.pending = False
+        return bool(self.host)
+
+
+class _Run:
+    """What one GAN process writes besides its reports: checkpoints (generator snapshots and the
+    resumable training state) and, on rank 0, the fixed-z grid with its held-out check."""
+
+    def __init__(self, store: RunStore, report: Reporter, trainer: GanTrainer, header: RunHeader,
+                 config: TrainConfig, gen_config: GeneratorConfig, fixed_z: Tensor,
+                 check: _HeldOutCheck | None, device: torch.device, status: dict):
+        self.store, self.report, self.trainer, self.header = store, report, trainer, header
+        self.config, self.gen_config, self.fixed_z, self.check = config, gen_config, fixed_z, check
+        self.device, self.status = device, status
+        data = header.section("data")
+        self.meta = {"data": data, "classes": header.classes, "loss": config.loss, "run": store.name}
+
+    def checkpoint(self, step: int) -> None:
+        if not self.report.rank0:
+            return
+        ckdir, meta = self.store.checkpoints_dir, {**self.meta, "step": step}
+        save_generator(ckdir / "latest.safetensors", self.trainer.G, self.gen_config, meta)
+        if step % self.config.checkpoint_every == 0:
+            save_generator(ckdir / f"step_{step:07d}.safetensors", self.trainer.G, self.gen_config, meta)
+            _prune(self.store, self.config.keep_checkpoints)
+        save_training_state(ckdir / STATE_FILE, {
+            "step": step, "fixed_z": self.fixed_z, "rng": rng_state(self.device),
+            "configs": self.header.to_json(), **self.trainer.state_dict()})
+
+    def sample(self, step: int) -> None:
+        """The fixed-z grid and, with it, the held-out check (rank 0 only)."""
+        if not self.report.rank0:
+            return
+        _write_grid(self.store, self.trainer, self.fixed_z, step)
+        if self.check is not None and (values := self.check.measure(self.trainer)):
+            self.report.metrics(step, values)
+            w = {k.split("/")[1]: v for k, v in values.items()}
+            self.report.say(f"step {step}: held-out check: W on training images "
+                            f"{w.get('w_train', math.nan):+.4f}, on held-out images "
+                            f"{w.get('w_heldout', math.nan):+.4f}")
+
+    def end(self, state: str, step: int, reason: str | None = None) -> str:
+        if state == "failed":
+            print(reason, flush=True)   # every process: its own job.log says why
+        self.report.event(step, state, {"reason": reason} if state == "failed" else {})
+        self.report.status(state, reason=reason, step=step, **self.status)
+        return state
+
+    def fail_non_finite(self, step: int) -> str:
+        return self.end("failed", step, f"non-finite loss or gradient at step {step}; the last "
+                                        f"good checkpoint is kept. Try a lower learning rate or "
+                                        f"a different lambda.")
+
+
+def _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
+           download: bool = False) -> str:
+    report = Reporter(store, rank0=ctx.rank == 0)
+    device = _device(config, ctx)
+    report.status("running", reason="loading data", step=0, total_steps=config.steps,
+                  device=describe(device), loss=config.loss, world_size=ctx.world)
     images, rows, held, classes = training_images(data_config, gen_config, config, ctx.rank,
                                                   ctx.world, download=download)
     if rows is not None and device.type == "cuda" and \
@@ -366,187 +366,120 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
         images = images.to(device)
     trainer = GanTrainer(gen_config, critic_config, config, images, device, ctx.world,
                          ctx.local_rank, rows=rows)
-    check = _HeldOutCheck(trainer, held, config.seed) if rank0 and len(held) else None
-    want_compile = config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
-    if want_compile:
-        if rank0:
-            store.set_status("running", reason="compiling (first step)", step=0, total_steps=config.steps)
+    check = _HeldOutCheck(trainer, held, config.seed) if report.rank0 and len(held) else None
+    if config.compile == "on" or (config.compile == "auto" and device.type == "cuda"):
+        report.status("running", reason="compiling (first step)", step=0, total_steps=config.steps)
         trainer.use_compiled()
 
     fixed_z = torch.randn(config.n_samples, gen_config.latent_dim,
                           generator=torch.Generator().manual_seed(config.seed))   # (n, latent) on CPU
-    start = 0
-    state_path = store.checkpoints_dir / STATE_FILE
-    if resume:
-        state = load_training_state(state_path)
-        trainer.load_state_dict(state)
-        start, fixed_z = int(state["step"]), state["fixed_z"]
-        if rank0:
-            store.truncate_after(start)
-            _prune(store, config.keep_checkpoints, after_step=start)
-            store.send_control(stop=False, paused=False)   # a stale stop/pause must not end it again
-            store.log_event(start, "resume", {"from_step": start})
-        if ctx.rank == 0:
-            set_rng_state(state["rng"], device)
-        else:    # only rank 0's RNG is saved; other ranks continue on a fresh, distinct stream
-            seed_everything(config.seed + 1000 * ctx.rank + start)
-    else:
-        seed_everything(config.seed + 1000 * ctx.rank)
-    configs = {"kind": "gan", "data": to_dict(data_config), "generator": to_dict(gen_config),
-               "critic": to_dict(critic_config), "train": to_dict(config), "classes": classes,
-               "world_size": ctx.world}
-    if rank0:
-        store.write_config(configs)
-        # Make sure the run dir has the tables the app expects, even before the first log.
-        store.log_event(start, "start", {"path": trainer.path, "device": describe(device),
-                                         "resume": bool(resume), "compile_error": trainer.compile_error,
-                                         "heldout_images": len(held),
-                                         "training_images": trainer.n_images * ctx.world})
-
-    control = _LiveControl(store, trainer, ctx)
-    meta = {"data": to_dict(data_config), "classes": classes,
-            "loss": config.loss, "run": store.name}
-
-    def checkpoint(step: int) -> None:
-        if not rank0:
-            return
-        ckdir = store.checkpoints_dir
-        save_generator(ckdir / "latest.safetensors", trainer.G, gen_config, {**meta, "step": step})
-        if step % config.checkpoint_every == 0:
-            save_generator(ckdir / f"step_{step:07d}.safetensors", trainer.G, gen_config, {**meta, "step": step})
-            _prune(store, config.keep_checkpoints)
-        save_training_state(state_path, {"step": step, "fixed_z": fixed_z, "rng": rng_state(device),
-                                         "configs": configs, **trainer.state_dict()})
-
-    def sample(step: int) -> None:
-        """The fixed-z grid and, with it, the held-out check (rank 0 only)."""
-        _write_grid(store, trainer, fixed_z, step)
-        if check is not None and (values := check.measure(trainer)):
-            store.log_metrics(step, values)
-            w = {k.split("/")[1]: v for k, v in values.items()}
-            print(f"step {step}: held-out check: W on training images {w.get('w_train', math.nan):+.4f}, "
-                  f"on held-out images {w.get('w_heldout', math.nan):+.4f}", flush=True)
-
+    start, fixed_z = _start(store, report, trainer, config, ctx, device, resume, fixed_z)
+    header = runheader.new("train-gan", {
+        "data": to_dict(data_config), "generator": to_dict(gen_config),
+        "critic": to_dict(critic_config), "train": to_dict(config)},
+        classes=classes, world_size=ctx.world)
+    if report.rank0:
+        store.write_header(header)
+    # Make sure the run dir has the tables the app expects, even before the first log.
+    report.event(start, "start", {"path": trainer.path, "device": describe(device),
+                                  "resume": bool(resume), "compile_error": trainer.compile_error,
+                                  "heldout_images": len(held),
+                                  "training_images": trainer.n_images * ctx.world})
     status = {"total_steps": config.steps, "path": trainer.path, "device": describe(device),
               "loss": config.loss, "world_size": ctx.world, "compile_error": trainer.compile_error,
               "heldout_images": len(held), "training_images": trainer.n_images * ctx.world,
               "holdout": config.holdout}
-    if rank0:   # "live": the values in force, which every session's sliders show
-        store.set_status("running", reason=None, step=start, live=trainer.live(), **status)
-        if not resume:
-            sample(0)
-    if rank0:
-        print(f"training {config.loss} on {describe(device)} ({trainer.path}, {ctx.world} "
-              f"process(es)), {trainer.n_images} images/process ({len(held)} held out), "
-              f"steps {start + 1}..{config.steps}", flush=True)
+    run = _Run(store, report, trainer, header, config, gen_config, fixed_z, check, device, status)
+    # "live": the values in force, which every session's sliders show
+    report.status("running", reason=None, step=start, live=trainer.live(), **status)
+    if not resume:
+        run.sample(0)
+    report.say(f"training {config.loss} on {describe(device)} ({trainer.path}, {ctx.world} "
+               f"process(es)), {trainer.n_images} images/process ({len(held)} held out), "
+               f"steps {start + 1}..{config.steps}")
+    return _loop(run, _LiveControl(store, trainer, ctx), start, progress, ctx.world)
 
-    cuda = device.type == "cuda"
-    # CUDA: the non-finite flag of step k is copied to pinned memory and read once step k+1 is
-    # queued, so the check never drains the GPU queue; the run still stops within one step.
-    flag_host = torch.zeros((), dtype=torch.bool, pin_memory=cuda)
-    flag_event = torch.cuda.Event() if cuda else None
-    pending_flag = bad = False
+
+def _start(store: RunStore, report: Reporter, trainer: GanTrainer, config: TrainConfig,
+           ctx: _Dist, device: torch.device, resume: bool, fixed_z: Tensor) -> tuple[int, Tensor]:
+    """The first step and the grid's latents: (0, fixed_z), or a resumed run's checkpointed
+    step and latents with its state and RNG restored (and the run directory cut back to it)."""
+    if not resume:
+        seed_everything(config.seed + 1000 * ctx.rank)
+        return 0, fixed_z
+    state = load_training_state(store.checkpoints_dir / STATE_FILE)
+    trainer.load_state_dict(state)
+    start = int(state["step"])
+    if report.rank0:
+        store.truncate_after(start)
+        _prune(store, config.keep_checkpoints, after_step=start)
+        store.send_control(stop=False, paused=False)   # a stale stop/pause must not end it again
+        set_rng_state(state["rng"], device)
+    else:    # only rank 0's RNG is saved; other ranks continue on a fresh, distinct stream
+        seed_everything(config.seed + 1000 * ctx.rank + start)
+    report.event(start, "resume", {"from_step": start})
+    return start, state["fixed_z"]
+
+
+def _loop(run: _Run, control: _LiveControl, start: int, progress, world: int) -> str:
+    """Steps from `start` to the end: control first (every process agrees on it and on a
+    non-finite value before the next step), then a step, then logs, checkpoints and grids."""
+    trainer, config, report = run.trainer, run.config, run.report
+    flag = _NonFiniteFlag(trainer, run.device)
+    bad = False
     t_interval, steps_in_interval = time.perf_counter(), 0
     step = start
-
-    def fail_non_finite(at: int) -> str:
-        reason = (f"non-finite loss or gradient at step {at}; the last good checkpoint is kept. "
-                  f"Try a lower learning rate or a different lambda.")
-        print(reason, flush=True)
-        if rank0:
-            store.log_event(at, "failed", {"reason": reason})
-            store.set_status("failed", reason=reason, step=at, **status)
-        return "failed"
-
-    def read_flag() -> bool:
-        nonlocal pending_flag
-        if not pending_flag:
-            return False
-        flag_event.synchronize()
-        pending_flag = False
-        return bool(flag_host)
-
     while step < config.steps:
-        # Every process agrees on control and on a non-finite value before the next step.
         if control.sync(step + 1, bad):
-            return fail_non_finite(step)
+            return run.fail_non_finite(step)
         if control.stop:
-            if read_flag():
-                return fail_non_finite(step)
-            checkpoint(step)
-            if rank0:
-                store.log_event(step, "stopped", {})
-                store.set_status("stopped", reason=f"stopped at step {step}", step=step, **status)
-            return "stopped"
+            if flag.read():
+                return run.fail_non_finite(step)
+            run.checkpoint(step)
+            return run.end("stopped", step, f"stopped at step {step}")
         if control.sample_requests:
             control.sample_requests = 0
-            if rank0:
-                sample(step)
-                store.log_event(step, "sample", {})
-        if control.paused:
-            if rank0:
-                store.set_status("paused", reason="paused by user", step=step, **status)
-                store.log_event(step, "paused", {})
-                print(f"step {step}: paused", flush=True)
-            while control.paused and not control.stop:
-                time.sleep(0.2)
-                if rank0:
-                    store.heartbeat(step)
-                control.sync(step + 1)
-            if rank0 and not control.stop:
-                store.set_status("running", reason=None, step=step, **status)
-                store.log_event(step, "resumed", {})
-                print(f"step {step}: resumed", flush=True)
+            run.sample(step)
+            report.event(step, "sample")
+        if control.wait_while_paused(step, report, **run.status):
             t_interval, steps_in_interval = time.perf_counter(), 0
             continue
 
         trainer.step()
         step += 1
         steps_in_interval += 1
-        if cuda:
-            bad = read_flag()            # the previous step's flag, while this one runs
-            flag_host.copy_(trainer.bad, non_blocking=True)
-            flag_event.record()
-            pending_flag = True
-        else:
-            bad = bool(trainer.bad)      # CPU/MPS: no queue to drain
-        if rank0:
-            store.heartbeat(step)
+        bad = flag.after_step()
+        report.heartbeat(step)
         if bad:
             continue                     # fails at the top of the loop, before any write
 
         last = step == config.steps
         if step % config.log_every == 0 or last:
             values = trainer.read_stats()      # every process: it all-reduces under torchrun
-            if read_flag() or not all(math.isfinite(v) for v in values.values()):
+            if flag.read() or not all(math.isfinite(v) for v in values.values()):
                 bad = True
                 continue
             dt = (time.perf_counter() - t_interval) / max(steps_in_interval, 1)
             t_interval, steps_in_interval = time.perf_counter(), 0
             live = trainer.live()
             values.update({"time/step_s": dt,
-                           "throughput/img_s": config.batch_size * live["n_critic"] * ctx.world / dt,
-                           "lr/critic": live["lr_critic"], "lr/gen": live["lr_gen"],
-                           "lambda": live["gp_lambda"], "n_critic": float(live["n_critic"])})
-            if rank0:
-                store.log_metrics(step, values)
-                print(_format_line(step, config.steps, values), flush=True)
-                if progress is not None:
-                    progress(step, config.steps, values)
+                           "throughput/img_s": config.batch_size * live["n_critic"] * world / dt,
+                           **live_params.metrics(live)})
+            report.metrics(step, values)
+            report.say(_format_line(step, config.steps, values))
+            if progress is not None and report.rank0:
+                progress(step, config.steps, values)
         if step % config.checkpoint_every == 0 or last:
-            if read_flag():              # never checkpoint a state not known to be finite
+            if flag.read():              # never checkpoint a state not known to be finite
                 bad = True
                 continue
-            checkpoint(step)
-        if rank0 and (step % config.sample_every == 0 or last):
-            sample(step)
+            run.checkpoint(step)
+        if step % config.sample_every == 0 or last:
+            run.sample(step)
 
     if bad:
-        return fail_non_finite(step)
-    if rank0:
-        store.log_event(step, "finished", {})
-        store.set_status("finished", reason=None, step=step, **status)
-    return "finished"
+        return run.fail_non_finite(step)
+    return run.end("finished", step)
 
 
 # ---- `python -m core train-gan` ---------------------------------------------------------------
@@ -583,24 +516,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, GeneratorCo
     return data, gen, critic, train_cfg
 
 
-def saved_configs(saved: dict) -> tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig]:
-    """The configs a run's config.json holds, as it trained with them; checked field by field,
-    since a run directory may come from somewhere else (ValueError naming the bad field)."""
-    if not isinstance(saved, dict):
-        raise ValueError("config.json is not a JSON object")
-    parts = {}
-    for key, cls in (("data", DataConfig), ("generator", GeneratorConfig), ("critic", CriticConfig),
-                     ("train", TrainConfig)):
-        value = saved.get(key, {} if key == "critic" else None)
-        try:
-            # A run saved before the held-out check trained on every image: keep it that way.
-            parts[key] = checked(cls, {"holdout": 0.0, **value} if key == "train" and
-                                 isinstance(value, dict) else value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"'{key}' in config.json: {exc}") from None
-    return parts["data"], parts["generator"], parts["critic"], parts["train"]
-
-
 def main(args: argparse.Namespace) -> int:
     store = RunStore(args.run_dir, create=not args.resume)
     if args.resume:
@@ -617,7 +532,7 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"--resume continues the saved run; only {', '.join(RESUMABLE_FIELDS)} "
                             f"can change (not {', '.join(f.name for f in changed)})")
         try:
-            data, gen, critic, train_cfg = saved_configs(saved)
+            data, gen, critic, train_cfg = saved_configs(store.header())
         except ValueError as exc:
             raise UserError(f"{store.path}: cannot resume: {exc}") from None
         train_cfg = override(train_cfg, args)
@@ -629,11 +544,7 @@ def main(args: argparse.Namespace) -> int:
             train_cfg = dataclasses.replace(train_cfg, device="auto")
     else:
         data, gen, critic, train_cfg = configs_from_args(args)
-    _SIGNALLED["stop"] = False
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:   # not the main thread
-        pass
+    stop_on_sigterm()
     # A spec from the run's config.json is read from disk only; one the user gave may download.
     state = train(store, data, gen, critic, train_cfg, resume=args.resume, download=bool(args.data))
     print(f"{state}: {store.path}", flush=True)

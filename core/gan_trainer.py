@@ -15,12 +15,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.func import grad as func_grad
 
+from core import live as live_params
 from core import losses
 from core.checkpoint import load_into
 from core.config import checked, ranged, to_dict
 from core.diffaugment import diff_augment, parse_policy
 from core.errors import UserError
-from core.losses import LIVE_RANGES, check_live
 from core.models import Critic, CriticConfig, Generator, GeneratorConfig
 
 # Everything the critic and generator steps accumulate on the device, in this order; the
@@ -74,8 +74,8 @@ def resolved(config: TrainConfig) -> TrainConfig:
     config = dataclasses.replace(config, betas=tuple(float(b) for b in config.betas))
     try:
         checked(TrainConfig, to_dict(config))   # types and the fields' ranges, as for a file
-        for key in LIVE_RANGES:
-            check_live(key, getattr(config, key))
+        for key in live_params.NAMES:
+            live_params.check(key, getattr(config, key))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     checks = [(config.steps >= 1, "steps must be at least 1"),
@@ -368,6 +368,8 @@ class GanTrainer:
         self._generator_step()
 
     # ---- live values, statistics, state -----------------------------------------------
+    # How each field of core.live.LiveParams is read and applied: a new live field needs its
+    # two lines here, and nothing else outside core/live.py.
     def live(self) -> dict:
         return {"gp_lambda": self._lam_value, "n_critic": self.n_critic,
                 "lr_critic": float(self.opt_d.param_groups[0]["lr"]),

@@ -6,45 +6,23 @@ owns optimizers and steps. Defaults follow each paper (see LOSS_DEFAULTS).
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core import live
+
 # Paper defaults per loss: Goodfellow et al. with DCGAN's Adam; Arjovsky et al. (WGAN, weight
-# clipping c=0.01, RMSProp 5e-5); Gulrajani et al. (WGAN-GP, lambda=10, Adam 1e-4, betas (0, 0.9)).
+# clipping, RMSProp); Gulrajani et al. (WGAN-GP, Adam, betas (0, 0.9)). The live fields' defaults
+# (lambda, n_critic, learning rates, clip) are defined with their ranges in core.live.
 LOSS_DEFAULTS = {
-    "gan": {"optimizer": "adam", "lr_critic": 2e-4, "lr_gen": 2e-4, "betas": (0.5, 0.999),
-            "n_critic": 1, "gp_lambda": 0.0, "clip": 0.0},
-    "wgan": {"optimizer": "rmsprop", "lr_critic": 5e-5, "lr_gen": 5e-5, "betas": (0.0, 0.0),
-             "n_critic": 5, "gp_lambda": 0.0, "clip": 0.01},
-    "wgan-gp": {"optimizer": "adam", "lr_critic": 1e-4, "lr_gen": 1e-4, "betas": (0.0, 0.9),
-                "n_critic": 5, "gp_lambda": 10.0, "clip": 0.0},
+    "gan": {"optimizer": "adam", "betas": (0.5, 0.999), **live.defaults("gan")},
+    "wgan": {"optimizer": "rmsprop", "betas": (0.0, 0.0), **live.defaults("wgan")},
+    "wgan-gp": {"optimizer": "adam", "betas": (0.0, 0.9), **live.defaults("wgan-gp")},
 }
 LOSSES = tuple(LOSS_DEFAULTS)
-
-# The hyperparameters a running job takes from control.json, with the ranges a form, a flag, a
-# file or a live change may set: one definition for the form's bounds, the flags' checks and the
-# job's check of every live value (an n_critic of 1e9 would stall a job for hours per step).
-LIVE_RANGES = {"gp_lambda": (0.0, 1000.0), "n_critic": (1, 20), "clip": (0.0, 1.0),
-               "lr_critic": (1e-6, 1.0), "lr_gen": (1e-6, 1.0)}
-
-
-def check_live(key: str, value) -> float | int:
-    """`value` for live hyperparameter `key` as the job will hold it (n_critic whole), or
-    ValueError saying the range."""
-    lo, hi = LIVE_RANGES[key]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a number, not {value!r:.40}") from None
-    if isinstance(value, bool) or not math.isfinite(number) or not lo <= number <= hi or \
-            (key == "n_critic" and not number.is_integer()):
-        raise ValueError(f"{key} must be {'a whole number ' if key == 'n_critic' else ''}"
-                         f"between {lo:g} and {hi:g}, not {value!r:.40}")
-    return int(number) if key == "n_critic" else number
 
 
 def gan_critic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:

@@ -11,18 +11,20 @@ import pickle
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from core.budget import check_fits
-from core.data import IMAGE_SUFFIXES, DataConfig, ImageDataset, decode_parallel
+from core.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel
 from core.errors import ImageReadError, UserError
 from core.imageio import read_image, read_rgb, to_uint8
 
-Progress = Callable[[float, str], None]
+if TYPE_CHECKING:   # for annotations only: core.data imports this module
+    from core.data import DataConfig
+
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
 # torchvision's names, in label order.

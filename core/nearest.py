@@ -6,7 +6,6 @@ images are near-copies. The held-out check of core.gan_train asks the same of th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,23 +52,6 @@ class CopyCheck:
                        # Nearer to a training image than 95% of unseen real images are.
                        samples_nearer_than_heldout_p5=int((self.sample_rmse < floor).sum()))
         return out
-
-
-def run_images(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) uint8 (N, C, S, S) images of a GAN run, reloaded exactly as it split
-    them (rendering or decoding them again: seconds, so callers keep the answer)."""
-    from core.gan_train import load_images, saved_configs
-    from core.runstore import RunStore
-
-    saved = RunStore(run_dir).config()
-    if not all(saved.get(k) for k in ("data", "generator", "train")):
-        raise UserError(f"{run_dir} holds no GAN training config")
-    try:
-        data, gen, _, train = saved_configs(saved)
-    except ValueError as exc:
-        raise UserError(f"{run_dir}: {exc}") from None
-    images, held, _ = load_images(data, gen, train)   # read from disk only: never downloads
-    return images.numpy(), held.numpy()
 
 
 def copy_check(samples: np.ndarray, training: np.ndarray, held: np.ndarray) -> CopyCheck:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from core import live, runheader
 from core.config import save_json
 from core.errors import UserError
+from core.runheader import RunHeader
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACTIVE_STATES = ("queued", "running", "paused")
@@ -101,6 +103,14 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
+def wide(long: pd.DataFrame) -> pd.DataFrame:
+    """Metrics as RunStore.metrics gives them (step, name, value, t) -> one row per step, one
+    column per name (a step logged twice keeps its last value)."""
+    if long.empty:
+        return pd.DataFrame()
+    return long.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+
+
 class RunStore:
     """Reads and writes one run directory. Writers: the job (config, status, metrics, events,
     samples, checkpoints) and the app (control). Every file write is atomic."""
@@ -168,10 +178,20 @@ class RunStore:
         return self.path / "job.log"
 
     # ---- config -------------------------------------------------------------------------
+    def write_header(self, header: RunHeader) -> None:
+        """config.json: the job's command and configs (core.runheader's layout)."""
+        self.write_config(header.to_json())
+
     def write_config(self, config: dict) -> None:
+        """config.json as given: jobs write a header; tests write older runs' layouts."""
         save_json(self.path / "config.json", config)
 
+    def header(self) -> RunHeader:
+        """config.json read as a RunHeader, whatever layout the run wrote."""
+        return runheader.read(self.config(), self._read_status().get("command"), self.name)
+
     def config(self) -> dict:
+        """config.json as written ({} when missing or unreadable); read it through header()."""
         return _read_object(self.path / "config.json")
 
     # ---- status and heartbeat -----------------------------------------------------------
@@ -303,25 +323,27 @@ class RunStore:
             db.close()
 
     def metrics(self, names: list[str] | None = None, since_step: int = -1) -> pd.DataFrame:
-        """Long table (step, name, value, t), ordered by step."""
+        """Long table (step, name, value, t), ordered by step. The live hyperparameters of a run
+        from before the "live/" prefix come under their names now (core.live.LEGACY_METRICS)."""
         sql = "SELECT step, name, value, t FROM metrics WHERE step > ?"
         params: list = [since_step]
         if names:
-            sql += f" AND name IN ({','.join('?' * len(names))})"
-            params += list(names)
+            wanted = set(names) | {old for old, new in live.LEGACY_METRICS.items() if new in names}
+            sql += f" AND name IN ({','.join('?' * len(wanted))})"
+            params += sorted(wanted)
         df = self._read(sql + " ORDER BY step", params)
-        return df if not df.empty else pd.DataFrame(columns=["step", "name", "value", "t"])
+        if df.empty:
+            return pd.DataFrame(columns=["step", "name", "value", "t"])
+        df["name"] = df["name"].replace(live.LEGACY_METRICS)
+        return df
 
     def metrics_wide(self, names: list[str] | None = None) -> pd.DataFrame:
         """One row per step, one column per metric name."""
-        df = self.metrics(names)
-        if df.empty:
-            return pd.DataFrame()
-        return df.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+        return wide(self.metrics(names))
 
     def metric_names(self) -> list[str]:
         df = self._read("SELECT DISTINCT name FROM metrics ORDER BY name")
-        return df["name"].tolist() if not df.empty else []
+        return sorted({live.LEGACY_METRICS.get(n, n) for n in df["name"]}) if not df.empty else []
 
     def events(self, kind: str | None = None) -> pd.DataFrame:
         sql, params = "SELECT step, t, kind, payload FROM events", []
@@ -435,10 +457,9 @@ def prune_uploads(root: str | Path | None = None, max_age_s: float = UPLOAD_MAX_
         return []
     used = set()
     for run in list_runs(root):
-        config = run.config()
-        data = config.get("data") if isinstance(config, dict) else None
-        if isinstance(data, dict) and data.get("source"):
-            used.add(Path(str(data["source"])).expanduser().resolve())
+        source = run.header().data_source
+        if source:
+            used.add(Path(source).expanduser().resolve())
     now = time.time() if now is None else now
     removed = []
     for folder in sorted(p for p in uploads.iterdir() if p.is_dir() and not p.is_symlink()):
@@ -472,11 +493,7 @@ def launch(command: list[str], run_dir: str | Path, env: dict | None = None) -> 
 # ---- `python -m core control` --------------------------------------------------------------
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", help="the run directory of a running job")
-    parser.add_argument("--lambda", dest="gp_lambda", type=float, help="gradient-penalty weight")
-    parser.add_argument("--n-critic", type=int, help="critic steps per generator step")
-    parser.add_argument("--lr-critic", type=float)
-    parser.add_argument("--lr-gen", type=float)
-    parser.add_argument("--clip", type=float, help="WGAN weight-clipping bound")
+    live.add_flags(parser)
     parser.add_argument("--pause", action="store_true")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stop", action="store_true")
@@ -484,14 +501,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from core.losses import LIVE_RANGES, check_live
-
     store = RunStore(args.run_dir)
-    changes = {k: getattr(args, k) for k in LIVE_RANGES}
+    changes = {k: getattr(args, k) for k in live.NAMES}
     for key, value in changes.items():
         if value is not None:
             try:
-                check_live(key, value)   # the job checks again; this says it where it was typed
+                live.check(key, value)   # the job checks again; this says it where it was typed
             except ValueError as exc:
                 raise UserError(str(exc)) from None
     if args.pause or args.resume:

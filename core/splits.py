@@ -6,6 +6,7 @@ fractions and seed give the same patients everywhere."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +15,45 @@ from core.errors import UserError
 
 if TYPE_CHECKING:
     from core.data import ImageDataset
+
+
+@dataclass(frozen=True)
+class PatientSplit:
+    """Which patients train, validate and test: the one definition of the split. A data config
+    names it with its split_* fields (a GAN trained on the classifier's training patients), a
+    classifier's train config with val_fraction, test_fraction, split_seed and train_fraction,
+    a classifier checkpoint in its "split" meta; all three read into this, and the defaults
+    here are theirs. Two runs saw the same patients exactly when their splits are equal."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    train_fraction: float = 1.0      # the share of the training patients used (the ablation)
+
+    @classmethod
+    def of_data(cls, data) -> "PatientSplit":
+        """From a DataConfig or its dict (a checkpoint's "data")."""
+        get = data.get if isinstance(data, dict) else lambda k, d=None: getattr(data, k, d)
+        return cls(get("split_val_fraction", cls.val_fraction),
+                   get("split_test_fraction", cls.test_fraction),
+                   get("split_seed", cls.seed), get("split_train_fraction", cls.train_fraction))
+
+    @classmethod
+    def of_classifier(cls, tc) -> "PatientSplit":
+        """From a ClassifierTrainConfig."""
+        return cls(tc.val_fraction, tc.test_fraction, tc.split_seed, tc.train_fraction)
+
+    @classmethod
+    def of_meta(cls, split: dict) -> "PatientSplit":
+        """From a classifier checkpoint's "split" meta (older checkpoints: no test part)."""
+        return cls(split.get("val_fraction", cls.val_fraction), split.get("test_fraction", 0.0),
+                   split.get("seed", cls.seed), split.get("train_fraction", cls.train_fraction))
+
+    def parts(self, dataset: ImageDataset) -> dict[str, np.ndarray]:
+        """{"train", "val"(, "test")} indices; "train" holds train_fraction of its patients."""
+        parts = split_by_patient(dataset, self.val_fraction, self.test_fraction, self.seed)
+        parts["train"] = subsample_patients(dataset, parts["train"], self.train_fraction, self.seed)
+        return parts
 
 
 def _group_fold(idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fraction: float,

@@ -41,7 +41,6 @@ _EIGHT_CENTERS = 2.0 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1),
                                  (-0.5 ** 0.5, 0.5 ** 0.5), (-0.5 ** 0.5, -0.5 ** 0.5)])
 # After the WGAN-GP code's division by its "stdev" 1.414: centres on a circle of radius ~1.414.
 EIGHT_GAUSSIANS_CENTERS = (_EIGHT_CENTERS / 1.414).astype(np.float32)  # (8, 2)
-EIGHT_GAUSSIANS_STD = 0.02 / 1.414
 
 
 def _seed(rng: np.random.Generator) -> int:

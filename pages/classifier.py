@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import CLASSES
+from core import CLASSES, runstore
 from core.augment import AugmentConfig
 from core.checkpoint import read_meta
 from core.classifier import ARCH_NAMES, ARCHS
@@ -205,26 +205,12 @@ runs = _classifier_runs()
 if not runs:
     st.info("No classifier runs yet: train one above. Its epoch curves and evaluation appear here.")
     _done()
-names = [r.name for r in runs]
-if st.session_state.get("clf_run") not in names:
-    st.session_state["clf_run"] = jobs.default_run(runs).name
-if st.session_state.get("clf_run_pick") not in names:
-    st.session_state["clf_run_pick"] = st.session_state["clf_run"]
-
-
-def _picked():
-    st.session_state["clf_run"] = st.session_state["clf_run_pick"]
-
-
-st.selectbox("Run", names, key="clf_run_pick", on_change=_picked)
-store = runs[names.index(st.session_state["clf_run_pick"])]
+store = jobs.pick_run(runs, "clf_run")
 
 
 def _wide(status: dict) -> pd.DataFrame:
     long = cache.run_metrics(str(store.path), CURVES, cache.run_stamp(status))
-    if long.empty:
-        return pd.DataFrame()
-    return long.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+    return runstore.wide(long)
 
 
 @st.fragment(run_every=1.0)

@@ -58,6 +58,6 @@ elif gans := [r for r in jobs.gan_runs() if r.status().get("state") == "finished
 st.subheader("Pages")
 # A row that wraps: in four equal columns, 1024 px cut "Data & augmentation" short.
 links = st.container(horizontal=True, gap="medium")
-for path, title, icon in nav.available():
+for path, title, icon in nav.PAGES:
     if path != "pages/home.py":
         links.page_link(nav.path(path), label=title, icon=icon)

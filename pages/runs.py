@@ -1,13 +1,13 @@
 """Runs: every run directory with its status, config and final metrics; several runs compared on
 one chart (any metric); deleting a run that is no longer active."""
 
-import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from core import CLASSES
+from core.device import short_name
 from core.errors import UserError, environment_reason
 from core.runstore import ACTIVE_STATES, list_runs
 from ui import cache, jobs, plots, state
@@ -30,23 +30,16 @@ summaries = {r.name: cache.run_summary(str(r.path), cache.run_stamp(statuses[r.n
 # its headline number. The full config and device are in the expander below. At 1280 px with
 # the sidebar open the grid has 818 px, and the full device name ("NVIDIA H100 80GB HBM3
 # (cuda)") and "built-in phantoms" pushed the last columns out of it: every cell is short.
-def _first(config: dict, name: str):
-    """The value of the first key ending in `name` (data.* and train.* first: data.size, not
-    critic.size)."""
-    keys = sorted(config, key=lambda k: not k.startswith(("data.", "train.")))
-    return next((config[k] for k in keys if k.split(".")[-1] == name), None)
-
-
 JOBS = {"train-gan": "GAN", "train-classifier": "classifier"}  # short: the table must fit
 
 
-def _extras(config: dict) -> str:
+def _extras(header) -> str:
     """What a classifier trained on besides the real images: "GAN" (samples), "Aug" (Augmentor
     copies) or "GAN + Aug"."""
     out = []
-    if config.get("train.synthetic_runs"):
+    if header.section("train").get("synthetic_runs"):
         out.append("GAN")
-    if config.get("augment") or any(k.startswith("augment.") for k in config):
+    if header.section("augment"):
         out.append("Aug")
     return " + ".join(out)
 
@@ -62,28 +55,6 @@ def _data(source) -> str:
     return Path(label).name if label == str(source) else label
 
 
-# Words of a GPU's name that do not tell two models apart: vendor and line, memory, form factor.
-_GPU_NOISE = re.compile(r"\b(NVIDIA|GeForce|Tesla|Quadro|AMD|Radeon|Instinct|GPU|\d+GB|HBM\w*|PCIe|"
-                        r"SXM\d*|NVL)\b", re.IGNORECASE)
-
-
-def _short_device(text: str, world: int | None = None) -> str:
-    """core.device.describe's text, compact for the table: "NVIDIA H100 80GB HBM3 (cuda)" -> "H100",
-    "NVIDIA GeForce RTX 4090 (cuda)" -> "RTX 4090", "CPU (2 threads)" -> "CPU ×2", "Apple GPU
-    (mps)" -> "MPS"; "2× H100" for a run on two processes."""
-    name, _, kind = str(text).partition(" (")
-    if kind.rstrip(")").split()[-1:] in (["thread"], ["threads"]):
-        short = f"CPU ×{kind.split()[0]}"
-    elif kind.startswith("cuda"):
-        # "A100-SXM4-80GB": the model is before the first dash.
-        short = " ".join(_GPU_NOISE.sub(" ", name.split("-")[0]).split()[:3]) or name
-    elif kind.startswith("mps"):
-        short = "MPS"
-    else:
-        short = name
-    return f"{world}× {short}" if world and int(world) > 1 else short
-
-
 def _result(final: dict) -> str:
     """The run's headline number: a GAN's last Wasserstein estimate, a classifier's test accuracy."""
     if "test/accuracy" in final:
@@ -96,23 +67,22 @@ def _result(final: dict) -> str:
 rows = []
 for r in runs:
     s, summ = statuses[r.name], summaries[r.name]
-    config, final = summ["config"], summ["final"]
-    source, classes = _first(config, "source"), _first(config, "classes")
+    header, final = summ["header"], summ["final"]
+    classes = header.classes
     step, total = s.get("step"), s.get("total_steps")
     rows.append({
         "run": r.name,
         # Progress only while it moves, in percent: "12,345 / 20,000" took two columns' room.
         "state": (f"{s.get('state')} · {100 * (step or 0) / total:.0f}%"
                   if total and s.get("state") in ACTIVE_STATES else s.get("state")),
-        "data": _data(source),
-        "classes": ("all" if isinstance(classes, list) and set(classes) == set(CLASSES) else
-                    ", ".join(classes) if isinstance(classes, list) else classes) or "all",
-        "size": _first(config, "size"),
+        "data": _data(header.data_source),
+        "classes": "all" if not classes or set(classes) == set(CLASSES) else ", ".join(classes),
+        "size": header.section("data").get("size"),
         # The loss names a GAN run, the architecture a classifier run: no separate job column.
-        "model": _first(config, "loss") or _first(config, "arch") or JOBS.get(jobs.run_command(r), ""),
-        "extras": _extras(config),
+        "model": header.loss or header.section("model").get("arch") or JOBS.get(header.command, ""),
+        "extras": _extras(header),
         "result": _result(final),
-        "device": _short_device(s["device"], s.get("world_size")) if s.get("device") else ""})
+        "device": short_name(s["device"], s.get("world_size")) if s.get("device") else ""})
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs_table", column_config={
     "run": st.column_config.TextColumn(pinned=True),
     # A width, since the grid sized this column by its header and cut "GAN + Aug" to "GAN + A".

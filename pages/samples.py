@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import CLASSES
 from core.checkpoint import read_meta
+from core.gan_runs import run_class
 from core.nearest import copy_check
 from core.runstore import runs_root
 from ui import cache, jobs, shipped, state
@@ -31,33 +32,16 @@ if not runs:
     st.info("No GAN run of yours has saved samples or checkpoints yet. Start one on **Train GAN**; "
             "its samples, their progression over training and the copy check appear here.")
     st.stop()
-names = [r.name for r in runs]
-preferred = st.session_state.get("samples_run") or st.session_state.get("gan_run")
-if st.session_state.get("samples_run_pick") not in names:
-    st.session_state["samples_run_pick"] = preferred if preferred in names else names[0]
-# A run started or picked on Train GAN since this page last looked is the one to show.
-gan_run = st.session_state.get("gan_run")
-if gan_run != st.session_state.get("samples_followed") and gan_run in names:
-    st.session_state["samples_run_pick"] = gan_run
-st.session_state["samples_followed"] = gan_run
 c1, c2 = st.columns([2, 1])
-with c1:
-    name = st.selectbox("GAN run", names, key="samples_run_pick")
-st.session_state["samples_run"] = name
-store = runs[names.index(name)]
+with c1:   # a run started or picked on Train GAN since this page last looked is the one shown
+    store = jobs.pick_run(runs, "samples_run", label="GAN run", follow="gan_run")
+name = store.name
 ckpts = store.checkpoints()
 if store.is_active():  # this page does not poll; say so rather than look frozen
     a1, a2 = st.columns([4, 1], vertical_alignment="center")
     a1.info("This run is still training: newer grids and checkpoints appear when you refresh.",
             icon=":material/hourglass_top:")
     a2.button("Refresh", key="samples_refresh", icon=":material/refresh:")
-
-
-def _trained_class(meta: dict) -> str:
-    """The class the generator was trained on, from its checkpoint's data config."""
-    data = meta.get("data") or {}
-    classes = meta.get("classes") or data.get("classes") or []
-    return classes[0] if len(classes) == 1 else "synthetic"
 
 
 left, right = st.columns(2, gap="large")
@@ -97,7 +81,7 @@ if not loaded:
     st.stop()
 model, meta = loaded
 latent_dim, size = int(model.config.latent_dim), int(model.config.size)
-label = _trained_class(meta)
+label = run_class(meta) or "synthetic"
 loss = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (clipping)", "gan": "GAN"}.get(meta.get("loss"), "?")
 trained_on = label if label != "synthetic" else ", ".join(meta.get("classes") or []) or "?"
 right.caption(f"{loss} generator at step {meta.get('step', '?')} · {size}x{size} px · "

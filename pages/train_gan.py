@@ -6,8 +6,9 @@ only reads and writes its run directory."""
 import streamlit as st
 
 from core import CLASSES
+from core import live as live_params
 from core.data import DataConfig
-from core.losses import LIVE_RANGES, LOSS_DEFAULTS
+from core.losses import LOSS_DEFAULTS
 from core.runstore import RunStore
 from ui import jobs, live, nav, state
 from ui.errors import attempt
@@ -49,35 +50,25 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
     # Defaults as the command line resolves them: the preset's values, else the loss's paper ones.
     d = {**LOSS_DEFAULTS[loss], **p}
     k = f"{loss}_{preset}"  # each (loss, preset) keeps its own edits
-    h = st.columns(6)
+    # The live fields for this loss (lambda for WGAN-GP, clip for WGAN) last, as core.live says.
+    specs = sorted(live_params.for_loss(loss), key=lambda spec: len(spec.losses) < 3)
+    h = st.columns(2 + len(specs))
     with h[0]:
         state.seed(f"gan_steps_{k}", int(d.get("steps", 1000)))
         steps = st.number_input("Steps", 1, 1_000_000, key=f"gan_steps_{k}")
     with h[1]:
         state.seed(f"gan_batch_{k}", int(d.get("batch_size", 16)))
         batch = st.number_input("Batch size", 1, 1024, key=f"gan_batch_{k}")
-    with h[2]:
-        state.seed(f"gan_ncritic_{k}", int(d["n_critic"]))
-        n_critic = st.number_input("n_critic", *LIVE_RANGES["n_critic"], key=f"gan_ncritic_{k}")
-    with h[3]:
-        state.seed(f"gan_lrc_{k}", float(d["lr_critic"]))
-        lr_c = st.number_input("lr critic", *LIVE_RANGES["lr_critic"], format="%.1e", step=1e-5,
-                               key=f"gan_lrc_{k}")
-    with h[4]:
-        state.seed(f"gan_lrg_{k}", float(d["lr_gen"]))
-        lr_g = st.number_input("lr generator", *LIVE_RANGES["lr_gen"], format="%.1e", step=1e-5,
-                               key=f"gan_lrg_{k}")
-    with h[5]:
-        extra = {}
-        if loss == "wgan-gp":
-            state.seed(f"gan_lambda_{k}", float(d["gp_lambda"]))
-            extra["gp_lambda"] = st.number_input("lambda (GP)", *LIVE_RANGES["gp_lambda"],
-                                                 key=f"gan_lambda_{k}")
-        elif loss == "wgan":
-            state.seed(f"gan_clip_{k}", float(d["clip"]))
-            # 1e-4 at least: 0 would mean no clipping, which is no WGAN.
-            extra["clip"] = st.number_input("clip c", 1e-4, LIVE_RANGES["clip"][1], format="%.3f",
-                                            key=f"gan_clip_{k}")
+    live_values = {}
+    for col, spec in zip(h[2:], specs):
+        with col:
+            key = f"gan_{spec.name}_{k}"
+            state.seed(key, (int if spec.integer else float)(d[spec.name]))
+            small = not spec.integer and spec.high <= 1
+            live_values[spec.name] = st.number_input(
+                spec.label, spec.form_low, spec.high, key=key,
+                **({"format": "%.1e" if spec.name.startswith("lr") else "%.3f", "step": 1e-5}
+                   if small else {}))
     a = st.columns([1, 1, 1, 2])  # the toggle's label needs two columns' width
     with a[0]:
         state.seed(f"gan_log_every_{k}", int(d.get("log_every", 10)))
@@ -113,10 +104,10 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
                  help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue "
                       "and starts by itself; the live view below says where it stands."):
         args = jobs.gan_args(data_cfg, loss=loss, size=int(size), preset=preset, steps=int(steps),
-                             batch_size=int(batch), n_critic=int(n_critic), lr_critic=float(lr_c),
-                             lr_gen=float(lr_g), klass=None if klass == "all classes" else klass,
+                             batch_size=int(batch), live=live_values,
+                             klass=None if klass == "all classes" else klass,
                              log_every=int(log_every), sample_every=int(sample_every),
-                             train_split_only=train_only, holdout=holdout_pct / 100, **extra)
+                             train_split_only=train_only, holdout=holdout_pct / 100)
         run = attempt(jobs.start, "train-gan", args, f"gan-{loss}", what="starting the run")
         if run is not None:
             st.session_state["gan_run"] = run.name
@@ -127,21 +118,7 @@ runs = jobs.gan_runs()
 if not runs:
     st.info("No GAN runs yet: start one above, or press *Train the CPU demo* on Home.")
     st.stop()
-names = [r.name for r in runs]
-if st.session_state.get("gan_run") not in names:
-    st.session_state["gan_run"] = jobs.default_run(runs).name
-if st.session_state.get("gan_run_pick") != st.session_state["gan_run"]:
-    st.session_state["gan_run_pick"] = st.session_state["gan_run"]
-
-
-def _picked():
-    st.session_state["gan_run"] = st.session_state["gan_run_pick"]
-
-
-# Plain names: a state in the label ("· running") stayed stale in the browser after the run
-# paused or ended, since a keyed selectbox keeps the label it drew; the panel's badge shows it.
-st.selectbox("Run", names, key="gan_run_pick", on_change=_picked)
-store = RunStore(runs[names.index(st.session_state["gan_run"])].path)
+store = RunStore(jobs.pick_run(runs, "gan_run").path)
 # Only once it has trained: a run stopped at step 0 has just the grid of its untrained generator.
 # The row's container is drawn in every state: appearing only when the run ended, it shifted
 # everything below it, and for a moment the browser showed the old sliders above the new ones.
@@ -152,7 +129,7 @@ if store.status().get("state") in ("finished", "stopped") and any(s > 0 for s, _
     if row.button("Train a classifier with them", key="gan_to_classifier", icon=":material/analytics:",
                   help="Opens the Classifier page with this run picked under *Synthetic samples* "
                        "for the class it was trained on."):
-        klass = (store.config().get("data") or {}).get("classes") or []
+        klass = store.header().classes
         if len(klass) == 1:
             state.preset(f"clf_syn_{klass[0]}", store.name)
         st.session_state["clf_open_form"] = True

@@ -175,7 +175,8 @@ def test_the_ablation_command_keeps_a_run_directory_status(tmp_path):
                      "--fractions", "1.0", "--run-dir", str(out)]) == 0
     status = RunStore(out).status()
     assert status["state"] == "finished" and status["step"] == 100
-    assert RunStore(out).config()["command"] == "ablation"
+    header = RunStore(out).header()
+    assert header.command == "ablation" and header.section("ablation")["seeds"]
     assert (out / "ablation.csv").is_file()
     assert cli.main(["ablation", "--data", "phantom:6", "--arms", "mixup",
                      "--run-dir", str(tmp_path / "bad")]) == 2

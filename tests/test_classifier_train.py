@@ -55,7 +55,7 @@ def test_two_epochs(tmp_path):
         assert wide[name].dropna().size == 2
         assert all(math.isfinite(v) for v in wide[name].dropna())
     assert store.status()["state"] == "finished"
-    assert json.loads((store.path / "config.json").read_text())["train"]["epochs"] == 2
+    assert store.header().section("train")["epochs"] == 2
 
     model, meta = load_classifier(store.checkpoints_dir / "best.safetensors")
     assert meta["final"] and meta["classes"] == ds.classes

@@ -17,10 +17,9 @@ from core.gan_metrics import (
     feature_metrics,
     frechet_distance,
     precision_recall,
-    run_class,
-    sample_run,
     two_sample_test,
 )
+from core.gan_runs import run_class, sample_run
 from core.models import Generator, GeneratorConfig, save_generator
 
 

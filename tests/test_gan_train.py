@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from core import control, gan_runs, losses
 from core import gan_train as gt
-from core import losses
 from core.checkpoint import load_training_state, read_meta
 from core.data import DataConfig, ImageDataset, select_classes
 from core.errors import UserError
@@ -25,7 +25,8 @@ from core.runstore import RunStore
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 16
 EXPECTED = {"loss/critic", "loss/gen", "wgan/w_estimate", "d/real_mean", "d/fake_mean",
-            "time/step_s", "throughput/img_s", "lr/critic", "lr/gen", "lambda", "n_critic"}
+            "time/step_s", "throughput/img_s", "live/lr_critic", "live/lr_gen", "live/gp_lambda",
+            "live/n_critic", "live/clip"}
 GP_NAMES = {"wgan/gp", "wgan/grad_norm_mean", "wgan/grad_norm_std"}
 
 
@@ -37,8 +38,8 @@ def _tiny_world(monkeypatch):
     rng = np.random.default_rng(0)
     dataset = ImageDataset(rng.integers(0, 256, (24, SIZE, SIZE), dtype=np.uint8),
                            np.zeros(24, dtype=int), ["NORMAL"])
-    monkeypatch.setattr(gt, "load_dataset", lambda config, download=False: dataset)
-    monkeypatch.setitem(gt._SIGNALLED, "stop", False)
+    monkeypatch.setattr(gan_runs, "load_dataset", lambda config, download=False: dataset)
+    monkeypatch.setitem(control._SIGNALLED, "stop", False)
     yield
     torch.set_num_threads(n)
 
@@ -76,7 +77,7 @@ def test_heldout_check_scores_unseen_images_with_each_grid(tmp_path):
 
 def test_heldout_images_are_kept_out_of_training(tmp_path):
     data, gen, critic, train = configs(holdout=0.4)
-    images, held, _ = gt.load_images(data, gen, train)
+    images, held, _ = gan_runs.load_images(data, gen, train)
     assert (len(images), len(held)) == (12, 12)
     seen = {bytes(x.numpy()) for x in images}
     assert not seen & {bytes(x.numpy()) for x in held}
@@ -104,9 +105,10 @@ class _MeanPixel(torch.nn.Module):
 def test_resuming_a_run_from_before_the_check_keeps_every_image(tmp_path, monkeypatch):
     assert run(tmp_path / "old", steps=1)[0] == "finished"
     store = RunStore(tmp_path / "old")
-    config = store.config()
-    del config["train"]["holdout"]                     # as written before the check existed
-    store.write_config(config)
+    header = store.header()
+    del header.configs["train"]["holdout"]             # as written before the check existed
+    # ... and in the layout of config.json then (core.runheader reads it).
+    store.write_config({"kind": "gan", **header.configs, **header.info})
     seen = {}
 
     def fake_train(store, data, gen, critic, tc, resume, download=False):
@@ -130,7 +132,7 @@ def test_one_step_of_each_loss_logs_finite_metrics(tmp_path, loss):
     assert (GP_NAMES <= names) == (loss == "wgan-gp")
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics["value"])
     wide = store.metrics_wide()
-    assert wide.loc[1, "n_critic"] == 2 and wide.loc[1, "lambda"] == (10.0 if loss == "wgan-gp" else 0.0)
+    assert wide.loc[1, "live/n_critic"] == 2 and wide.loc[1, "live/gp_lambda"] == (10.0 if loss == "wgan-gp" else 0.0)
     # Real values, not placeholders: BCE losses are positive; W estimate = real mean - fake mean.
     assert wide.loc[1, "loss/gen"] != 0 and wide.loc[1, "loss/critic"] != 0
     if loss == "gan":
@@ -161,8 +163,9 @@ def test_live_control_is_applied_and_recorded(tmp_path):
     state, store = run(store_path, steps=3, sample_every=10, progress=steer)
     assert state == "finished"
     wide = store.metrics_wide()
-    assert wide.loc[1, "lambda"] == 10.0 and wide.loc[1, "n_critic"] == 2
-    assert wide.loc[2, "lambda"] == 3.0 and wide.loc[2, "n_critic"] == 1 and wide.loc[2, "lr/gen"] == 5e-4
+    assert wide.loc[1, "live/gp_lambda"] == 10.0 and wide.loc[1, "live/n_critic"] == 2
+    assert wide.loc[2, "live/gp_lambda"] == 3.0 and wide.loc[2, "live/n_critic"] == 1
+    assert wide.loc[2, "live/lr_gen"] == 5e-4
     events = store.events("control")
     assert len(events) == 1 and events.iloc[0]["step"] == 2
     assert events.iloc[0]["payload"] == {"gp_lambda": 3.0, "n_critic": 1, "lr_gen": 5e-4}
@@ -206,7 +209,7 @@ def test_pause_resume_and_stop_from_control(tmp_path):
 def test_sigterm_stops_with_a_checkpoint(tmp_path):
     def signal_at_1(step, total, metrics):
         if step == 1:
-            gt._on_sigterm(15, None)
+            control._on_sigterm(15, None)
 
     state, store = run(tmp_path / "term", steps=5, progress=signal_at_1)
     assert state == "stopped"
@@ -282,7 +285,7 @@ def test_class_filter_trains_on_the_chosen_class(tmp_path, monkeypatch):
     two = ImageDataset(rng.integers(0, 256, (10, SIZE, SIZE), dtype=np.uint8),
                        np.array([0] * 4 + [1] * 6), ["COVID-19", "NORMAL"])
     # The real class filter (core.data.select_classes) on a small in-memory source.
-    monkeypatch.setattr(gt, "load_dataset", lambda config, download=False: select_classes(two, config.classes))
+    monkeypatch.setattr(gan_runs, "load_dataset", lambda config, download=False: select_classes(two, config.classes))
     data, gen, critic, train = configs(steps=1)
     store = RunStore(tmp_path / "covid", create=True)
     seen = {}
@@ -318,7 +321,7 @@ def test_cli_flags_override_the_preset():
     assert data.source == "phantom:5" and data.size == gen.size == critic.size == 32
     assert (train.loss, train.steps, train.batch_size, train.betas) == ("wgan", 7, 16, (0.5, 0.99))
     assert critic.norm == "layer" and gen.latent_dim == 32
-    assert gen.width == gt.PRESETS["cpu-tiny"]["generator"]["width"]
+    assert gen.width == gan_runs.PRESETS["cpu-tiny"]["generator"]["width"]
 
 
 def test_cli_resume_without_checkpoint_is_a_user_error(tmp_path):
@@ -346,7 +349,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     store = RunStore(tmp_path / "ddp")
     status = store.status()
     assert status["state"] == "finished" and status["world_size"] == 2 and status["step"] == 2
-    assert store.config()["world_size"] == 2
+    assert store.header().info["world_size"] == 2
     assert (store.checkpoints_dir / "latest.safetensors").is_file()
     # Rank 0 alone wrote: one row per name and step (the held-out check with the grids at 0 and 2).
     assert set(store.metrics()["step"]) == {0, 1, 2} and status["heldout_images"] == 11

@@ -214,12 +214,13 @@ def _hostile_run(base: Path, path: Path, edit) -> Path:
 
 def _set_config(run: Path, **parts):
     config = json.loads((run / "config.json").read_text())
+    configs = config["configs"]
     for key, value in parts.items():
         section, _, field = key.partition("__")
         if field:
-            config[section][field] = value
+            configs[section][field] = value
         else:
-            config[section] = value
+            configs[section] = value
     (run / "config.json").write_text(json.dumps(config))
 
 

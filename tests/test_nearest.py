@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from core import gan_runs
 from core import gan_train as gt
 from core.errors import UserError
-from core.nearest import copy_check, nearest, run_images
+from core.gan_runs import run_images
+from core.nearest import copy_check, nearest
+from core.runstore import RunStore
 
 
 def test_nearest_finds_exact_and_shifted_copies():
@@ -40,8 +43,8 @@ def tiny_run(tmp_path_factory):
 
 
 def test_copy_check_reloads_the_runs_own_split(tiny_run):
-    data, gen, _, train = gt.saved_configs(json.loads((tiny_run / "config.json").read_text()))
-    images, held, _ = gt.load_images(data, gen, train)
+    data, gen, _, train = gan_runs.saved_configs(RunStore(tiny_run).header())
+    images, held, _ = gan_runs.load_images(data, gen, train)
     # A training image is a copy (distance 0, found); a held-out one (the farthest) is not.
     far = int(np.argmax(nearest(held.numpy(), images.numpy())[1]))
     samples = np.concatenate([images[[4]].numpy(), held[[far]].numpy()])[:, 0]    # (2, 32, 32)
@@ -57,7 +60,7 @@ def test_copy_check_reloads_the_runs_own_split(tiny_run):
 def test_copy_check_of_a_run_without_held_out_images(tiny_run, tmp_path):
     # A run from before the check: every image trained, so there is no real-image scale.
     saved = json.loads((tiny_run / "config.json").read_text())
-    del saved["train"]["holdout"]
+    del saved["configs"]["train"]["holdout"]
     old = tmp_path / "old"
     old.mkdir()
     (old / "config.json").write_text(json.dumps(saved))

@@ -30,6 +30,17 @@ def test_metrics_events_and_status_round_trip(tmp_path):
     assert app.metrics()["step"].max() == 1 and app.events().empty
 
 
+def test_live_metrics_of_old_runs_read_under_their_new_names(tmp_path):
+    # Runs from before the "live/" prefix logged lambda, n_critic, lr/critic and lr/gen.
+    store = RunStore(tmp_path / "run", create=True)
+    store.log_metrics(1, {"lambda": 10.0, "n_critic": 5.0, "lr/critic": 1e-4, "loss/gen": 0.5})
+    store.log_metrics(2, {"live/gp_lambda": 3.0, "loss/gen": 0.4})
+    wide = store.metrics_wide(["live/gp_lambda", "live/n_critic", "live/lr_critic"])
+    assert wide["live/gp_lambda"].tolist() == [10.0, 3.0]
+    assert wide.loc[1, "live/n_critic"] == 5.0 and wide.loc[1, "live/lr_critic"] == 1e-4
+    assert store.metric_names() == ["live/gp_lambda", "live/lr_critic", "live/n_critic", "loss/gen"]
+
+
 def test_control_reports_only_changes(tmp_path):
     job = RunStore(tmp_path / "run", create=True)
     app = RunStore(tmp_path / "run")

@@ -102,3 +102,22 @@ def test_holdout_patients_takes_every_source():
     _, held = holdout_patients(data, 0.2, seed=0)
     sources = [data.metas[i]["source"] for i in held]
     assert sources.count("A") == 12 and sources.count("B") == 6
+
+
+def test_one_patient_split_read_from_every_config_that_names_it():
+    from core.classifier_train import ClassifierTrainConfig
+    from core.data import DataConfig
+    from core.splits import PatientSplit
+
+    # The defaults of both configs are the split's: a GAN on --data-split train and a
+    # classifier with default settings hold out the same patients.
+    assert PatientSplit.of_data(DataConfig()) == PatientSplit.of_classifier(ClassifierTrainConfig())
+    assert PatientSplit.of_data(DataConfig(split_seed=3)) != PatientSplit()
+    assert PatientSplit.of_data({"split_seed": 3}) == PatientSplit(seed=3)
+    assert PatientSplit.of_meta({"val_fraction": 0.2, "seed": 1}) == PatientSplit(0.2, 0.0, 1, 1.0)
+    ds = _toy(30)
+    split = PatientSplit(0.2, 0.2, 0, 0.5)
+    parts = split.parts(ds)
+    whole = PatientSplit(0.2, 0.2, 0).parts(ds)
+    assert set(parts["train"]) < set(whole["train"])          # half of the training patients
+    assert list(parts["val"]) == list(whole["val"]) and list(parts["test"]) == list(whole["test"])

@@ -114,9 +114,9 @@ def generate(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
 
 @st.cache_data(max_entries=2, show_spinner=False)
 def run_images(run_path: str, config_mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """core.nearest.run_images: a GAN run's training and held-out images, loaded once per run
+    """core.gan_runs.run_images: a GAN run's training and held-out images, loaded once per run
     (rendering or decoding them again takes seconds), whatever samples are compared with them."""
-    from core.nearest import run_images as load
+    from core.gan_runs import run_images as load
 
     return load(run_path)
 
@@ -164,14 +164,16 @@ def run_metrics(path: str, names: tuple[str, ...], stamp: str):
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def run_summary(path: str, stamp: str) -> dict:
-    """{"config": flat config dict, "final": {metric: last value}, "names": [metric names]}."""
+    """{"header": its RunHeader, "config": its configs and info flattened ("data.source", ...),
+    "final": {metric: last value}, "names": [metric names]}."""
     from core.runstore import RunStore
 
     store = RunStore(path)
-    config = store.config()
-    flat = pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
+    header = store.header()
+    both = {**header.configs, **header.info}
+    flat = pd.json_normalize(both, sep=".").iloc[0].to_dict() if both else {}
     last = store.metrics().groupby("name")["value"].last() if store.metric_names() else {}
-    return {"config": flat, "final": dict(last), "names": store.metric_names()}
+    return {"header": header, "config": flat, "final": dict(last), "names": store.metric_names()}
 
 
 # ---- classifier runs and predictions (Classifier and Diagnose pages) ----------------------

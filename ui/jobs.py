@@ -13,16 +13,7 @@ from core.runstore import ACTIVE_STATES, RunStore, list_runs, runs_root
 
 def run_command(store: RunStore) -> str:
     """The CLI command that made a run ("train-gan", "train-classifier", ...), or ""."""
-    command = store.status().get("command") or []
-    if command:  # written by launch()
-        return str(command[0])
-    config = store.config()  # runs started on the command line
-    if config.get("command"):  # train-classifier writes its command
-        return str(config["command"])
-    kind = config.get("kind")  # train-gan writes its kind
-    if kind:
-        return {"gan": "train-gan", "classifier": "train-classifier"}.get(kind, str(kind))
-    return "train-gan" if "-gan-" in store.name else ""  # pages name GAN runs ...-gan-<loss>-...
+    return store.header().command
 
 
 def gan_runs() -> list[RunStore]:
@@ -40,6 +31,35 @@ def default_run(runs: list[RunStore]) -> RunStore | None:
         if r.is_active():
             return r
     return runs[0] if runs else None
+
+
+def pick_run(runs: list[RunStore], chosen: str, label: str = "Run",
+             follow: str | None = None) -> RunStore:
+    """A selectbox over `runs` (newest first) whose choice lives in st.session_state[chosen], so
+    other pages can set it and it survives reruns; with none chosen (or one deleted since), the
+    newest active run, else the newest. `follow`: another page's choice (a session key) that
+    becomes this one whenever it changes. The widget's key is chosen + "_pick"."""
+    import streamlit as st
+
+    ss, names, widget = st.session_state, [r.name for r in runs], f"{chosen}_pick"
+    if follow:
+        if ss.get(follow) in names and ss.get(follow) != ss.get(f"{chosen}_followed"):
+            ss[chosen] = ss[follow]
+        ss[f"{chosen}_followed"] = ss.get(follow)
+    if ss.get(chosen) not in names:
+        ss[chosen] = default_run(runs).name
+    if ss.get(widget) != ss[chosen]:
+        ss[widget] = ss[chosen]
+    # Plain names: a state in the label ("· running") stayed stale in the browser after the run
+    # paused or ended, since a keyed selectbox keeps the label it drew; the pages show it.
+    st.selectbox(label, names, key=widget, on_change=_picked, args=(chosen, widget))
+    return runs[names.index(ss[chosen])]
+
+
+def _picked(chosen: str, widget: str) -> None:
+    import streamlit as st
+
+    st.session_state[chosen] = st.session_state[widget]
 
 
 def session_owner() -> str:
@@ -77,7 +97,7 @@ def gan_generators() -> dict[str, tuple[str | None, int | None, str | None]]:
     """{GAN run name: (the class it was trained on or None, its image size, its loss)} of the
     runs that have a readable generator; others are not offered."""
     from core.checkpoint import read_meta
-    from core.gan_metrics import run_checkpoint, run_class
+    from core.gan_runs import run_checkpoint, run_class
 
     out = {}
     for r in gan_runs():
@@ -149,34 +169,30 @@ def delete_run(store: RunStore) -> None:
 
 
 def gan_presets() -> dict[str, dict]:
-    """core.gan_train.PRESETS flattened for the form: {"cpu-tiny": {"size", "steps",
+    """core.gan_runs.PRESETS flattened for the form: {"cpu-tiny": {"size", "steps",
     "batch_size", "lr_critic", ...}, ...} (train fields, plus the data size)."""
-    from core.gan_train import PRESETS
+    from core.gan_runs import PRESETS
 
     return {name: {**p.get("train", {}), **({"size": p["data"]["size"]} if "size" in p.get("data", {}) else {})}
             for name, p in PRESETS.items()}
 
 
-def gan_args(data, loss: str, size: int, preset: str, steps: int, batch_size: int, n_critic: int,
-             lr_critic: float, lr_gen: float, klass: str | None = None, gp_lambda: float | None = None,
-             clip: float | None = None, log_every: int | None = None,
+def gan_args(data, loss: str, size: int, preset: str, steps: int, batch_size: int,
+             live: dict | None = None, klass: str | None = None, log_every: int | None = None,
              sample_every: int | None = None, train_split_only: bool = False,
              holdout: float | None = None) -> list[str]:
     """The `train-gan` flags for a DataConfig and the form's choices (explicit flags override
     the preset, as on the command line)."""
     args = ["--data", data.source, "--loss", loss, "--preset", preset, "--size", str(size),
-            "--steps", str(steps), "--batch-size", str(batch_size), "--n-critic", str(n_critic),
-            "--lr-critic", f"{lr_critic:g}", "--lr-gen", f"{lr_gen:g}", "--data-seed", str(data.seed)]
+            "--steps", str(steps), "--batch-size", str(batch_size), "--data-seed", str(data.seed)]
+    for name, value in (live or {}).items():   # train-gan's flags of core.live's fields
+        args += ["--" + name.replace("_", "-"), f"{value:g}"]
     if data.source.startswith("phantom"):
         args += ["--data-phantom-per-class", str(data.phantom_per_class)]
     if data.keep_extra_classes:
         args += ["--data-keep-extra-classes", "true"]
     if klass:
         args += ["--data-classes", klass]
-    if gp_lambda is not None:
-        args += ["--gp-lambda", f"{gp_lambda:g}"]
-    if clip is not None:
-        args += ["--clip", f"{clip:g}"]
     if log_every:
         args += ["--log-every", str(log_every)]
     if sample_every:

@@ -12,63 +12,37 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core import live as live_params
+from core import runstore
 from core.jobqueue import is_waiting
-from core.losses import LIVE_RANGES, LOSS_DEFAULTS
+from core.losses import LOSS_DEFAULTS
 from core.runstore import ACTIVE_STATES, RunStore
 from ui import cache, jobs, plots
 
 PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
-    "wgan/grad_norm_std", "time/step_s", "throughput/img_s", "lambda", "n_critic", "lr/critic",
-    "lr/gen"]
+    "wgan/grad_norm_std", "time/step_s", "throughput/img_s", *(s.metric for s in live_params.SPECS)]
 MAX_POINTS = 1500  # per trace in the browser; longer histories are thinned evenly
 BADGE = {"queued": "gray", "running": "green", "paused": "orange", "finished": "blue",
          "stopped": "gray", "failed": "red"}
-LAMBDAS = [0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
-LRS = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3]
-CLIPS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1]
-
-
-def _find(config: dict, key: str):
-    """The first value of `key` anywhere in a nested config dict, or None."""
-    if key in config:
-        return config[key]
-    for v in config.values():
-        if isinstance(v, dict) and (found := _find(v, key)) is not None:
-            return found
-    return None
 
 
 def run_loss(store: RunStore) -> str:
-    loss = _find(store.config(), "loss")
-    if isinstance(loss, dict):
-        loss = loss.get("name") or loss.get("kind")
-    if loss not in LOSS_DEFAULTS:
-        command = store.status().get("command") or []
-        loss = command[command.index("--loss") + 1] if "--loss" in command else "wgan-gp"
-    return loss
+    loss = store.header().loss
+    return loss if loss in LOSS_DEFAULTS else "wgan-gp"
 
 
 def current_values(store: RunStore) -> dict:
-    """lambda, n_critic and learning rates in force: as the job publishes them in status.json
-    ("live"); for runs from before it did, the latest logged values, else the last control
-    request, else the run's config, else the loss's paper defaults."""
-    live = store.status().get("live")
-    if isinstance(live, dict) and {"gp_lambda", "n_critic", "lr_critic", "lr_gen", "clip"} <= set(live):
-        return {**live, "n_critic": int(live["n_critic"])}
-    loss = run_loss(store)
-    values = {k: LOSS_DEFAULTS[loss][k] for k in ("gp_lambda", "n_critic", "lr_critic", "lr_gen", "clip")}
-    config = store.config()
-    for k in values:
-        if (v := _find(config, k)) is not None:
-            values[k] = v
-    values.update({k: v for k, v in store.control().items() if k in values})
-    logged = {"lambda": "gp_lambda", "n_critic": "n_critic", "lr/critic": "lr_critic", "lr/gen": "lr_gen"}
-    last = store.metrics(list(logged)).groupby("name")["value"].last()
-    for metric, k in logged.items():
-        if metric in last:
-            values[k] = float(last[metric])
-    values["n_critic"] = int(values["n_critic"])
-    return values
+    """The live values in force, as the job publishes them in status.json ("live"); for a run
+    from before it did, its latest logged values over its config over the paper defaults."""
+    published = live_params.in_force(store.status())
+    if published is not None:
+        return published
+    train = store.header().section("train")
+    values = {**live_params.defaults(run_loss(store)),
+              **{k: v for k, v in train.items() if k in live_params.BY_NAME and v is not None}}
+    last = store.metrics([s.metric for s in live_params.SPECS]).groupby("name")["value"].last()
+    values.update({s.name: last[s.metric] for s in live_params.SPECS if s.metric in last})
+    return {k: live_params.check(k, v) for k, v in values.items()}
 
 
 # ---- buttons -----------------------------------------------------------------------------------------
@@ -142,7 +116,7 @@ def _steer(store: RunStore, field: str, key: str) -> None:
     # send (the second session of the browser test showed four such "Sent ..." toasts).
     if float(value) == float(current_values(store)[field]):
         return
-    store.send_control(**{field: int(value) if field == "n_critic" else float(value)})
+    store.send_control(**{field: live_params.check(field, value)})
     st.toast(f"Sent {field} = {value:g} to the run")
 
 
@@ -159,33 +133,30 @@ def steering(store: RunStore) -> None:
 
 def _steering(store: RunStore) -> None:
     active = store.is_active()
-    if not store.config():
+    if not store.header().configs:
         st.caption("Steering appears once the job has loaded its data and started training.")
         return
     loss = run_loss(store)
     now = current_values(store)
     st.markdown("**Steer the running process**" if active else
                 "**Steering** (while a run is active: this one has ended)")
-    # Labels of one line at 1024 px, or the sliders below them do not line up.
-    fields = ([("gp_lambda", "lambda (GP)", LAMBDAS)] if loss == "wgan-gp" else []) + \
-             ([("clip", "clip c", CLIPS)] if loss == "wgan" else []) + \
-             [("n_critic", "n_critic", None), ("lr_critic", "lr critic", LRS), ("lr_gen", "lr generator", LRS)]
-    cols = st.columns(len(fields))
-    for col, (field, label, options) in zip(cols, fields):
-        key = f"steer_{field}_{store.name}"
+    specs = live_params.for_loss(loss)
+    cols = st.columns(len(specs))
+    for col, spec in zip(cols, specs):
+        key = f"steer_{spec.name}_{store.name}"
         # The slider shows the value in force, whoever set it: another session's change (or
         # the command line's) moves it here too, at this page's next run.
-        value = int(now[field]) if options is None else float(now[field])
+        value = now[spec.name]
         if st.session_state.get(f"{key}_in_force") != value:
             st.session_state[key] = st.session_state[f"{key}_in_force"] = value
         with col:
-            if options is None:
-                st.slider(label, *LIVE_RANGES[field], key=key, disabled=not active,
-                          on_change=_steer, args=(store, field, key))
+            if not spec.stops:
+                st.slider(spec.label, spec.low, spec.high, key=key, disabled=not active,
+                          on_change=_steer, args=(store, spec.name, key))
             else:
-                st.select_slider(label, _options(options, st.session_state[key]), key=key,
+                st.select_slider(spec.label, _options(spec.stops, st.session_state[key]), key=key,
                                  format_func=lambda v: f"{v:g}", disabled=not active,
-                                 on_change=_steer, args=(store, field, key))
+                                 on_change=_steer, args=(store, spec.name, key))
 
 
 # ---- the live panel ----------------------------------------------------------------------------------
@@ -205,9 +176,7 @@ def _metrics(store: RunStore, status: dict) -> pd.DataFrame:
 
 
 def _wide(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        return pd.DataFrame()
-    wide = df.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+    wide = runstore.wide(df)
     if len(wide) > MAX_POINTS:
         keep = set(range(0, len(wide), len(wide) // MAX_POINTS + 1)) | {len(wide) - 1}
         # Every held-out check too: they come only with the grids, and thinning dropped them.
@@ -271,7 +240,7 @@ def render(run_path: str) -> None:
     # and before drawing anything here (what is drawn twice in one place is re-mounted).
     waiting = is_waiting(status)
     # ... and when the values in force change (a session steered), so every slider follows.
-    phase = (state, bool(store.config()), waiting, json.dumps(status.get("live"), sort_keys=True))
+    phase = (state, bool(store.header().configs), waiting, json.dumps(status.get("live"), sort_keys=True))
     phases = st.session_state.setdefault("live_phase", {})
     seen = phases.get(store.name)
     phases[store.name] = phase

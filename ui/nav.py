@@ -25,7 +25,3 @@ def path(page: str) -> str:
     st.switch_page: it resolves the same whichever script Streamlit runs as the main one."""
     return str(REPO / page)
 
-
-def available() -> list[tuple[str, str, str]]:
-    """The pages whose file exists (others are still being written)."""
-    return [p for p in PAGES if (REPO / p[0]).is_file()]

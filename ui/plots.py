@@ -9,6 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core import live
+
 # (metric, panel title) of the live panel, in reading order (2 rows x 3 columns). The last
 # panel draws both held-out check metrics (HELDOUT_LINES); images/s is in the progress line.
 # Titles of at most 14 characters in 13 px type: at 1024 px with the sidebar open a chart is
@@ -73,8 +75,7 @@ def balance_counts(before: dict[str, int], after: dict[str, int]) -> dict:
 
 
 def _change_label(payload: dict) -> str:
-    names = {"gp_lambda": "λ", "n_critic": "n_critic", "lr_critic": "lr C", "lr_gen": "lr G",
-             "clip": "clip", "paused": "paused"}
+    names = {s.name: s.marker for s in live.SPECS}
     parts = [f"{names.get(k, k)}={v:g}" if isinstance(v, float) else f"{names.get(k, k)}={v}"
              for k, v in payload.items() if k not in ("seq", "sample_now")]
     return ", ".join(parts) or "control"
@@ -189,8 +190,7 @@ _METRIC_NAMES = {
     "heldout/w_heldout": "Held-out check: W estimate, unseen images",
     "heldout/gap": "Held-out check: seen minus unseen",
     "time/step_s": "Seconds per step", "time/epoch_s": "Seconds per epoch",
-    "lambda": "Gradient penalty lambda", "n_critic": "Critic steps per generator step",
-    "lr/critic": "Critic learning rate", "lr/gen": "Generator learning rate",
+    **{s.metric: s.title for s in live.SPECS},
     "train/loss": "Training loss", "train/acc": "Training accuracy",
     "val/loss": "Validation loss", "val/acc": "Validation accuracy",
     "d/real_mean": "Critic score, real images", "d/fake_mean": "Critic score, generated images"}
