@@ -28,11 +28,12 @@ from core.classifier import (
     save_classifier,
 )
 from core.config import add_arguments as add_config_arguments
-from core.config import from_dict, override, save_json, to_dict
+from core.config import from_dict, given, save_json, to_dict
 from core.control import Control
 from core.data import DataConfig
 from core.errors import UserError, environment_reason
 from core.report import Reporter
+from core.runheader import RunHeader
 from core.splits import PatientSplit
 
 BALANCE = ("weights", "augment", "none")
@@ -504,7 +505,7 @@ def _calibrate(model, ts: _TrainingSet, mc: ClassifierConfig, meta: dict, best: 
 def train_classifier(store, data_config, model_config: ClassifierConfig,
                      train_config: ClassifierTrainConfig, augment_config=None,
                      progress: Callable[[float, str], None] | None = None,
-                     dataset=None) -> dict:
+                     dataset=None, download: bool = True) -> dict:
     """Train into the run directory of `store` (a RunStore); returns a summary dict.
 
     Writes config.json, status (+ heartbeat), per-epoch "train/loss", "train/acc", "val/loss",
@@ -532,15 +533,14 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
     device = pick_device(tc.device)
     t_start = time.time()
     report, control = Reporter(store), Control(store)
-    store.write_header(runheader.new("train-classifier", {
-        "data": to_dict(data_config), "model": to_dict(model_config), "train": to_dict(tc),
-        "augment": to_dict(augment_config) if augment_config else None}))
+    store.write_header(header(data_config, model_config, tc, augment_config))
     store.reserve_space()
     report.status("running", step=0, total_steps=tc.epochs, device=describe(device),
                   phase="loading data")
     try:
         if dataset is None:
-            dataset = load_dataset(data_config, progress, download=True)   # the user's --data
+            # `download`: the spec is the user's --data (not one read from config.json)
+            dataset = load_dataset(data_config, progress, download=download)
         ts = _training_set(dataset, tc, augment_config, device, progress)
         mc = replace(model_config, size=dataset.size, channels=int(dataset.images.shape[1]),
                      n_classes=len(dataset.classes))
@@ -599,6 +599,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a named starting configuration (cxr: the real-X-ray recipe); "
                              "explicit flags override it")
     parser.add_argument("--run-dir", help="run directory (default: a new one under runs/)")
+    parser.add_argument("--from-config", action="store_true",
+                        help="start from the configs already in --run-dir's config.json (how the "
+                             "dashboard queues a run)")
     parser.add_argument("--augment", metavar="CONFIG.json",
                         help="Augmentor settings (an AugmentConfig JSON file, or 'default')")
     parser.add_argument("--synthetic", action="append", default=[], metavar="[CLASS=]RUN_DIR",
@@ -626,22 +629,76 @@ def _augment_from_arg(value: str | None):
         raise UserError(f"the augmentation config {value}: {exc}") from None
 
 
+def build_configs(preset: str | None = None, overrides: dict | None = None
+                  ) -> tuple[DataConfig, ClassifierConfig, ClassifierTrainConfig]:
+    """A classifier run's configs: the preset's values, then `overrides` ({"data": {...},
+    "model": {...}, "train": {...}}); the data are loaded at the model's size (a data size
+    given without a model size sets both). The command line and the pages build runs this way."""
+    p, o = PRESETS.get(preset or "", {}), overrides or {}
+    data_config, model_config, train_config = (
+        from_dict(cls, {**p.get(k, {}), **o.get(k, {})}) for k, cls in (
+            ("data", DataConfig), ("model", ClassifierConfig), ("train", ClassifierTrainConfig)))
+    if "size" not in o.get("model", {}) and "size" in o.get("data", {}):
+        model_config = replace(model_config, size=data_config.size)
+    return replace(data_config, size=model_config.size), model_config, train_config
+
+
 def configs(args: argparse.Namespace) -> tuple[DataConfig, ClassifierConfig, ClassifierTrainConfig]:
     """The run's configs: the preset's (if any), then every flag the user gave."""
-    preset = PRESETS.get(getattr(args, "preset", None) or "", {})
-    data_config = override(from_dict(DataConfig, preset.get("data")), args, prefix="data_")
+    overrides = {"data": given(args, DataConfig, "data_"), "model": given(args, ClassifierConfig),
+                 "train": given(args, ClassifierTrainConfig)}
     if args.data:
-        data_config = replace(data_config, source=args.data)
-    model_config = override(from_dict(ClassifierConfig, preset.get("model")), args)
-    if args.size is None and args.data_size is not None:
-        model_config = replace(model_config, size=args.data_size)
-    data_config = replace(data_config, size=model_config.size)
-    return data_config, model_config, override(from_dict(ClassifierTrainConfig, preset.get("train")), args)
+        overrides["data"]["source"] = args.data
+    return build_configs(getattr(args, "preset", None), overrides)
+
+
+def header(data_config, model_config, train_config, augment_config=None) -> RunHeader:
+    """config.json of a classifier run with these configs."""
+    return runheader.new("train-classifier", {
+        "data": to_dict(data_config), "model": to_dict(model_config), "train": to_dict(train_config),
+        "augment": to_dict(augment_config) if augment_config else None})
+
+
+def saved_configs(header: RunHeader):
+    """(data, model, train, augment or None) configs of a classifier run's config.json, checked
+    field by field (ValueError naming the bad field)."""
+    from core.augment import AugmentConfig
+    from core.config import checked
+
+    parts = []
+    for key, cls in (("data", DataConfig), ("model", ClassifierConfig),
+                     ("train", ClassifierTrainConfig), ("augment", AugmentConfig)):
+        value = header.configs.get(key)
+        try:
+            parts.append(None if key == "augment" and value is None else checked(cls, value))
+        except ValueError as exc:
+            raise ValueError(f"'{key}' in config.json: {exc}") from None
+    return tuple(parts)
+
+
+def _print_progress(fraction: float, message: str) -> None:
+    print(f"[{fraction:4.0%}] {message}", flush=True)
 
 
 def main(args: argparse.Namespace) -> int:
     from core.runstore import RunStore, new_run_dir
 
+    if args.from_config:
+        extra = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if v not in (None, False, []) and k not in ("command", "run_dir", "from_config")]
+        if extra or not args.run_dir:
+            raise UserError("--from-config starts from --run-dir's config.json as it is"
+                            + (f"; leave out {', '.join(extra)}" if extra else "; give --run-dir"))
+        store = RunStore(args.run_dir)
+        store.refuse_links()
+        try:
+            data_config, model_config, train_config, augment = saved_configs(store.header())
+        except ValueError as exc:
+            raise UserError(f"{store.path}: cannot start from its config.json: {exc}") from None
+        summary = train_classifier(store, data_config, model_config, train_config, augment,
+                                   _print_progress, download=False)
+        print(json.dumps(summary, indent=1))
+        return 0
     data_config, model_config, train_config = configs(args)
     if args.synthetic:
         train_config = replace(train_config,
@@ -650,11 +707,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--synthetic needs --synthetic-per-class N (generated images per class)")
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir("classifier")
     store = RunStore(run_dir, create=True)
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{fraction:4.0%}] {message}", flush=True)
-
     summary = train_classifier(store, data_config, model_config, train_config,
-                               _augment_from_arg(args.augment), progress)
+                               _augment_from_arg(args.augment), _print_progress)
     print(json.dumps(summary, indent=1))
     return 0

@@ -139,6 +139,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
                            if field.default is not dataclasses.MISSING else field.name)
 
 
+def given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict:
+    """{field: value} of every field of dataclass `cls` the user set on the command line (the
+    flags add_arguments made), for a job's overrides."""
+    return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
+            if getattr(args, prefix + f.name, None) is not None}
+
+
 def override(config: T, args: argparse.Namespace, prefix: str = "") -> T:
     """A copy of `config` with every field the user set on the command line replaced."""
     changes = {}

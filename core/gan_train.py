@@ -29,7 +29,7 @@ from core import runheader
 from core.atomic import atomic_path
 from core.checkpoint import load_training_state, save_training_state
 from core.config import add_arguments as add_config_arguments
-from core.config import from_dict, override, to_dict
+from core.config import from_dict, given, override, to_dict
 from core.control import Control, stop_on_sigterm
 from core.data import DataConfig
 from core.device import available, describe, pick_device
@@ -374,12 +374,10 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
     fixed_z = torch.randn(config.n_samples, gen_config.latent_dim,
                           generator=torch.Generator().manual_seed(config.seed))   # (n, latent) on CPU
     start, fixed_z = _start(store, report, trainer, config, ctx, device, resume, fixed_z)
-    header = runheader.new("train-gan", {
-        "data": to_dict(data_config), "generator": to_dict(gen_config),
-        "critic": to_dict(critic_config), "train": to_dict(config)},
-        classes=classes, world_size=ctx.world)
+    run_header = header((data_config, gen_config, critic_config, config), classes=classes,
+                        world_size=ctx.world)
     if report.rank0:
-        store.write_header(header)
+        store.write_header(run_header)
     # Make sure the run dir has the tables the app expects, even before the first log.
     report.event(start, "start", {"path": trainer.path, "device": describe(device),
                                   "resume": bool(resume), "compile_error": trainer.compile_error,
@@ -389,7 +387,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
               "loss": config.loss, "world_size": ctx.world, "compile_error": trainer.compile_error,
               "heldout_images": len(held), "training_images": trainer.n_images * ctx.world,
               "holdout": config.holdout}
-    run = _Run(store, report, trainer, header, config, gen_config, fixed_z, check, device, status)
+    run = _Run(store, report, trainer, run_header, config, gen_config, fixed_z, check, device, status)
     # "live": the values in force, which every session's sliders show
     report.status("running", reason=None, step=start, live=trainer.live(), **status)
     if not resume:
@@ -492,31 +490,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, help="width multiplier of both networks")
     parser.add_argument("--run-dir", required=True, help="the run directory to write (or resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--from-config", action="store_true",
+                        help="start from the configs already in --run-dir's config.json (how the "
+                             "dashboard queues a run)")
     add_config_arguments(parser, TrainConfig)
     add_config_arguments(parser, DataConfig, prefix="data_")
     add_config_arguments(parser, GeneratorConfig, prefix="gen_")
     add_config_arguments(parser, CriticConfig, prefix="critic_")
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig]:
-    """Preset, then the flags the user gave; the networks follow the data's size and channels."""
-    preset = PRESETS.get(args.preset or "", {})
-    data = override(from_dict(DataConfig, preset.get("data")), args, "data_")
-    gen = override(from_dict(GeneratorConfig, preset.get("generator")), args, "gen_")
-    critic = override(from_dict(CriticConfig, preset.get("critic")), args, "critic_")
-    train_cfg = override(from_dict(TrainConfig, preset.get("train")), args)
-    if args.data:
-        data = dataclasses.replace(data, source=args.data)
-    if args.size:
-        data = dataclasses.replace(data, size=args.size)
-    if args.width:
-        gen, critic = dataclasses.replace(gen, width=args.width), dataclasses.replace(critic, width=args.width)
+def build_configs(preset: str | None = None, overrides: dict | None = None
+                  ) -> tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig]:
+    """A GAN run's configs: the preset's values, then `overrides` ({"data": {...},
+    "generator": {...}, "critic": {...}, "train": {...}}, each a config's fields); the networks
+    follow the data's size and channels. The command line and the pages build runs this way."""
+    p, o = PRESETS.get(preset or "", {}), overrides or {}
+    data, gen, critic, train_cfg = (from_dict(cls, {**p.get(k, {}), **o.get(k, {})}) for k, cls in (
+        ("data", DataConfig), ("generator", GeneratorConfig), ("critic", CriticConfig),
+        ("train", TrainConfig)))
     gen = dataclasses.replace(gen, size=data.size, channels=data.channels)
     critic = dataclasses.replace(critic, size=data.size, channels=data.channels)
     return data, gen, critic, train_cfg
 
 
+def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig]:
+    """Preset, then the flags the user gave (--data, --size and --width being short for
+    --data-source, --data-size and both networks' width)."""
+    overrides = {"data": given(args, DataConfig, "data_"), "generator": given(args, GeneratorConfig, "gen_"),
+                 "critic": given(args, CriticConfig, "critic_"), "train": given(args, TrainConfig)}
+    if args.data:
+        overrides["data"]["source"] = args.data
+    if args.size:
+        overrides["data"]["size"] = args.size
+    if args.width:
+        overrides["generator"]["width"] = overrides["critic"]["width"] = args.width
+    return build_configs(args.preset, overrides)
+
+
+def header(configs: tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig], **info) -> RunHeader:
+    """config.json of a GAN run with these configs."""
+    return runheader.new("train-gan", dict(zip(("data", "generator", "critic", "train"),
+                                               (to_dict(c) for c in configs))), **info)
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.resume and args.from_config:
+        raise UserError("--resume and --from-config exclude each other: --resume continues a run, "
+                        "--from-config starts one")
     store = RunStore(args.run_dir, create=not args.resume)
     if args.resume:
         store.refuse_links()
@@ -542,10 +562,22 @@ def main(args: argparse.Namespace) -> int:
             print(f"this run trained on {train_cfg.device}, which this machine lacks; resuming on "
                   f"the best device here", flush=True)
             train_cfg = dataclasses.replace(train_cfg, device="auto")
+    elif args.from_config:
+        store.refuse_links()
+        extra = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if v not in (None, False) and k not in ("command", "run_dir", "from_config")]
+        if extra:
+            raise UserError(f"--from-config starts from config.json as it is; leave out "
+                            f"{', '.join(extra)}")
+        try:
+            data, gen, critic, train_cfg = saved_configs(store.header())
+        except ValueError as exc:
+            raise UserError(f"{store.path}: cannot start from its config.json: {exc}") from None
     else:
         data, gen, critic, train_cfg = configs_from_args(args)
     stop_on_sigterm()
     # A spec from the run's config.json is read from disk only; one the user gave may download.
-    state = train(store, data, gen, critic, train_cfg, resume=args.resume, download=bool(args.data))
+    state = train(store, data, gen, critic, train_cfg, resume=args.resume,
+                  download=bool(args.data) and not args.from_config)
     print(f"{state}: {store.path}", flush=True)
     return 0 if state in ("finished", "stopped") else 1

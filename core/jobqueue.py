@@ -19,6 +19,7 @@ from pathlib import Path
 from core.atomic import file_lock
 from core.config import save_json
 from core.errors import UserError
+from core.runheader import RunHeader
 from core.runstore import (
     ACTIVE_STATES,
     RunStore,
@@ -111,13 +112,18 @@ def running(root: str | Path | None = None) -> list[RunStore]:
 
 
 def submit(command: str, args: list[str], kind: str, owner: str = COMMAND_LINE,
-           root: str | Path | None = None) -> RunStore:
+           root: str | Path | None = None, header: RunHeader | None = None) -> RunStore:
     """Queue `python -m core <command> <args> --run-dir NEW` and start it at once when a slot is
-    free. Returns the new run's store (state "queued"; "owner" records who asked)."""
+    free. Returns the new run's store (state "queued"; "owner" records who asked). With a
+    `header` (the run's configs, core.runheader), NEW/config.json holds it from the start and
+    the job starts from it (`--from-config`): the dashboard builds configs, not flags."""
     root = Path(root) if root else runs_root()
     with _lock(root):
         run_dir = new_run_dir(kind, root)
-        RunStore(run_dir, create=True)   # samples/ and checkpoints/ before the job starts
+        store = RunStore(run_dir, create=True)   # samples/ and checkpoints/ before the job starts
+        if header is not None:
+            store.write_header(header)
+            args = [*args, "--from-config"]
         now = time.time()
         save_json(run_dir / QUEUE_FILE, {"argv": [command, *args, "--run-dir", str(run_dir)],
                                          "submitted": now, "owner": owner, "kind": kind})

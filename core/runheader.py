@@ -37,8 +37,10 @@ class RunHeader:
         return value if isinstance(value, dict) else {}
 
     @property
-    def is_gan(self) -> bool:
-        return self.command == "train-gan"
+    def started(self) -> bool:
+        """Whether the job itself wrote this (it adds "info" once it has loaded its data); the
+        dashboard writes the configs alone when it queues a run. Older runs' jobs wrote all."""
+        return bool(self.info) or (self.version < VERSION and bool(self.configs))
 
     @property
     def loss(self) -> str | None:

@@ -2,9 +2,6 @@
 without Augmentor copies and GAN samples, watch its epoch curves live, and read its evaluation:
 confusion matrix, per-class P/R/F1, ROC curves, calibration, by-source breakdown, the ablation."""
 
-import hashlib
-import json
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -13,7 +10,13 @@ from core import CLASSES, runstore
 from core.augment import AugmentConfig
 from core.checkpoint import read_meta
 from core.classifier import ARCH_NAMES, ARCHS
-from core.classifier_train import PRESETS, ClassifierTrainConfig, synthetic_fraction
+from core.classifier_train import (
+    PRESETS,
+    ClassifierTrainConfig,
+    build_configs,
+    header,
+    synthetic_fraction,
+)
 from core.config import to_dict
 from core.data import DataConfig
 from core.errors import UserError
@@ -35,35 +38,27 @@ def _classifier_runs() -> list[RunStore]:
     return [r for r in list_runs() if jobs.run_command(r) == "train-classifier"]
 
 
-def _augment_file(aug: AugmentConfig) -> Path:
-    """Write the augmentation config where the job can read it (content-addressed, so the same
-    settings reuse one file)."""
-    text = json.dumps(to_dict(aug), sort_keys=True, indent=1)
-    path = runs_root() / "configs" / f"augment-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text(text)
-    return path
-
-
-def _train_args(cfg: DataConfig, arch: str, epochs: int, batch: int, lr: float, augment: bool,
-                per_class: int, synthetic: dict[str, str], synthetic_n: int,
-                batchnorm: bool = False, preset: str | None = None) -> list[str]:
-    args = jobs.data_args(cfg)
-    if preset:  # the recipe decides the model and training settings
-        args += ["--preset", preset]
-    else:
-        args += ["--arch", arch, "--epochs", str(epochs), "--batch-size", str(batch),
-                 "--lr", str(lr), "--batchnorm", str(batchnorm).lower()]
-    if augment:
-        args += ["--augment", str(_augment_file(st.session_state["augment_config"]))]
-        if per_class:
-            args += ["--augment-per-class", str(per_class)]
-    for klass, run in synthetic.items():
-        args += ["--synthetic", f"{klass}={runs_root() / run}"]
+def _start(cfg: DataConfig, arch: str, epochs: int, batch: int, lr: float, augment: bool,
+           per_class: int, synthetic: dict[str, str], synthetic_n: int,
+           batchnorm: bool = False, preset: str | None = None) -> RunStore:
+    """Queue a classifier run built as the command line builds it (the preset, then the form's
+    choices over it); its config.json holds the configs, the Augmentor settings among them."""
+    data = {"source": cfg.source, "size": cfg.size, "channels": cfg.channels,
+            "phantom_per_class": cfg.phantom_per_class, "keep_extra_classes": cfg.keep_extra_classes,
+            "seed": cfg.seed}
+    model, train = {}, {}
+    if not preset:  # else the recipe decides the model and training settings
+        model = {"arch": arch, "batchnorm": batchnorm}
+        train = {"epochs": epochs, "batch_size": batch, "lr": lr}
+    if augment and per_class:
+        train["augment_per_class"] = per_class
     if synthetic:
-        args += ["--synthetic-per-class", str(synthetic_n)]
-    return args
+        train["synthetic_runs"] = tuple(f"{k}={runs_root() / run}" for k, run in synthetic.items())
+        train["synthetic_per_class"] = synthetic_n
+    configs = build_configs(preset, {"data": data, "model": model, "train": train})
+    aug = st.session_state["augment_config"] if augment else None
+    return jobs.start("train-classifier", [], f"classifier-{preset or arch}",
+                      header=header(*configs, aug))
 
 
 state.init()
@@ -181,12 +176,9 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
     if st.button("Start training", key="clf_start", type="primary", icon=":material/play_arrow:",
                  disabled=ds is None or bool(leaks),
                  help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue."):
-        args = _train_args(data_cfg, arch, int(epochs), int(batch), float(lr), augment, target,
-                           synthetic, int(synthetic_n), batchnorm and arch == "report-cnn",
-                           preset="cxr" if recipe else None)
-        kind = "cxr" if recipe else arch
-        run = attempt(jobs.start, "train-classifier", args, f"classifier-{kind}",
-                      what="starting the classifier run")
+        run = attempt(_start, data_cfg, arch, int(epochs), int(batch), float(lr), augment, target,
+                      synthetic, int(synthetic_n), batchnorm and arch == "report-cnn",
+                      preset="cxr" if recipe else None, what="starting the classifier run")
         if run is not None:
             st.session_state.pop("clf_open_form", None)
             st.session_state["clf_run"] = run.name

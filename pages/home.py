@@ -11,8 +11,10 @@ from ui.errors import attempt
 # the default data (300 phantoms per class, as the preset) without leaking held-out patients.
 # DEMO_IDLE_S: its wall time on the idle 2-core machine (docs/performance.md).
 DEMO_IDLE_S = 67
-DEMO_ARGS = ["--data", "phantom", "--loss", "wgan-gp", "--preset", "cpu-tiny",
-             "--data-classes", "COVID-19", "--data-split", "train"]
+# The demo: the cpu-tiny preset's WGAN-GP on the COVID-19 phantoms of the classifier's
+# training patients (its samples may then join a classifier without leaking its test patients).
+DEMO = {"data": {"source": "phantom", "classes": ("COVID-19",), "split": "train"},
+        "train": {"loss": "wgan-gp"}}
 
 state.init()
 st.title("X-Ray GAN Studio")
@@ -37,7 +39,7 @@ if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":mater
              help="WGAN-GP, cpu-tiny preset (900 steps at 32 px), on phantom COVID-19 images. "
                   "Opens the live view; when every CPU slot is taken it waits in the queue "
                   "there."):
-    run = attempt(jobs.start, "train-gan", DEMO_ARGS, "gan-wgan-gp", what="starting the demo run")
+    run = attempt(jobs.start_gan, "cpu-tiny", DEMO, "gan-wgan-gp", what="starting the demo run")
     if run is not None:
         st.session_state["gan_run"] = run.name
         st.switch_page(nav.path("pages/train_gan.py"))

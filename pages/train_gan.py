@@ -103,12 +103,12 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
     if st.button("Start", key="gan_start", type="primary", icon=":material/play_arrow:",
                  help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue "
                       "and starts by itself; the live view below says where it stands."):
-        args = jobs.gan_args(data_cfg, loss=loss, size=int(size), preset=preset, steps=int(steps),
-                             batch_size=int(batch), live=live_values,
-                             klass=None if klass == "all classes" else klass,
-                             log_every=int(log_every), sample_every=int(sample_every),
-                             train_split_only=train_only, holdout=holdout_pct / 100)
-        run = attempt(jobs.start, "train-gan", args, f"gan-{loss}", what="starting the run")
+        overrides = jobs.gan_overrides(
+            data_cfg, loss=loss, size=int(size), steps=int(steps), batch_size=int(batch),
+            live=live_values, klass=None if klass == "all classes" else klass,
+            log_every=int(log_every), sample_every=int(sample_every), train_split_only=train_only,
+            holdout=holdout_pct / 100)
+        run = attempt(jobs.start_gan, preset, overrides, f"gan-{loss}", what="starting the run")
         if run is not None:
             st.session_state["gan_run"] = run.name
             st.rerun()

@@ -180,6 +180,24 @@ def test_cli_phantom(tmp_path, capsys):
     assert meta["model"]["size"] == 32
 
 
+def test_from_config_trains_what_config_json_says(tmp_path, capsys):
+    from core.augment import AugmentConfig
+    from core.classifier_train import build_configs, header
+
+    data, model, train = build_configs(None, {"data": {"source": "phantom:8", "size": 32},
+                                              "model": {"width": 0.25},
+                                              "train": {"epochs": 1, "batch_size": 8}})
+    assert data.size == model.size == 32
+    store = RunStore(tmp_path / "run", create=True)
+    store.write_header(header(data, model, train, AugmentConfig(rotate_p=0.5)))
+    assert cli.main(["train-classifier", "--run-dir", str(store.path), "--from-config"]) == 0
+    assert '"state": "finished"' in capsys.readouterr().out
+    _, meta = load_classifier(store.path / "checkpoints" / "best.safetensors")
+    assert meta["augment"]["rotate_p"] == 0.5 and meta["model"]["width"] == 0.25
+    assert cli.main(["train-classifier", "--run-dir", str(store.path), "--from-config",
+                     "--epochs", "2"]) == 2
+
+
 def test_cli_synthetic_needs_count(tmp_path):
     rc = cli.main(["train-classifier", "--data", "phantom:4", "--synthetic", "x", "--run-dir",
                    str(tmp_path / "r")])

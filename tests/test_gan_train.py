@@ -324,6 +324,33 @@ def test_cli_flags_override_the_preset():
     assert gen.width == gan_runs.PRESETS["cpu-tiny"]["generator"]["width"]
 
 
+def test_flags_and_overrides_build_the_same_run():
+    # The command line and the pages build a run through one function (build_configs).
+    args = _parse(["--data", "phantom:5", "--preset", "cpu-tiny", "--loss", "wgan", "--gp-lambda",
+                   "3", "--data-split", "train", "--width", "0.25", "--size", "64", "--run-dir", "x"])
+    overrides = {"data": {"source": "phantom:5", "split": "train", "size": 64},
+                 "generator": {"width": 0.25}, "critic": {"width": 0.25},
+                 "train": {"loss": "wgan", "gp_lambda": 3.0}}
+    assert gt.configs_from_args(args) == gt.build_configs("cpu-tiny", overrides)
+
+
+def test_from_config_starts_the_run_its_config_json_describes(tmp_path):
+    configs = gt.build_configs("cpu-tiny", {"data": {"source": "phantom:4", "size": SIZE},
+                                            "train": {"steps": 1, "batch_size": 4, "holdout": 0.0,
+                                                      "sample_every": 1}})
+    store = RunStore(tmp_path / "run", create=True)
+    store.write_header(gt.header(configs))
+    assert gt.main(_parse(["--run-dir", str(store.path), "--from-config"])) == 0
+    assert store.status()["state"] == "finished" and store.header().info["classes"]
+    with pytest.raises(UserError, match="leave out --steps"):
+        gt.main(_parse(["--run-dir", str(store.path), "--from-config", "--steps", "2"]))
+    with pytest.raises(UserError, match="exclude each other"):
+        gt.main(_parse(["--run-dir", str(store.path), "--from-config", "--resume"]))
+    (store.path / "config.json").write_text('{"command": "train-gan", "configs": {"data": 3}}')
+    with pytest.raises(UserError, match="cannot start from its config.json"):
+        gt.main(_parse(["--run-dir", str(store.path), "--from-config"]))
+
+
 def test_cli_resume_without_checkpoint_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         gt.main(_parse(["--run-dir", str(tmp_path / "missing"), "--resume"]))

@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO))
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core.augment import AugmentConfig  # noqa: E402
+from core.classifier_train import PRESETS  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.runstore import RunStore, runs_root  # noqa: E402
 
@@ -200,10 +201,10 @@ def test_start_launches_with_data_and_augmentation(monkeypatch):
 
     calls = []
 
-    def fake_start(command, args, kind):
-        calls.append((command, args, kind))
+    def fake_start(command, args, kind, header=None):
+        calls.append((command, header, kind))
         store = RunStore(runs_root() / "20260101-000000-classifier-resnet-new", create=True)
-        store.write_config({"command": "train-classifier"})
+        store.write_header(header)
         store.set_status("queued")
         return store
 
@@ -216,13 +217,14 @@ def test_start_launches_with_data_and_augmentation(monkeypatch):
     at.number_input(key="clf_epochs").set_value(3)
     at.button(key="clf_start").click().run()
     assert not at.exception and not at.error
-    (command, args, kind), = calls
+    (command, header, kind), = calls
     assert command == "train-classifier" and kind == "classifier-resnet"
-    flag = dict(zip(args[::2], args[1::2]))
-    assert flag["--data"] == "phantom" and flag["--size"] == "32"
-    assert flag["--data-phantom-per-class"] == "12" and flag["--arch"] == "resnet"
-    assert flag["--epochs"] == "3"
-    aug = json.loads(Path(flag["--augment"]).read_text())
+    # The page builds the run's configs (as the command line would) into its config.json.
+    data, model, train, aug = header.section("data"), header.section("model"), \
+        header.section("train"), header.section("augment")
+    assert data["source"] == "phantom" and data["size"] == 32 and model["size"] == 32
+    assert data["phantom_per_class"] == 12 and model["arch"] == "resnet"
+    assert train["epochs"] == 3
     assert aug["rotate_p"] == 0.9 and aug["rotate_deg"] == 12.0
     assert at.session_state["clf_run"] == "20260101-000000-classifier-resnet-new"
     assert os.path.isdir(runs_root() / at.session_state["clf_run"])
@@ -234,16 +236,18 @@ def test_the_real_xray_recipe_is_offered(monkeypatch):
     import ui.jobs
 
     calls = []
-    monkeypatch.setattr(ui.jobs, "start", lambda command, args, kind: calls.append((args, kind)))
+    monkeypatch.setattr(ui.jobs, "start",
+                        lambda command, args, kind, header=None: calls.append((header, kind)))
     at = _app().run()
     at.toggle(key="clf_recipe").set_value(True).run()
     assert at.radio(key="clf_arch").disabled and at.number_input(key="clf_epochs").disabled
     at.button(key="clf_start").click().run()
     assert not at.exception
-    (args, kind), = calls
-    flag = dict(zip(args[::2], args[1::2]))
-    assert flag["--preset"] == "cxr" and flag["--data"] == "phantom" and kind == "classifier-cxr"
-    assert not {"--arch", "--epochs", "--lr", "--batch-size", "--batchnorm"} & set(flag)
+    (header, kind), = calls
+    cxr = PRESETS["cxr"]
+    assert header.section("data")["source"] == "phantom" and kind == "classifier-cxr"
+    assert header.section("model")["arch"] == cxr["model"]["arch"] == "resnet"
+    assert header.section("train")["epochs"] == cxr["train"]["epochs"]
 
 
 @pytest.mark.parametrize("arch,expected", [("report-cnn", "true"), ("resnet", "false")])
@@ -251,7 +255,8 @@ def test_batchnorm_option_reaches_the_report_cnn_only(monkeypatch, arch, expecte
     import ui.jobs
 
     calls = []
-    monkeypatch.setattr(ui.jobs, "start", lambda command, args, kind: calls.append(args))
+    monkeypatch.setattr(ui.jobs, "start",
+                        lambda command, args, kind, header=None: calls.append(header))
     at = _app().run()
     assert at.toggle(key="clf_batchnorm").value is False  # the report's CNN has none
     at.toggle(key="clf_batchnorm").set_value(True).run()
@@ -259,8 +264,8 @@ def test_batchnorm_option_reaches_the_report_cnn_only(monkeypatch, arch, expecte
     assert at.toggle(key="clf_batchnorm").disabled == (arch == "resnet")
     at.button(key="clf_start").click().run()
     assert not at.exception
-    flag = dict(zip(calls[0][::2], calls[0][1::2]))
-    assert flag["--arch"] == arch and flag["--batchnorm"] == expected
+    model = calls[0].section("model")
+    assert model["arch"] == arch and model["batchnorm"] == (expected == "true")
 
 
 def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():

@@ -78,12 +78,14 @@ def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
     assert not at.exception, at.exception
     assert len(launched) == 1
     command = launched[0]
-    assert command[0] == "train-gan"
-    assert command[command.index("--preset") + 1] == "cpu-tiny"
-    assert command[command.index("--data") + 1] == "phantom"
-    # Training patients only, so the Classifier page accepts its samples on the default data.
-    assert command[command.index("--data-split") + 1] == "train"
+    assert command[0] == "train-gan" and "--from-config" in command
     run = RunStore(command[command.index("--run-dir") + 1])
+    header = run.header()   # the cpu-tiny preset's configs, written before the job starts
+    assert header.section("data")["source"] == "phantom"
+    assert header.section("data")["phantom_per_class"] == 300
+    assert header.section("generator")["width"] == 0.125
+    # Training patients only, so the Classifier page accepts its samples on the default data.
+    assert header.section("data")["split"] == "train"
     assert run.path.parent == runs_root()
     assert at.session_state["gan_run"] == run.name
     assert at.title[0].value == "Train GAN"   # switched page

@@ -73,10 +73,10 @@ def test_start_launches_a_real_cpu_run():
         runs = [p for p in runs_root().iterdir() if p.is_dir()]
         assert len(runs) == 1 and "-gan-wgan-gp-" in runs[0].name
         assert at.session_state["gan_run"] == runs[0].name
-        command = RunStore(runs[0]).status()["command"]
-        assert command[:1] == ["train-gan"] and command[command.index("--steps") + 1] == "2"
-        assert command[command.index("--data-phantom-per-class") + 1] == "8"
-        assert command[command.index("--holdout") + 1] == "0.3"
+        header = RunStore(runs[0]).header()   # the page wrote the configs; the job starts from them
+        assert header.command == "train-gan" and header.section("train")["steps"] == 2
+        assert header.section("data")["phantom_per_class"] == 8
+        assert header.section("train")["holdout"] == 0.3
         deadline = time.monotonic() + 120
         state = None
         while time.monotonic() < deadline:
@@ -218,13 +218,14 @@ def test_start_trains_on_the_classifier_training_patients_unless_switched_off(mo
     from ui import jobs
 
     started = []
-    monkeypatch.setattr(jobs, "start", lambda command, args, kind: started.append(args))
+    monkeypatch.setattr(jobs, "start", lambda command, args, kind, header=None:
+                        started.append(header.section("data")))
     at = _app().run()
     at.button(key="gan_start").click().run()
-    assert ["--data-split", "train"] == started[-1][started[-1].index("--data-split"):][:2]
+    assert started[-1]["split"] == "train"
     at.toggle(key="gan_train_split").set_value(False).run()
     at.button(key="gan_start").click().run()
-    assert "--data-split" not in started[-1] and len(started) == 2
+    assert started[-1]["split"] == "" and len(started) == 2
     assert not at.exception
 
 

@@ -35,6 +35,13 @@ def test_old_layouts_read_as_the_new_one():
     assert abl.section("ablation") == {"fractions": [0.5], "seeds": [0], "arms": ["real"]}
 
 
+def test_a_header_the_dashboard_queued_is_not_yet_started():
+    queued = runheader.new("train-gan", {"data": {}, "train": {}})
+    assert not queued.started and runheader.new("train-gan", {}, classes=["NORMAL"]).started
+    assert runheader.read({"kind": "gan", "train": {}}).started       # older jobs wrote it all
+    assert not runheader.read({}).started
+
+
 def test_a_queued_run_without_config_is_known_by_its_launch_or_name():
     assert runheader.read({}, ["train-classifier", "--data", "x"]).command == "train-classifier"
     assert runheader.read({}, None, "20260101-000000-gan-wgan-abcd").command == "train-gan"

@@ -79,10 +79,11 @@ def owner_note(store: RunStore) -> str | None:
     return "the command line" if owner == jobqueue.COMMAND_LINE else f"another browser {owner}"
 
 
-def start(command: str, args: list[str], kind: str) -> RunStore:
+def start(command: str, args: list[str], kind: str, header=None) -> RunStore:
     """Queue `python -m core <command> <args> --run-dir NEW` for this session; it starts at once
-    when a CPU or GPU slot is free (core.jobqueue). Returns the new run's store."""
-    return jobqueue.submit(command, args, kind, owner=session_owner())
+    when a CPU or GPU slot is free (core.jobqueue). With a `header` (core.runheader) the job
+    starts from the configs it holds. Returns the new run's store."""
+    return jobqueue.submit(command, args, kind, owner=session_owner(), header=header)
 
 
 def data_args(cfg) -> list[str]:
@@ -177,28 +178,34 @@ def gan_presets() -> dict[str, dict]:
             for name, p in PRESETS.items()}
 
 
-def gan_args(data, loss: str, size: int, preset: str, steps: int, batch_size: int,
-             live: dict | None = None, klass: str | None = None, log_every: int | None = None,
-             sample_every: int | None = None, train_split_only: bool = False,
-             holdout: float | None = None) -> list[str]:
-    """The `train-gan` flags for a DataConfig and the form's choices (explicit flags override
-    the preset, as on the command line)."""
-    args = ["--data", data.source, "--loss", loss, "--preset", preset, "--size", str(size),
-            "--steps", str(steps), "--batch-size", str(batch_size), "--data-seed", str(data.seed)]
-    for name, value in (live or {}).items():   # train-gan's flags of core.live's fields
-        args += ["--" + name.replace("_", "-"), f"{value:g}"]
+def start_gan(preset: str, overrides: dict, kind: str) -> RunStore:
+    """Queue a GAN run built as the command line builds it (core.gan_train.build_configs: the
+    preset, then `overrides`); its config.json holds the configs before it starts."""
+    from core import gan_train
+
+    return start("train-gan", [], kind,
+                 header=gan_train.header(gan_train.build_configs(preset, overrides)))
+
+
+def gan_overrides(data, loss: str, size: int, steps: int, batch_size: int,
+                  live: dict | None = None, klass: str | None = None, log_every: int | None = None,
+                  sample_every: int | None = None, train_split_only: bool = False,
+                  holdout: float | None = None) -> dict:
+    """The Train GAN form's choices over its preset, for a DataConfig from the Data page."""
+    data_fields = {"source": data.source, "size": size, "seed": data.seed}
     if data.source.startswith("phantom"):
-        args += ["--data-phantom-per-class", str(data.phantom_per_class)]
+        data_fields["phantom_per_class"] = data.phantom_per_class
     if data.keep_extra_classes:
-        args += ["--data-keep-extra-classes", "true"]
+        data_fields["keep_extra_classes"] = True
     if klass:
-        args += ["--data-classes", klass]
+        data_fields["classes"] = (klass,)
+    if train_split_only:  # train-classifier's default patient split (core.splits.PatientSplit)
+        data_fields["split"] = "train"
+    train = {"loss": loss, "steps": steps, "batch_size": batch_size, **(live or {})}
     if log_every:
-        args += ["--log-every", str(log_every)]
+        train["log_every"] = log_every
     if sample_every:
-        args += ["--sample-every", str(sample_every)]
+        train["sample_every"] = sample_every
     if holdout is not None:
-        args += ["--holdout", f"{holdout:g}"]
-    if train_split_only:  # train-classifier's default patient split (core.data.DataConfig.split)
-        args += ["--data-split", "train"]
-    return args
+        train["holdout"] = holdout
+    return {"data": data_fields, "train": train}

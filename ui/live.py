@@ -133,7 +133,7 @@ def steering(store: RunStore) -> None:
 
 def _steering(store: RunStore) -> None:
     active = store.is_active()
-    if not store.header().configs:
+    if not store.header().started:
         st.caption("Steering appears once the job has loaded its data and started training.")
         return
     loss = run_loss(store)
@@ -240,7 +240,7 @@ def render(run_path: str) -> None:
     # and before drawing anything here (what is drawn twice in one place is re-mounted).
     waiting = is_waiting(status)
     # ... and when the values in force change (a session steered), so every slider follows.
-    phase = (state, bool(store.header().configs), waiting, json.dumps(status.get("live"), sort_keys=True))
+    phase = (state, store.header().started, waiting, json.dumps(status.get("live"), sort_keys=True))
     phases = st.session_state.setdefault("live_phase", {})
     seen = phases.get(store.name)
     phases[store.name] = phase
