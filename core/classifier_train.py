@@ -28,7 +28,7 @@ from core.classifier import (
     save_classifier,
 )
 from core.config import add_arguments as add_config_arguments
-from core.config import from_dict, given, save_json, to_dict
+from core.config import from_dict, given, refuse_beside, save_json, to_dict
 from core.control import Control
 from core.data import DataConfig
 from core.errors import UserError, environment_reason
@@ -684,11 +684,9 @@ def main(args: argparse.Namespace) -> int:
     from core.runstore import RunStore, new_run_dir
 
     if args.from_config:
-        extra = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                 if v not in (None, False, []) and k not in ("command", "run_dir", "from_config")]
-        if extra or not args.run_dir:
-            raise UserError("--from-config starts from --run-dir's config.json as it is"
-                            + (f"; leave out {', '.join(extra)}" if extra else "; give --run-dir"))
+        refuse_beside(args, "--from-config", allowed=("run_dir",))
+        if not args.run_dir:
+            raise UserError("--from-config starts from --run-dir's config.json; give --run-dir")
         store = RunStore(args.run_dir)
         store.refuse_links()
         try:

@@ -146,6 +146,19 @@ def given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict:
             if getattr(args, prefix + f.name, None) is not None}
 
 
+def refuse_beside(args: argparse.Namespace, flag: str, allowed: tuple[str, ...] = ()) -> None:
+    """UserError naming every flag given beside `flag` (e.g. --from-config, which starts from a
+    file as it is) other than the `allowed` destinations and the subcommand."""
+    from core.errors import UserError
+
+    extra = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+             if v not in (None, False, []) and k not in ("command", flag.lstrip("-").replace("-", "_"),
+                                                          *allowed)]
+    if extra:
+        raise UserError(f"{flag} starts from the run's config.json as it is; leave out "
+                        f"{', '.join(extra)}")
+
+
 def override(config: T, args: argparse.Namespace, prefix: str = "") -> T:
     """A copy of `config` with every field the user set on the command line replaced."""
     changes = {}

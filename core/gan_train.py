@@ -29,7 +29,7 @@ from core import runheader
 from core.atomic import atomic_path
 from core.checkpoint import load_training_state, save_training_state
 from core.config import add_arguments as add_config_arguments
-from core.config import from_dict, given, override, to_dict
+from core.config import from_dict, given, override, refuse_beside, to_dict
 from core.control import Control, stop_on_sigterm
 from core.data import DataConfig
 from core.device import available, describe, pick_device
@@ -533,6 +533,13 @@ def header(configs: tuple[DataConfig, GeneratorConfig, CriticConfig, TrainConfig
                                                (to_dict(c) for c in configs))), **info)
 
 
+def _saved(store: RunStore, doing: str):
+    try:
+        return saved_configs(store.header())
+    except ValueError as exc:
+        raise UserError(f"{store.path}: cannot {doing}: {exc}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     if args.resume and args.from_config:
         raise UserError("--resume and --from-config exclude each other: --resume continues a run, "
@@ -551,10 +558,7 @@ def main(args: argparse.Namespace) -> int:
         if changed:
             raise UserError(f"--resume continues the saved run; only {', '.join(RESUMABLE_FIELDS)} "
                             f"can change (not {', '.join(f.name for f in changed)})")
-        try:
-            data, gen, critic, train_cfg = saved_configs(store.header())
-        except ValueError as exc:
-            raise UserError(f"{store.path}: cannot resume: {exc}") from None
+        data, gen, critic, train_cfg = _saved(store, "resume")
         train_cfg = override(train_cfg, args)
         if args.data:   # the data moved: the user's own flag, so it may also download
             data = dataclasses.replace(data, source=args.data)
@@ -563,16 +567,9 @@ def main(args: argparse.Namespace) -> int:
                   f"the best device here", flush=True)
             train_cfg = dataclasses.replace(train_cfg, device="auto")
     elif args.from_config:
+        refuse_beside(args, "--from-config", allowed=("run_dir",))
         store.refuse_links()
-        extra = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                 if v not in (None, False) and k not in ("command", "run_dir", "from_config")]
-        if extra:
-            raise UserError(f"--from-config starts from config.json as it is; leave out "
-                            f"{', '.join(extra)}")
-        try:
-            data, gen, critic, train_cfg = saved_configs(store.header())
-        except ValueError as exc:
-            raise UserError(f"{store.path}: cannot start from its config.json: {exc}") from None
+        data, gen, critic, train_cfg = _saved(store, "start from its config.json")
     else:
         data, gen, critic, train_cfg = configs_from_args(args)
     stop_on_sigterm()

@@ -342,7 +342,7 @@ def test_from_config_starts_the_run_its_config_json_describes(tmp_path):
     store.write_header(gt.header(configs))
     assert gt.main(_parse(["--run-dir", str(store.path), "--from-config"])) == 0
     assert store.status()["state"] == "finished" and store.header().info["classes"]
-    with pytest.raises(UserError, match="leave out --steps"):
+    with pytest.raises(UserError, match="as it is; leave out --steps"):
         gt.main(_parse(["--run-dir", str(store.path), "--from-config", "--steps", "2"]))
     with pytest.raises(UserError, match="exclude each other"):
         gt.main(_parse(["--run-dir", str(store.path), "--from-config", "--resume"]))

@@ -355,3 +355,16 @@ def test_a_slider_set_to_the_value_in_force_sends_nothing():
     assert at.select_slider(key=key).value == 2.0
     at.select_slider(key=key).set_value(5.0).run()                # a real move is still sent
     assert store.control()["gp_lambda"] == 5.0
+
+
+def test_values_in_force_of_an_old_or_odd_run_come_from_its_logs_config_or_defaults():
+    from ui import live
+
+    store = RunStore(runs_root() / "20260101-000009-gan-wgan-gp-odd", create=True)
+    # A run from before the job published its values, and from elsewhere: lambda 1e9 in its
+    # config, n_critic logged under the old name, lr_gen not a number.
+    store.write_config({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 1e9, "n_critic": 5,
+                                                 "lr_gen": "fast"}})
+    store.log_metrics(3, {"n_critic": 2.0})
+    values = live.current_values(store)
+    assert values == {"gp_lambda": 10.0, "clip": 0.0, "n_critic": 2, "lr_critic": 1e-4, "lr_gen": 1e-4}

@@ -37,12 +37,20 @@ def current_values(store: RunStore) -> dict:
     published = live_params.in_force(store.status())
     if published is not None:
         return published
+    defaults = live_params.defaults(run_loss(store))
     train = store.header().section("train")
-    values = {**live_params.defaults(run_loss(store)),
-              **{k: v for k, v in train.items() if k in live_params.BY_NAME and v is not None}}
     last = store.metrics([s.metric for s in live_params.SPECS]).groupby("name")["value"].last()
-    values.update({s.name: last[s.metric] for s in live_params.SPECS if s.metric in last})
-    return {k: live_params.check(k, v) for k, v in values.items()}
+    values = {}
+    for s in live_params.SPECS:   # a value out of range (a run from elsewhere) shows the default
+        for candidate in (last.get(s.metric), train.get(s.name)):
+            try:
+                values[s.name] = s.check(candidate)
+                break
+            except ValueError:
+                continue
+        else:
+            values[s.name] = defaults[s.name]
+    return values
 
 
 # ---- buttons -----------------------------------------------------------------------------------------
