@@ -113,8 +113,11 @@ class ReportCNN(nn.Module):
             x = self.pool(block(x))
         return self.embed(x)
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)   # (N, n_classes) logits
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (N, n_classes) logits
+        return self.classify(self.features(x))
 
 
 class ResNet(nn.Module):
@@ -158,8 +161,11 @@ class ResNet(nn.Module):
         x = self.stages(self.stem(x))            # (N, C4, S/8 or S/16, ...)
         return x.mean(dim=(2, 3))                 # (N, C4) global average pool
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
+        return self.classify(self.features(x))
 
 
 def build_classifier(config: ClassifierConfig) -> nn.Module:

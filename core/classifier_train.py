@@ -28,7 +28,7 @@ from core.classifier import (
     save_classifier,
 )
 from core.config import add_arguments as add_config_arguments
-from core.config import from_dict, given, refuse_beside, save_json, to_dict
+from core.config import from_dict, given, ranged, refuse_beside, save_json, to_dict
 from core.control import Control
 from core.data import DataConfig
 from core.errors import UserError, environment_reason
@@ -83,6 +83,8 @@ class ClassifierTrainConfig:
     jitter_blur: float = 0.0         # on-the-fly Gaussian blur, sigma uniform in [0, this] px, on
                                      # half the images: sources differ in sharpness (the NIH
                                      # images exist only at 64 px), and blur should not be a class
+    source_adversary: float = ranged(0.0, 100.0, 0.0)   # weight of a class-conditional source
+                                     # adversary (_SourceAdversary; 0: none)
     device: str = "auto"
     threads: int = 0                 # torch CPU threads (0: torch's default)
 
@@ -395,6 +397,41 @@ def _item_weights(tc: ClassifierTrainConfig, ts: _TrainingSet, device) -> torch.
     return torch.tensor(weight, dtype=torch.float32, device=device)
 
 
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.weight * grad, None
+
+
+class _SourceAdversary(torch.nn.Module):
+    """Guesses each training image's source (metadata "source") from its penultimate features
+    and its true class, through a gradient reversal: the better it guesses, the more the
+    features are pushed to hide the source within a class (a class-conditional form of Ganin &
+    Lempitsky's domain-adversarial training). An attempt at the source shortcut the shortcut
+    probe measures; docs/results.md has what it did."""
+
+    def __init__(self, n_features: int, n_classes: int, sources: list[str], weight: float, device):
+        super().__init__()
+        names = sorted(set(sources))
+        if len(names) < 2:
+            raise UserError("source_adversary needs training images from two sources or more "
+                            "(metadata column 'source')")
+        self.source = torch.tensor([names.index(s) for s in sources], device=device)
+        self.n_classes, self.weight = n_classes, weight
+        self.net = torch.nn.Sequential(torch.nn.Linear(n_features + n_classes, 64),
+                                       torch.nn.ReLU(), torch.nn.Linear(64, len(names))).to(device)
+
+    def loss(self, features: torch.Tensor, y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(y, self.n_classes).float()
+        guess = self.net(torch.cat([_GradientReversal.apply(features, self.weight), onehot], 1))
+        return F.cross_entropy(guess, self.source[i])
+
+
 def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, report: Reporter,
          control: Control, progress, device) -> tuple[dict, int, str | None]:
     """The epochs: train, validate, checkpoint the best (lowest validation loss) and the latest,
@@ -402,7 +439,14 @@ def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, 
     from core.evaluate import predict_logits
 
     item_weight = _item_weights(tc, ts, device)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    params = list(model.parameters())
+    adversary = None
+    if tc.source_adversary > 0:
+        adversary = _SourceAdversary(model.num_features, len(ts.counts),
+                                     [str(m.get("source", "")) for m in ts.metas],
+                                     tc.source_adversary, device)
+        params += list(adversary.parameters())
+    opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = -(-len(ts.y_train) // tc.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.epochs * steps_per_epoch) \
         if tc.lr_schedule == "cosine" else None
@@ -426,12 +470,15 @@ def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, 
                 stop_reason = "stopped by the user"
                 break
             i = perm[b:b + tc.batch_size]
-            logits = model(jitter(x_train[i], tc, shuffle))
+            features = model.features(jitter(x_train[i], tc, shuffle))
+            logits = model.classify(features)
             if item_weight is None:
                 loss = F.cross_entropy(logits, y_train[i])
             else:
                 w = item_weight[i]
                 loss = (F.cross_entropy(logits, y_train[i], reduction="none") * w).sum() / w.sum()
+            if adversary is not None:
+                loss = loss + adversary.loss(features, y_train[i], i)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -164,6 +164,28 @@ def test_group_weights_train_and_need_the_column(tmp_path):
                          TINY, ClassifierTrainConfig(epochs=1, group_weights="site"), dataset=ds)
 
 
+def test_source_adversary_trains_and_reverses_the_gradient(tmp_path):
+    import torch
+
+    from core.classifier_train import _GradientReversal
+
+    x = torch.ones(3, requires_grad=True)
+    _GradientReversal.apply(x, 0.5).sum().backward()
+    assert x.grad.tolist() == [-0.5, -0.5, -0.5]      # the features are pushed the other way
+    ds = toy_dataset()
+    store = RunStore(tmp_path / "run", create=True)
+    summary = train_classifier(store, DataConfig(source="toy", size=32), TINY,
+                               ClassifierTrainConfig(epochs=1, batch_size=8, source_adversary=0.5),
+                               dataset=ds)
+    assert summary["state"] == "finished"
+    assert math.isfinite(store.metrics_wide()["train/loss"].dropna().iloc[0])
+    for m in ds.metas:
+        m["source"] = "one"
+    with pytest.raises(UserError, match="two sources"):
+        train_classifier(RunStore(tmp_path / "bad", create=True), DataConfig(source="toy", size=32),
+                         TINY, ClassifierTrainConfig(epochs=1, source_adversary=0.5), dataset=ds)
+
+
 def test_parse_synthetic():
     assert _parse_synthetic("COVID-19=runs/a") == ("COVID-19", "runs/a")
     assert _parse_synthetic("runs/a") == (None, "runs/a")
