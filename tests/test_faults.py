@@ -1,6 +1,6 @@
 """Faults a training job must survive (issue #17): kill -9 at random moments, a full disk, a
 non-finite loss (tests/test_gan_train.py). bench/faults.py runs the kill drill 20 times and fills
-a real tmpfs; here a few kills and a simulated full disk keep the suite short."""
+a real tmpfs; here one kill and a simulated full disk keep the suite short on a busy machine."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from core.runstore import RunStore
 
 
 def test_kill_9_then_resume_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):
-    rows = kill_and_resume(tmp_path / "run", kills=2, steps=60, seed=1, span=4)
-    assert len(rows) == 2, rows
+    rows = kill_and_resume(tmp_path / "run", kills=1, steps=60, seed=1, span=4)
+    assert len(rows) == 1, rows
     for row in rows:
         assert row["integrity"] == "ok", row
         assert row["resumed"] and row["finished"], row
