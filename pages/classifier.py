@@ -2,7 +2,6 @@
 without Augmentor copies and GAN samples, watch its epoch curves live, and read its evaluation:
 confusion matrix, per-class P/R/F1, ROC curves, calibration, by-source breakdown, the ablation."""
 
-
 import pandas as pd
 import streamlit as st
 
