@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -20,13 +20,33 @@ from core.classifier_train import (
     train_classifier,
 )
 from core.config import add_arguments as add_config_arguments
-from core.config import override, save_json, to_dict
+from core.config import given, ranged, refuse_beside, save_json, to_dict
 from core.errors import UserError
 
 # Arm name -> the GAN loss whose runs feed it (None: no generated images).
 ARMS = {"real": None, "augmentor": None, "wgan-gp": "wgan-gp", "gan": "gan", "wgan-clip": "wgan"}
 ALIASES = {"wgan": "wgan-clip"}
 METRICS = ("accuracy", "macro_f1", "covid_sensitivity")
+
+
+@dataclass
+class AblationConfig:
+    """What the ablation crosses: training-patient fractions x arms x seeds, and the GAN runs
+    that feed the generated arms ("[ARM:][CLASS=]RUN_DIR", see parse_runs)."""
+
+    fractions: tuple[float, ...] = ranged(1e-6, 1.0, (0.25, 1.0))
+    seeds: tuple[int, ...] = ranged(0, 2**31 - 1, (0,))
+    arms: tuple[str, ...] = tuple(ARMS)
+    runs: tuple[str, ...] = ()
+
+
+def header(data_config, model_config, train_config, ablation: AblationConfig,
+           augment_config=None) -> runheader.RunHeader:
+    """config.json of an ablation: the classifier's configs, and what it crosses."""
+    return runheader.new("ablation", {
+        "data": to_dict(data_config), "model": to_dict(model_config), "train": to_dict(train_config),
+        "augment": to_dict(augment_config) if augment_config else None,
+        "ablation": to_dict(ablation)})
 
 
 def parse_runs(specs: list[str]) -> dict[str, list[str]]:
@@ -188,10 +208,13 @@ def markdown(table: pd.DataFrame, skipped: dict[str, str] | None = None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from core.data import DataConfig
 
-    parser.add_argument("--data", required=True, help="data source")
-    parser.add_argument("--fractions", default="0.25,1.0", help="training-patient fractions")
-    parser.add_argument("--seeds", default="0", help="training seeds, e.g. 0,1,2")
-    parser.add_argument("--arms", default=",".join(ARMS), help="arms to run")
+    parser.add_argument("--data", help="data source")
+    parser.add_argument("--from-config", action="store_true",
+                        help="start from the configs already in --run-dir's config.json (how the "
+                             "dashboard queues an ablation)")
+    parser.add_argument("--fractions", help="training-patient fractions (default 0.25,1.0)")
+    parser.add_argument("--seeds", help="training seeds, e.g. 0,1,2 (default 0)")
+    parser.add_argument("--arms", help=f"arms to run (default {','.join(ARMS)})")
     parser.add_argument("--runs", nargs="*", default=[], metavar="[ARM:][CLASS=]RUN_DIR",
                         help="GAN runs for the generated arms (wgan-gp, gan, wgan-clip)")
     parser.add_argument("--augment", metavar="CONFIG.json", help="Augmentor settings for that arm")
@@ -203,29 +226,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, DataConfig, prefix="data_")
 
 
-def main(args: argparse.Namespace) -> int:
-    from core.classifier_train import _augment_from_arg
+def _from_flags(args: argparse.Namespace):
+    from core.classifier_train import _augment_from_arg, build_configs
     from core.data import DataConfig
+
+    default = AblationConfig()
+    try:
+        fractions = tuple(float(x) for x in args.fractions.split(",") if x) \
+            if args.fractions is not None else default.fractions
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x) \
+            if args.seeds is not None else default.seeds
+    except ValueError:
+        raise UserError("--fractions and --seeds take comma-separated numbers") from None
+    arms = tuple(ALIASES.get(a.strip(), a.strip()) for a in args.arms.split(",") if a.strip()) \
+        if args.arms is not None else default.arms
+    # The classifier's own defaults, not a preset; the data at the model's size.
+    data = {**given(args, DataConfig, "data_"), "source": args.data}
+    data.pop("size", None)
+    data_config, model_config, train_config = build_configs(None, {
+        "data": data, "model": given(args, ClassifierConfig),
+        "train": given(args, ClassifierTrainConfig)})
+    return (data_config, model_config, train_config, _augment_from_arg(args.augment),
+            AblationConfig(fractions, seeds, arms, tuple(args.runs)))
+
+
+def _from_config(args: argparse.Namespace, store):
+    from core.classifier_train import saved_configs
+    from core.config import checked
+
+    refuse_beside(args, "--from-config", allowed=("out",))
+    try:
+        return (*saved_configs(store.header()),
+                checked(AblationConfig, store.header().section("ablation")))
+    except ValueError as exc:
+        raise UserError(f"{store.path}: cannot start from its config.json: {exc}") from None
+
+
+def main(args: argparse.Namespace) -> int:
     from core.errors import environment_reason
     from core.runstore import RunStore, new_run_dir
 
-    try:
-        fractions = [float(x) for x in args.fractions.split(",") if x]
-        seeds = [int(x) for x in args.seeds.split(",") if x]
-    except ValueError:
-        raise UserError("--fractions and --seeds take comma-separated numbers") from None
-    arms = [ALIASES.get(a.strip(), a.strip()) for a in args.arms.split(",") if a.strip()]
-    model_config = override(ClassifierConfig(), args)
-    data_config = replace(override(DataConfig(), args, prefix="data_"), source=args.data,
-                          size=model_config.size)
-    train_config = override(ClassifierTrainConfig(), args)
-    out = Path(args.out) if args.out else new_run_dir("ablation")
-    # The folder is a run directory like any other: the pages and the queue follow its status
-    # (one "step" per percent of the sub-runs done).
-    store = RunStore(out, create=True)
-    store.write_header(runheader.new("ablation", {
-        "data": to_dict(data_config), "model": to_dict(model_config), "train": to_dict(train_config),
-        "ablation": {"fractions": fractions, "seeds": seeds, "arms": arms}}))
+    if args.from_config:
+        if not args.out:
+            raise UserError("--from-config starts from --run-dir's config.json; give --run-dir")
+        store = RunStore(args.out)
+        store.refuse_links()
+        data_config, model_config, train_config, augment, abl = _from_config(args, store)
+    else:
+        if not args.data:
+            raise UserError("give --data (or --from-config with a run directory)")
+        data_config, model_config, train_config, augment, abl = _from_flags(args)
+        # The folder is a run directory like any other: the pages and the queue follow its
+        # status (one "step" per percent of the sub-runs done).
+        store = RunStore(Path(args.out) if args.out else new_run_dir("ablation"), create=True)
+    out = store.path
+    store.write_header(header(data_config, model_config, train_config, abl, augment))
     store.set_status("running", step=0, total_steps=100, phase="loading data")
 
     def progress(fraction: float, message: str) -> None:
@@ -233,9 +288,9 @@ def main(args: argparse.Namespace) -> int:
         store.set_status("running", step=int(100 * fraction), total_steps=100, phase=message)
 
     try:
-        result = run_ablation(data_config, model_config, train_config, out, fractions, seeds,
-                              parse_runs(args.runs), arms, train_config.synthetic_per_class or 200,
-                              _augment_from_arg(args.augment), progress)
+        result = run_ablation(data_config, model_config, train_config, out, abl.fractions,
+                              abl.seeds, parse_runs(list(abl.runs)), abl.arms,
+                              train_config.synthetic_per_class or 200, augment, progress)
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, UserError) else \
             environment_reason(exc, str(out)) or f"{type(exc).__name__}: {exc}"

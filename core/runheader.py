@@ -17,7 +17,7 @@ VERSION = 2
 # A job's configs, by command; anything else a job keeps goes under "info".
 SECTIONS = {"train-gan": ("data", "generator", "critic", "train"),
             "train-classifier": ("data", "model", "train", "augment"),
-            "ablation": ("data", "model", "train", "ablation")}
+            "ablation": ("data", "model", "train", "augment", "ablation")}
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,7 @@ def _start(cfg: DataConfig, arch: str, epochs: int, batch: int, lr: float, augme
            batchnorm: bool = False, preset: str | None = None) -> RunStore:
     """Queue a classifier run built as the command line builds it (the preset, then the form's
     choices over it); its config.json holds the configs, the Augmentor settings among them."""
-    data = {"source": cfg.source, "size": cfg.size, "channels": cfg.channels,
-            "phantom_per_class": cfg.phantom_per_class, "keep_extra_classes": cfg.keep_extra_classes,
-            "seed": cfg.seed}
+    data = jobs.data_overrides(cfg)
     model, train = {}, {}
     if not preset:  # else the recipe decides the model and training settings
         model = {"arch": arch, "batchnorm": batchnorm}

@@ -181,3 +181,20 @@ def test_the_ablation_command_keeps_a_run_directory_status(tmp_path):
     assert cli.main(["ablation", "--data", "phantom:6", "--arms", "mixup",
                      "--run-dir", str(tmp_path / "bad")]) == 2
     assert RunStore(tmp_path / "bad").status()["state"] == "failed"
+
+
+def test_an_ablation_starts_from_the_config_json_a_page_wrote(tmp_path):
+    from core.ablation import AblationConfig, header
+    from core.classifier_train import build_configs
+    from core.runstore import RunStore
+
+    configs = build_configs(None, {"data": {"source": "phantom:6", "size": 32},
+                                   "model": {"width": 0.25},
+                                   "train": {"epochs": 1, "batch_size": 8}})
+    store = RunStore(tmp_path / "abl", create=True)
+    store.write_header(header(*configs, AblationConfig(fractions=(1.0,), arms=("real",))))
+    assert cli.main(["ablation", "--from-config", "--run-dir", str(store.path)]) == 0
+    assert store.status()["state"] == "finished" and (store.path / "ablation.csv").is_file()
+    assert store.header().section("ablation")["arms"] == ["real"]
+    assert cli.main(["ablation", "--from-config", "--run-dir", str(store.path), "--seeds", "1"]) == 2
+    assert cli.main(["ablation", "--run-dir", str(tmp_path / "x")]) == 2    # no --data

@@ -359,8 +359,8 @@ def test_an_ablation_is_started_from_the_page(monkeypatch):
 
     calls = []
 
-    def fake_start(command, args, kind):
-        calls.append((command, args, kind))
+    def fake_start(command, args, kind, header=None):
+        calls.append((command, header, kind))
         store = RunStore(runs_root() / "261203-0000-ablation-1", create=True)
         store.set_status("queued", command=["ablation"])
         return store
@@ -373,9 +373,9 @@ def test_an_ablation_is_started_from_the_page(monkeypatch):
     at.number_input(key="abl_epochs").set_value(2)
     at.button(key="abl_start").click().run()
     assert not at.exception and not at.error
-    (command, args, kind), = calls
-    flag = dict(zip(args[::2], args[1::2]))
+    (command, header, kind), = calls
+    abl = header.section("ablation")
     assert command == "ablation" and kind == "ablation"
-    assert flag["--data"] == "phantom" and flag["--size"] == "32"
-    assert flag["--fractions"] == "0.5,1" and flag["--arms"] == "real,augmentor"
-    assert flag["--epochs"] == "2" and flag["--seeds"] == "0" and "--runs" not in flag
+    assert header.section("data")["source"] == "phantom" and header.section("model")["size"] == 32
+    assert abl["fractions"] == [0.5, 1.0] and abl["arms"] == ["real", "augmentor"]
+    assert header.section("train")["epochs"] == 2 and abl["seeds"] == [0] and abl["runs"] == []

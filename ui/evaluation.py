@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.ablation import summarise
+from core.ablation import AblationConfig, summarise
 from core.runstore import runs_root
 from ui import cache, jobs, live, plots, state
 from ui.errors import attempt
@@ -181,14 +181,24 @@ def _start_form(data_cfg) -> None:
         if st.button("Start the ablation", key="abl_start", icon=":material/play_arrow:",
                      disabled=n_runs == 0,
                      help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue."):
-            args = [*jobs.data_args(data_cfg), "--fractions", ",".join(f"{f:g}" for f in fractions),
-                    "--seeds", ",".join(str(s) for s in range(int(seeds))),
-                    "--arms", ",".join(all_arms), "--epochs", str(int(epochs))]
+            train = {"epochs": int(epochs)}
             if picked:
-                args += ["--synthetic-per-class", str(int(per_class)), "--runs",
-                         *[f"{gans[n][0]}={runs_root() / n}" for n in picked]]
-            if attempt(jobs.start, "ablation", args, "ablation", what="starting the ablation"):
+                train["synthetic_per_class"] = int(per_class)
+            abl = AblationConfig(fractions=tuple(fractions), seeds=tuple(range(int(seeds))),
+                                 arms=tuple(all_arms),
+                                 runs=tuple(f"{gans[n][0]}={runs_root() / n}" for n in picked))
+            if attempt(_start_ablation, data_cfg, train, abl, what="starting the ablation"):
                 st.rerun()
+
+
+def _start_ablation(data_cfg, train: dict, abl):
+    """Queue an ablation built as the command line builds it (the classifier's defaults, the
+    data chosen on the Data page, the form's choices); its config.json holds them all."""
+    from core.ablation import header
+    from core.classifier_train import build_configs
+
+    configs = build_configs(None, {"data": jobs.data_overrides(data_cfg), "train": train})
+    return jobs.start("ablation", [], "ablation", header=header(*configs, abl))
 
 
 @st.fragment(run_every=2.0)

@@ -86,12 +86,12 @@ def start(command: str, args: list[str], kind: str, header=None) -> RunStore:
     return jobqueue.submit(command, args, kind, owner=session_owner(), header=header)
 
 
-def data_args(cfg) -> list[str]:
-    """The flags that give a job the data chosen on the Data page (a DataConfig)."""
-    return ["--data", cfg.source, "--size", str(cfg.size), "--data-channels", str(cfg.channels),
-            "--data-phantom-per-class", str(cfg.phantom_per_class),
-            "--data-keep-extra-classes", str(cfg.keep_extra_classes).lower(),
-            "--data-seed", str(cfg.seed)]
+def data_overrides(cfg) -> dict:
+    """The data config fields a classifier job or an ablation takes from the Data page's choice
+    (a DataConfig): the rest keep the job's defaults (its patient split among them)."""
+    return {"source": cfg.source, "size": cfg.size, "channels": cfg.channels,
+            "phantom_per_class": cfg.phantom_per_class,
+            "keep_extra_classes": cfg.keep_extra_classes, "seed": cfg.seed}
 
 
 def gan_generators() -> dict[str, tuple[str | None, int | None, str | None]]:
