@@ -589,6 +589,8 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
             # `download`: the spec is the user's --data (not one read from config.json)
             dataset = load_dataset(data_config, progress, download=download)
         ts = _training_set(dataset, tc, augment_config, device, progress)
+        store.write_header(header(data_config, model_config, tc, augment_config,
+                                  classes=list(dataset.classes)))
         mc = replace(model_config, size=dataset.size, channels=int(dataset.images.shape[1]),
                      n_classes=len(dataset.classes))
         meta = _checkpoint_meta(data_config, tc, augment_config, ts)
@@ -699,11 +701,11 @@ def configs(args: argparse.Namespace) -> tuple[DataConfig, ClassifierConfig, Cla
     return build_configs(getattr(args, "preset", None), overrides)
 
 
-def header(data_config, model_config, train_config, augment_config=None) -> RunHeader:
-    """config.json of a classifier run with these configs."""
+def header(data_config, model_config, train_config, augment_config=None, **info) -> RunHeader:
+    """config.json of a classifier run with these configs (and, from the job, what it loaded)."""
     return runheader.new("train-classifier", {
         "data": to_dict(data_config), "model": to_dict(model_config), "train": to_dict(train_config),
-        "augment": to_dict(augment_config) if augment_config else None})
+        "augment": to_dict(augment_config) if augment_config else None}, **info)
 
 
 def saved_configs(header: RunHeader):

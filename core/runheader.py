@@ -38,8 +38,9 @@ class RunHeader:
 
     @property
     def started(self) -> bool:
-        """Whether the job itself wrote this (it adds "info" once it has loaded its data); the
-        dashboard writes the configs alone when it queues a run. Older runs' jobs wrote all."""
+        """Whether a GAN or classifier job itself wrote this (it adds "info" once it has loaded
+        its data); the dashboard writes the configs alone when it queues a run. Older runs'
+        jobs wrote all."""
         return bool(self.info) or (self.version < VERSION and bool(self.configs))
 
     @property

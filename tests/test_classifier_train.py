@@ -56,6 +56,7 @@ def test_two_epochs(tmp_path):
         assert all(math.isfinite(v) for v in wide[name].dropna())
     assert store.status()["state"] == "finished"
     assert store.header().section("train")["epochs"] == 2
+    assert store.header().started and store.header().classes == ["COVID-19", "NORMAL", "PNEUMONIA"]
 
     model, meta = load_classifier(store.checkpoints_dir / "best.safetensors")
     assert meta["final"] and meta["classes"] == ds.classes
