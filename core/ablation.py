@@ -89,7 +89,8 @@ def _rows(result: dict, arm: str, fraction: float, seed: int, split: str, summar
 def run_ablation(data_config, model_config: ClassifierConfig, train_config: ClassifierTrainConfig,
                  out_dir: str | Path, fractions=(0.25, 1.0), seeds=(0,),
                  runs: dict[str, list[str]] | None = None, arms=tuple(ARMS),
-                 synthetic_per_class: int = 200, augment_config=None, progress=None) -> dict:
+                 synthetic_per_class: int = 200, augment_config=None, progress=None,
+                 download: bool = True) -> dict:
     """Train every arm x fraction x seed into out_dir/<arm>-f<fraction>-s<seed>/ and collect the
     held-out test metrics (val when there is no test split). The patient split is the same for
     all (train_config.split_seed); a fraction keeps the same patients in every arm. An arm of
@@ -105,7 +106,8 @@ def run_ablation(data_config, model_config: ClassifierConfig, train_config: Clas
         raise UserError(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(data_config, progress, download=True)   # the user's --data
+    # `download`: the spec is the user's --data, not one read from config.json
+    dataset = load_dataset(data_config, progress, download=download)
     rows, skipped = [], {}
     # A GAN run feeds the fraction whose training patients it was trained on (another source's
     # run feeds every fraction); a run that saw held-out patients stops the ablation here,
@@ -290,7 +292,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = run_ablation(data_config, model_config, train_config, out, abl.fractions,
                               abl.seeds, parse_runs(list(abl.runs)), abl.arms,
-                              train_config.synthetic_per_class or 200, augment, progress)
+                              train_config.synthetic_per_class or 200, augment, progress,
+                              download=not args.from_config)
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, UserError) else \
             environment_reason(exc, str(out)) or f"{type(exc).__name__}: {exc}"

@@ -52,8 +52,8 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class ClassifierTrainConfig:
-    epochs: int = 20
-    batch_size: int = 32
+    epochs: int = ranged(1, 100_000, 20)
+    batch_size: int = ranged(1, 65_536, 32)
     lr: float = 1e-3                 # Adam, as in the report
     weight_decay: float = 0.0
     patience: int = 6                # early stopping: epochs without a lower validation loss

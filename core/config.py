@@ -161,9 +161,4 @@ def refuse_beside(args: argparse.Namespace, flag: str, allowed: tuple[str, ...] 
 
 def override(config: T, args: argparse.Namespace, prefix: str = "") -> T:
     """A copy of `config` with every field the user set on the command line replaced."""
-    changes = {}
-    for field in dataclasses.fields(config):
-        value = getattr(args, prefix + field.name, None)
-        if value is not None:
-            changes[field.name] = value
-    return dataclasses.replace(config, **changes)
+    return dataclasses.replace(config, **given(args, type(config), prefix))

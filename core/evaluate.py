@@ -267,14 +267,15 @@ def unseen_indices(meta: dict, dataset) -> np.ndarray:
 
 
 def _split_parts(meta: dict, dataset) -> dict[str, np.ndarray]:
+    import dataclasses
+
     from core.splits import PatientSplit
 
     s = meta.get("split") or {}
     if not s:
         raise UserError("this checkpoint records no data split; use --split all")
     # Every training patient, as before the ablation's fractions: "train" is what it may have seen.
-    split = PatientSplit.of_meta(s)
-    return PatientSplit(split.val_fraction, split.test_fraction, split.seed).parts(dataset)
+    return dataclasses.replace(PatientSplit.of_meta(s), train_fraction=1.0).parts(dataset)
 
 
 def split_indices(meta: dict, dataset, split: str) -> np.ndarray:

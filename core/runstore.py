@@ -187,8 +187,12 @@ class RunStore:
         save_json(self.path / "config.json", config)
 
     def header(self) -> RunHeader:
-        """config.json read as a RunHeader, whatever layout the run wrote."""
-        return runheader.read(self.config(), self._read_status().get("command"), self.name)
+        """config.json read as a RunHeader, whatever layout the run wrote. Only a run without
+        one (queued from the command line) is known by its launch, so only then is the status
+        read too: pages call this on every refresh."""
+        raw = self.config()
+        launched = None if raw else self._read_status().get("command")
+        return runheader.read(raw, launched, self.name)
 
     def config(self) -> dict:
         """config.json as written ({} when missing or unreadable); read it through header()."""

@@ -25,6 +25,38 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
 
 
+def write_dicom(path, pixels, photometric="MONOCHROME2", preamble=True, **attrs):
+    """A minimal uncompressed secondary-capture DICOM with 16-bit pixels (F, R, C) or (R, C),
+    DX unless `attrs` say otherwise; for the image-reading and data-layout tests."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    if pixels is not None:
+        if pixels.ndim == 3:
+            ds.NumberOfFrames = pixels.shape[0]
+        ds.Rows, ds.Columns = pixels.shape[-2:]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelRepresentation = 0
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.save_as(path, enforce_file_format=preamble)
+    return path
+
+
 def huge_png_header(width: int, height: int) -> bytes:
     """A PNG whose IHDR (valid CRC) claims width x height; the pixel data is a stub: a
     decompression bomb's header, for the bad-input tests."""

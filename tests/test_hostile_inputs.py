@@ -341,6 +341,22 @@ def _cases(tmp: Path) -> list[dict]:
         run = _hostile_run(base, work / f"run-{name}", edit)
         case(f"train-gan --resume {name}", "cli",
              ["train-gan", "--resume", "--run-dir", run, "--steps", "3"], rc, says)
+    # A config.json the dashboard would have queued, from elsewhere: --from-config takes it as
+    # it is, so its checks are the resume's, and a data spec in it is never downloaded.
+    mnist = {"source": f"mnist:{outside / 'evil'}"}
+    queued = [("train-classifier", "mnist", {"data": mnist, "model": {}, "train": {}}, "never downloaded"),
+              ("train-classifier", "epochs-1e9", {"data": {"source": "phantom:4"}, "model": {},
+                                                  "train": {"epochs": 1e9}}, "epochs"),
+              ("ablation", "mnist", {"data": mnist, "model": {}, "train": {},
+                                     "ablation": {"arms": ["real"]}}, "never downloaded")]
+    for command, name, configs, says in queued:
+        run = work / f"queued-{command}-{name}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"command": command, "version": 2,
+                                                     "configs": configs}))
+        case(f"{command} --from-config {name}", "cli",
+             [command, "--from-config", "--run-dir", run], 2, says)
+
     # A generator snapshot from elsewhere: gan-metrics and train-classifier --synthetic. The base
     # trained on the classifier's training patients only, so the leak check lets it through.
     split_base = _tiny_gan_run(work / "base-split", "--data-split", "train")

@@ -11,13 +11,12 @@ from PIL import Image
 
 import core.imageio as imageio
 from conftest import huge_png_header
+from conftest import write_dicom as _dicom
 from core.errors import ImageReadError
 from core.imageio import read_image, read_image_notes, read_rgb, to_uint8
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import (ExplicitVRLittleEndian, JPEGLSLossless,  # noqa: E402
-                         SecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import JPEGLSLossless  # noqa: E402
 
 
 def _png(arr: np.ndarray, mode: str | None = None, fmt: str = "PNG", **kw) -> bytes:
@@ -29,32 +28,6 @@ def _png(arr: np.ndarray, mode: str | None = None, fmt: str = "PNG", **kw) -> by
 
 def _ramp(h=24, w=32, hi=255, dtype=np.uint8) -> np.ndarray:
     return np.linspace(0, hi, h * w).reshape(h, w).round().astype(dtype)
-
-
-def _dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", preamble=True, **attrs):
-    """A minimal uncompressed secondary-capture DICOM with 16-bit pixels (F, R, C) or (R, C)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    if pixels is not None:
-        if pixels.ndim == 3:
-            ds.NumberOfFrames = pixels.shape[0]
-        ds.Rows, ds.Columns = pixels.shape[-2:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-        ds.PixelRepresentation = 0
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    for k, v in attrs.items():
-        setattr(ds, k, v)
-    ds.save_as(path, enforce_file_format=preamble)
-    return path
 
 
 # --- ordinary raster formats -----------------------------------------------------------------

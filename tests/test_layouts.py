@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import write_dicom
 from core.data import DataConfig, describe, load_dataset
 from core.errors import UserError
 
@@ -74,22 +75,8 @@ def test_a_nih_table_of_another_shape_is_one_line(tmp_path):
 
 
 def _dicom(path, seed: int) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "CR", 32, 32, 1
-    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored = "MONOCHROME2", 8, 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = np.random.default_rng(seed).integers(0, 255, (32, 32), dtype=np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    pixels = np.random.default_rng(seed).integers(0, 4096, (32, 32), dtype=np.uint16)
+    write_dicom(path, pixels, Modality="CR")
 
 
 def _rsna(root, detail=True):
