@@ -72,7 +72,7 @@ def main() -> int:
         from core.evaluate import split_indices
 
         ds = load_dataset(DataConfig(source=args.data, size=size))
-        idx = split_indices(meta, ds, args.split)
+        idx = split_indices(meta, ds, args.split, own_data=False)
         by_source: dict[str, list[bool]] = defaultdict(list)
         for i in idx:
             m = ds.metas[i]

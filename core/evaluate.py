@@ -253,17 +253,23 @@ def data_config_of(meta: dict):
 
 def unseen_indices(meta: dict, dataset) -> np.ndarray:
     """Indices of the items of `dataset` whose patient the checkpoint neither trained nor
-    validated on: its test patients and every patient of a source it never loaded. Reloads the
-    checkpoint's own training data (its data config, filters included) to recover the split."""
+    validated on: its test patients and every patient of a source it never loaded."""
+    parts = _own_patients(meta)
+    seen = parts["train"] | parts["val"]
+    return np.array([i for i, m in enumerate(dataset.metas) if _key(m, i) not in seen],
+                    dtype=np.int64)
+
+
+def _own_patients(meta: dict) -> dict[str, set[str]]:
+    """The patients of each part of the checkpoint's split. Reloads its own training data (its
+    data config, filters included): a split drawn over other rows would be another split."""
     from core.data import load_dataset
 
     own_config = data_config_of(meta)
     own_config.size = int(meta.get("model", {}).get("size", own_config.size))
     own = load_dataset(own_config)
-    parts = _split_parts(meta, own)
-    seen = {_key(own.metas[i], i) for name in ("train", "val") for i in parts[name]}
-    return np.array([i for i, m in enumerate(dataset.metas) if _key(m, i) not in seen],
-                    dtype=np.int64)
+    return {name: {_key(own.metas[i], i) for i in idx}
+            for name, idx in _split_parts(meta, own).items()}
 
 
 def _split_parts(meta: dict, dataset) -> dict[str, np.ndarray]:
@@ -278,18 +284,23 @@ def _split_parts(meta: dict, dataset) -> dict[str, np.ndarray]:
     return dataclasses.replace(PatientSplit.of_meta(s), train_fraction=1.0).parts(dataset)
 
 
-def split_indices(meta: dict, dataset, split: str) -> np.ndarray:
+def split_indices(meta: dict, dataset, split: str, own_data: bool = True) -> np.ndarray:
     """The item indices of `split` ("train", "val", "test", "all" or "unseen": see
     unseen_indices) of `dataset`, reproducing the patient-level split recorded in the checkpoint
-    meta (seed and fractions)."""
+    meta (seed and fractions). `own_data` false: `dataset` is not the rows the checkpoint
+    trained on (another folder, or its folder without its filter), so a part is the items whose
+    patient is in that part of the checkpoint's own split."""
     if split == "all":
         return np.arange(len(dataset))
     if split == "unseen":
         return unseen_indices(meta, dataset)
-    parts = _split_parts(meta, dataset)
-    if split not in parts:
+    if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; choose train, val, test or all")
-    return np.asarray(parts[split], dtype=np.int64)
+    if own_data:
+        return np.asarray(_split_parts(meta, dataset)[split], dtype=np.int64)
+    patients = _own_patients(meta)[split]
+    return np.array([i for i, m in enumerate(dataset.metas) if _key(m, i) in patients],
+                    dtype=np.int64)
 
 
 def format_table(result: dict) -> str:
@@ -357,7 +368,7 @@ def main(args: argparse.Namespace) -> int:
     if split == "auto":
         test = (meta.get("split") or {}).get("test_fraction", 0)
         split = ("test" if test else "val") if same_source else "all"
-    idx = split_indices(meta, dataset, split)
+    idx = split_indices(meta, dataset, split, own_data=not args.data)
     result = evaluate(model, meta, dataset, idx)
     result.update(checkpoint=path if isinstance(path, list) else str(path),
                   data=data_config.source, split=split)

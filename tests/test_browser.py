@@ -242,7 +242,6 @@ def test_dashboard_end_to_end(server, tmp_path):
     out_dirs = [tmp_path / "screens"]
     if os.environ.get("SCREENSHOT_DIR"):
         out_dirs.append(Path(os.environ["SCREENSHOT_DIR"]))
-    render_s = {}
     t_start = time.monotonic()
     with sync_playwright() as p:
         browser = _launch(p)
@@ -261,14 +260,6 @@ def test_dashboard_end_to_end(server, tmp_path):
             assert page.locator("h1").first.inner_text().startswith(H1[name])
             sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
             assert "not a medical device" in sidebar and "Device" in sidebar
-        # Once cached, every page opens again through the sidebar without an exception (how
-        # fast is bench/'s business, not a test's: the times are printed, not asserted).
-        for name in ("data", "runs", "home", "train_gan"):
-            t0 = time.monotonic()
-            _nav(page, TITLES[name])
-            _idle(page, 30)
-            render_s[name] = time.monotonic() - t0 - 0.6  # minus _idle's quiet period
-            _no_exception(page, name)
         print(f"[{time.monotonic() - t_start:5.1f} s] pages opened")
 
         # A widget that one run did not draw keeps its value in the browser: on Data, Source ->
@@ -296,7 +287,6 @@ def test_dashboard_end_to_end(server, tmp_path):
         _no_exception(page, "playground, second visit")
         _nav(page, TITLES["train_gan"])
         _idle(page, 30)
-        print("render seconds (cached, incl. browser):", {k: round(v, 2) for k, v in render_s.items()})
 
         # Start a tiny CPU run from Train GAN (the page we are on): a small batch, a metric every
         # step, more steps than the test lasts (it stops the run; one that ended early gave up
@@ -447,7 +437,9 @@ def test_dashboard_end_to_end(server, tmp_path):
             _pick(page, "Run", seeded)
             _idle(page, 30)
             _shot(page, "train_gan_finished", out_dirs)
-        for name in ("home", "data", "samples", "runs"):
+        # With a stopped run on disk, Samples and Runs show it; Home and Data (opened above)
+        # only for the docs' screenshots.
+        for name in ("home", "data", "samples", "runs") if len(out_dirs) > 1 else ("samples", "runs"):
             _nav(page, TITLES[name])
             _idle(page, 60)
             if name == "samples" and seeded:

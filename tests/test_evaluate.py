@@ -202,3 +202,13 @@ def test_unseen_split_leaves_out_every_training_and_validation_patient(tmp_path)
     assert cli.main(["evaluate", "--checkpoint", str(run), "--data", str(tmp_path / "data"),
                      "--split", "unseen", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["n"] == len(unseen)
+    # --split test on the whole folder is the checkpoint's own test patients, not a split drawn
+    # anew over rows its filter left out (that one held training patients).
+    own_test = {own.metas[i]["patient"] for i in split_indices(meta, own, "test")}
+    test = split_indices(meta, full, "test", own_data=False)
+    assert {full.metas[i]["patient"] for i in test} == own_test
+    redrawn = {full.metas[i]["patient"] for i in split_indices(meta, full, "test")}
+    assert redrawn != own_test   # what the check above guards against, on this data
+    assert cli.main(["evaluate", "--checkpoint", str(run), "--data", str(tmp_path / "data"),
+                     "--split", "test", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == len(test)
