@@ -85,8 +85,8 @@ for case in json.load(open(sys.argv[1])):
 # --- making the inputs -----------------------------------------------------------------------
 
 def _png_of_size(path: Path, width: int, height: int) -> Path:
-    """A valid 8-bit gray PNG of a size Pillow refuses to write, by hand (the raw rows are held
-    in memory: width x height bytes)."""
+    """A valid 8-bit gray PNG of any shape, all one grey, written by hand: no image object is
+    built (the raw rows are, width x height bytes)."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     body = zlib.compress((b"\x00" + b"\x80" * width) * height, 9)
