@@ -11,7 +11,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -366,8 +366,7 @@ def _checkpoint_meta(data_config, tc: ClassifierTrainConfig, augment_config,
         "data": to_dict(data_config),
         "train": to_dict(tc),
         "augment": to_dict(augment_config) if augment_config else None,
-        "split": {"seed": tc.split_seed, "val_fraction": tc.val_fraction,
-                  "test_fraction": tc.test_fraction, "train_fraction": tc.train_fraction},
+        "split": asdict(PatientSplit.of_classifier(tc)),   # read back by PatientSplit.of_meta
         "training_data": {"source": data_config.source, "real": ts.real,
                           "counts": {c: int(n) for c, n in zip(classes, ts.counts)},
                           "n_train_real": int(len(ts.train_idx)),

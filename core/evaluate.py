@@ -281,7 +281,11 @@ def _split_parts(meta: dict, dataset) -> dict[str, np.ndarray]:
     if not s:
         raise UserError("this checkpoint records no data split; use --split all")
     # Every training patient, as before the ablation's fractions: "train" is what it may have seen.
-    return dataclasses.replace(PatientSplit.of_meta(s), train_fraction=1.0).parts(dataset)
+    try:
+        split = PatientSplit.of_meta(s)
+    except ValueError as exc:
+        raise CheckpointError(f"the checkpoint's split: {exc}") from None
+    return dataclasses.replace(split, train_fraction=1.0).parts(dataset)
 
 
 def split_indices(meta: dict, dataset, split: str, own_data: bool = True) -> np.ndarray:
@@ -296,10 +300,13 @@ def split_indices(meta: dict, dataset, split: str, own_data: bool = True) -> np.
         return unseen_indices(meta, dataset)
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split {split!r}; choose train, val, test or all")
+    parts = _split_parts(meta, dataset) if own_data else _own_patients(meta)
+    if split not in parts:   # a checkpoint trained with no test patients
+        raise UserError(f"this checkpoint's split has no {split} part; choose "
+                        f"{', '.join(parts)} or all")
     if own_data:
-        return np.asarray(_split_parts(meta, dataset)[split], dtype=np.int64)
-    patients = _own_patients(meta)[split]
-    return np.array([i for i, m in enumerate(dataset.metas) if _key(m, i) in patients],
+        return np.asarray(parts[split], dtype=np.int64)
+    return np.array([i for i, m in enumerate(dataset.metas) if _key(m, i) in parts[split]],
                     dtype=np.int64)
 
 

@@ -49,8 +49,6 @@ PRESETS = {
 }
 
 
-# ---- RNG state as plain tensors (weights_only-loadable) -------------------------------------
-
 def load_images(data_config: DataConfig, gen_config: GeneratorConfig, config: TrainConfig,
                 rank: int = 0, world: int = 1, download: bool = False) -> tuple[Tensor, Tensor, list]:
     """(training images, held-out images, classes) of a run, uint8 (N, C, S, S) on the CPU, in

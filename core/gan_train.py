@@ -47,6 +47,8 @@ RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "k
                     "device", "compile", "amp", "threads")
 
 
+# ---- RNG state as plain tensors (weights_only-loadable) -------------------------------------
+
 def rng_state(device: torch.device) -> dict:
     np_state = np.random.get_state()
     py_state = random.getstate()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.config import checked, ranged
 from core.errors import UserError
 
 if TYPE_CHECKING:
@@ -25,10 +26,10 @@ class PatientSplit:
     a classifier checkpoint in its "split" meta; all three read into this, and the defaults
     here are theirs. Two runs saw the same patients exactly when their splits are equal."""
 
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    train_fraction: float = 1.0      # the share of the training patients used (the ablation)
+    val_fraction: float = ranged(0.0, 0.9, 0.15)
+    test_fraction: float = ranged(0.0, 0.9, 0.15)
+    seed: int = ranged(0, 2**31 - 1, 0)
+    train_fraction: float = ranged(0.0, 1.0, 1.0)   # the share of the training patients used (the ablation)
 
     @classmethod
     def of_data(cls, data) -> "PatientSplit":
@@ -45,9 +46,11 @@ class PatientSplit:
 
     @classmethod
     def of_meta(cls, split: dict) -> "PatientSplit":
-        """From a classifier checkpoint's "split" meta (older checkpoints: no test part)."""
-        return cls(split.get("val_fraction", cls.val_fraction), split.get("test_fraction", 0.0),
-                   split.get("seed", cls.seed), split.get("train_fraction", cls.train_fraction))
+        """From a classifier checkpoint's "split" meta (older checkpoints: no test part),
+        checked, since a checkpoint may come from anywhere (ValueError naming the field)."""
+        if not isinstance(split, dict):
+            raise ValueError("the split is not a JSON object")
+        return checked(cls, {"test_fraction": 0.0, **split})
 
     def parts(self, dataset: ImageDataset) -> dict[str, np.ndarray]:
         """{"train", "val"(, "test")} indices; "train" holds train_fraction of its patients."""

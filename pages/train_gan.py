@@ -51,7 +51,7 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
     d = {**LOSS_DEFAULTS[loss], **p}
     k = f"{loss}_{preset}"  # each (loss, preset) keeps its own edits
     # The live fields for this loss (lambda for WGAN-GP, clip for WGAN) last, as core.live says.
-    specs = sorted(live_params.for_loss(loss), key=lambda spec: len(spec.losses) < 3)
+    specs = sorted(live_params.for_loss(loss), key=lambda spec: spec.losses != live_params.ALL_LOSSES)
     h = st.columns(2 + len(specs))
     with h[0]:
         state.seed(f"gan_steps_{k}", int(d.get("steps", 1000)))

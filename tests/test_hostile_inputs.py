@@ -303,6 +303,20 @@ def _cases(tmp: Path) -> list[dict]:
     huge = _checkpoint(inp / "phantom-1e9.safetensors", edited("data", phantom_per_class=10**9))
     case("evaluate with a checkpoint naming phantom 1e9", "cli", ["evaluate", "--checkpoint", huge], 2,
          "phantom_per_class")
+    # A checkpoint's patient split, read back by evaluate on its own data and on another folder.
+    for name, split, extra in (("text", {"val_fraction": "abc"}, []),
+                               ("list", [1, 2], ["--data", "phantom:4", "--split", "unseen"]),
+                               ("seed -1", {"seed": -1}, ["--data", "phantom:4", "--split", "test"])):
+        bad = _checkpoint(inp / f"split-{name.replace(' ', '')}.safetensors", lambda m, split=split: {
+            **m, "data": {**m.get("data", {}), "phantom_per_class": 4}, "split": split})
+        case(f"evaluate with a checkpoint whose split is {name}", "cli",
+             ["evaluate", "--checkpoint", bad, *extra], 2, "split")
+    no_test = _checkpoint(inp / "no-test.safetensors", lambda m: {
+        **m, "data": {**m.get("data", {}), "phantom_per_class": 4},
+        "split": {**m.get("split", {}), "test_fraction": 0.0}})
+    for extra in ([], ["--data", "phantom:4"]):
+        case(f"evaluate --split test {' '.join(extra)}with a checkpoint without test patients",
+             "cli", ["evaluate", "--checkpoint", no_test, "--split", "test", *extra], 2, "no test part")
 
     # Run directories from elsewhere: train-gan --resume, gan-metrics, --synthetic.
     base = _tiny_gan_run(work / "base-run")
