@@ -308,11 +308,11 @@ def _cases(tmp: Path) -> list[dict]:
                                ("list", [1, 2], ["--data", "phantom:4", "--split", "unseen"]),
                                ("seed -1", {"seed": -1}, ["--data", "phantom:4", "--split", "test"])):
         bad = _checkpoint(inp / f"split-{name.replace(' ', '')}.safetensors", lambda m, split=split: {
-            **m, "data": {**m.get("data", {}), "phantom_per_class": 4}, "split": split})
+            **m, "data": {**m.get("data", {}), "source": "phantom:4"}, "split": split})
         case(f"evaluate with a checkpoint whose split is {name}", "cli",
              ["evaluate", "--checkpoint", bad, *extra], 2, "split")
     no_test = _checkpoint(inp / "no-test.safetensors", lambda m: {
-        **m, "data": {**m.get("data", {}), "phantom_per_class": 4},
+        **m, "data": {**m.get("data", {}), "source": "phantom:4"},
         "split": {**m.get("split", {}), "test_fraction": 0.0}})
     for extra in ([], ["--data", "phantom:4"]):
         case(f"evaluate --split test {' '.join(extra)}with a checkpoint without test patients",
