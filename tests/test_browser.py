@@ -117,8 +117,17 @@ def _idle(page, timeout: float = 30.0) -> None:
     raise AssertionError("the page kept running")
 
 
+# The page's title as drawn: the first visible h1 (stale copies stay in the DOM at zero size).
+_H1 = """() => [...document.querySelectorAll('h1')]
+    .filter(e => e.getBoundingClientRect().height > 0).map(e => e.innerText)[0] || ''"""
+
+
 def _nav(page, title: str) -> None:
+    """Open a page through the sidebar, and wait until it is the page shown: on a loaded machine
+    the old page can still look idle for a moment after the click, before the new one runs."""
+    name = next(k for k, v in TITLES.items() if v == title)
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    _wait(lambda: page.evaluate(_H1).startswith(H1[name]), 60, f"the {title} page")
 
 
 def _pick(page, label: str, option: str) -> None:
