@@ -1,6 +1,6 @@
 """Does a GAN run's generator copy its training images? The Samples page's copy check from the
 command line: N samples (fixed seed) against the run's training images, with the run's own
-held-out real images for scale (core.nearest). Prints one JSON object.
+held-out real images for scale (core.gan.nearest). Prints one JSON object.
 
     python bench/copy_check.py --run-dir /tmp/ship/gan-cxr-covid --n 64
 """
@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.gan_runs import run_images, sample_run  # noqa: E402
-from core.nearest import copy_check  # noqa: E402
+from core.gan.runs import run_images, sample_run  # noqa: E402
+from core.gan.nearest import copy_check  # noqa: E402
 
 
 def main() -> int:

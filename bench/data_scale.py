@@ -1,5 +1,5 @@
 """How loading scales with the size of a data set, first decode against the decoded-data cache
-(core/datacache.py), on phantom trees in NIH ChestX-ray14's layout (a Data_Entry_2017.csv beside
+(core/data/cache.py), on phantom trees in NIH ChestX-ray14's layout (a Data_Entry_2017.csv beside
 images_0NN/images/ folders of PNGs) that this script writes.
 
     python bench/data_scale.py [--counts 1000,10000,50000] [--px 256] [--size 64]
@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 LOAD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[3])
-from core.data import DataConfig, load_dataset
+from core.data.sources import DataConfig, load_dataset
 import pandas, pydicom, PIL.Image   # the libraries' own memory is the baseline, not the data's
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
@@ -47,7 +47,7 @@ def write_tree(root: Path, n: int, px: int) -> float:
     rendered phantoms with per-image noise so every file decodes to different pixels."""
     from PIL import Image
 
-    from core import phantom
+    from core.data import phantom
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)

@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the drills: tests/faults.py
 
-from core.faults import TINY, _job, _wait, integrity, kill_and_resume, saved_step  # noqa: E402
-from core.runstore import RunStore  # noqa: E402
+from faults import TINY, _job, _wait, integrity, kill_and_resume, saved_step  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
 
 
 def kill_drill(kills: int, steps: int) -> dict:

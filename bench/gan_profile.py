@@ -14,8 +14,8 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.gan_trainer import GanTrainer, TrainConfig  # noqa: E402
-from core.models import CriticConfig, GeneratorConfig  # noqa: E402
+from core.gan.trainer import GanTrainer, TrainConfig  # noqa: E402
+from core.gan.models import CriticConfig, GeneratorConfig  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
         print("needs CUDA")
         return 1
     dev = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True          # as core.gan_train.train sets on CUDA
+    torch.backends.cudnn.benchmark = True          # as core.gan.job.train sets on CUDA
     data = torch.randint(0, 256, (512, 1, args.size, args.size), dtype=torch.uint8, device=dev)
     trainer = GanTrainer(GeneratorConfig(latent_dim=128, size=args.size), CriticConfig(size=args.size),
                          TrainConfig(loss="wgan-gp", batch_size=args.batch, n_critic=5, seed=0), data, dev)

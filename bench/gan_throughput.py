@@ -18,12 +18,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import gan_train as gt  # noqa: E402
-from core import live  # noqa: E402
+from core.gan import job as gt  # noqa: E402
+from core.gan import live  # noqa: E402
 from core.device import describe, pick_device  # noqa: E402
-from core.gan_trainer import GanTrainer, TrainConfig  # noqa: E402
-from core.models import Critic, CriticConfig, Generator, GeneratorConfig  # noqa: E402
-from core.runstore import RunStore  # noqa: E402
+from core.gan.trainer import GanTrainer, TrainConfig  # noqa: E402
+from core.gan.models import Critic, CriticConfig, Generator, GeneratorConfig  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
 
 # ---- (a) the reference: how popular WGAN-GP tutorials write the loop --------------------------
 
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     trainer = GanTrainer(gen_cfg, critic_cfg, train_cfg, data_u8.to(device), device)
     want_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     if want_compile:
-        # The backend settings core.gan_train.train makes on CUDA, for (b) only: tutorials
+        # The backend settings core.gan.job.train makes on CUDA, for (b) only: tutorials
         # leave them at PyTorch's defaults.
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True

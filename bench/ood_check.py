@@ -20,16 +20,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.classifier import find_checkpoint, load_classifier  # noqa: E402
-from core.predict import predict_file, predict_image  # noqa: E402
+from core.classify.model import find_checkpoint, load_classifier  # noqa: E402
+from core.classify.predict import predict_file, predict_image  # noqa: E402
 
 
 def _others(size: int) -> dict[str, list[np.ndarray]]:
     """Non-chest inputs by kind: float (H, W) images in [0, 1], or files (their header counts)."""
     from pydicom.data import get_testdata_file
 
-    from core.imageio import read_image
-    from core.phantom import render
+    from core.data.imageio import read_image
+    from core.data.phantom import render
 
     rng = np.random.default_rng(0)
     out: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -68,8 +68,8 @@ def main() -> int:
     size = int(meta["model"]["size"])
     rows = []
     if args.data:
-        from core.data import DataConfig, load_dataset
-        from core.evaluate import split_indices
+        from core.data.sources import DataConfig, load_dataset
+        from core.classify.evaluate import split_indices
 
         ds = load_dataset(DataConfig(source=args.data, size=size))
         idx = split_indices(meta, ds, args.split, own_data=False)

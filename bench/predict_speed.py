@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core.classifier import (  # noqa: E402
+from core.classify.model import (  # noqa: E402
     ClassifierConfig,
     build_classifier,
     find_checkpoint,
@@ -30,9 +30,9 @@ from core.classifier import (  # noqa: E402
     ood_features,
     save_classifier,
 )
-from core.imageio import read_image  # noqa: E402
-from core.phantom import render  # noqa: E402
-from core.predict import fit_ood, overlay_png, predict_image  # noqa: E402
+from core.data.imageio import read_image  # noqa: E402
+from core.data.phantom import render  # noqa: E402
+from core.classify.predict import fit_ood, overlay_png, predict_image  # noqa: E402
 
 SIDE = 2048
 

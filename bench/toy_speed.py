@@ -18,14 +18,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.losses import (  # noqa: E402
+from core.gan.losses import (  # noqa: E402
     LOSSES,
     clip_weights,
     gan_critic_loss,
     gradient_penalty,
     wgan_critic_loss,
 )
-from core.toy import ToyConfig, ToyTrainer, modes_covered  # noqa: E402
+from core.toy.trainer import ToyConfig, ToyTrainer, modes_covered  # noqa: E402
 from ui import toy_plots  # noqa: E402
 
 
@@ -50,8 +50,8 @@ def compiled(t: ToyTrainer, timeout: float = 300.0) -> float:
 
 
 def autograd_critic_step(t: ToyTrainer) -> None:
-    """The generic route, as a reference: autograd through the critic module and core.losses,
-    the penalty by gradient_penalty's double backward (what core.toy_step writes out)."""
+    """The generic route, as a reference: autograd through the critic module and core.gan.losses,
+    the penalty by gradient_penalty's double backward (what core.toy.step writes out)."""
     c, B = t.config, t.config.batch_size
     real = t._real(B)
     with torch.no_grad():
@@ -167,7 +167,7 @@ def main() -> int:
             t.run(10)
         [f.to_json() for f in toy_plots.refresh_figures(trainers)]
     report("live refresh: 10 iterations x 2 + redraw (/s)", refresh)
-    # What the playground runs by default: threads=0, auto (core.toy.ToyTrainer.threads_now).
+    # What the playground runs by default: threads=0, auto (core.toy.trainer.ToyTrainer.threads_now).
     chosen = []
     for t in trainers:
         t.update(threads=0)
@@ -193,7 +193,7 @@ def main() -> int:
                   f"{time.perf_counter() - w0:.1f} s wall, {time.process_time() - c0:.1f} s CPU",
                   flush=True)
     if args.lambda_seeds:
-        # Why the toy's WGAN-GP default is lambda 0.1 (core.toy.TOY_OVERRIDES), not 10.
+        # Why the toy's WGAN-GP default is lambda 0.1 (core.toy.trainer.TOY_OVERRIDES), not 10.
         print("\nWGAN-GP lambda 0.1 (toy default) vs 10 (image default): 3x128, batch 256, "
               "lr 1e-3, 1 thread")
         for lam in (0.1, 10.0):

@@ -5,11 +5,12 @@ confusion matrix, per-class P/R/F1, ROC curves, calibration, by-source breakdown
 import pandas as pd
 import streamlit as st
 
-from core import CLASSES, runstore
-from core.augment import AugmentConfig
+from core import CLASSES
+from core.runs import store as runstore
+from core.data.augment import AugmentConfig
 from core.checkpoint import read_meta
-from core.classifier import ARCH_NAMES, ARCHS
-from core.classifier_train import (
+from core.classify.model import ARCH_NAMES, ARCHS
+from core.classify.train import (
     PRESETS,
     ClassifierTrainConfig,
     build_configs,
@@ -17,10 +18,10 @@ from core.classifier_train import (
     synthetic_fraction,
 )
 from core.config import to_dict
-from core.data import DataConfig
+from core.data.sources import DataConfig
 from core.errors import UserError
-from core.jobqueue import is_waiting
-from core.runstore import RunStore, list_runs, runs_root
+from core.runs.queue import is_waiting
+from core.runs.store import RunStore, list_runs, runs_root
 from ui import cache, evaluation, jobs, live, plots, state
 from ui.errors import attempt
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import streamlit as st
 
 from core import CLASSES
-from core.archive import extract_zip
-from core.augment import AugmentConfig, build_pipeline
+from core.data.archive import extract_zip
+from core.data.augment import AugmentConfig, build_pipeline
 from core.config import to_dict
-from core.data import DataConfig, describe
+from core.data.sources import DataConfig, describe
 from core.errors import ImageReadError
-from core.imageio import read_image
-from core.runstore import prune_uploads, runs_root
+from core.data.imageio import read_image
+from core.runs.store import prune_uploads, runs_root
 from ui import cache, plots, state
 from ui.errors import attempt
 from ui.images import tile, upscale

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import CLASSES, phantom
+from core import CLASSES
+from core.data import phantom
 from core.checkpoint import read_meta
-from core.classifier import ARCH_NAMES
-from core.runstore import list_runs
+from core.classify.model import ARCH_NAMES
+from core.runs.store import list_runs
 from ui import cache, jobs, plots, state
 from ui.errors import attempt, log
 from ui.nav import REPO

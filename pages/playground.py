@@ -1,5 +1,5 @@
 """Playground: watch GAN, WGAN and WGAN-GP learn toy 1D and 2D distributions, with the critic's
-landscape live. A thin page over core.toy.ToyTrainer; its figures come from ui/toy_plots.py."""
+landscape live. A thin page over core.toy.trainer.ToyTrainer; its figures come from ui/toy_plots.py."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import streamlit as st
 
 from core.errors import UserError
-from core.losses import LOSSES
-from core.toy import DATASETS, ToyConfig, ToyTrainer, modes_covered, run_together
+from core.gan.losses import LOSSES
+from core.toy.trainer import DATASETS, ToyConfig, ToyTrainer, modes_covered, run_together
 from ui import state
 from ui.toy_plots import N_POINTS, refresh_figures, shared_bounds
 
@@ -29,7 +29,7 @@ REFRESH_S = (0.5, 2.0)   # the period's bounds while playing
 # Both trainers start at lr 1e-3, 5-20x the papers' values, so the toy learns in seconds;
 # switching the loss type restores that paper's optimizer settings.
 START_LR = 1e-3
-# The critic update is compiled in the background and used once built (core.toy_step: WGAN-GP
+# The critic update is compiled in the background and used once built (core.toy.step: WGAN-GP
 # 1.4-1.7x, GAN and WGAN 1.1-1.2x the critic steps per second, docs/performance.md).
 # XRAY_TOY_COMPILE=0 keeps the eager code (the tests do, so page tests do not start the
 # compiler).

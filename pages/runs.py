@@ -9,7 +9,7 @@ import streamlit as st
 from core import CLASSES
 from core.device import short_name
 from core.errors import UserError, environment_reason
-from core.runstore import ACTIVE_STATES, list_runs
+from core.runs.store import ACTIVE_STATES, list_runs
 from ui import cache, jobs, plots, state
 from ui.errors import log
 

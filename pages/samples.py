@@ -7,9 +7,9 @@ import streamlit as st
 
 from core import CLASSES
 from core.checkpoint import read_meta
-from core.gan_runs import run_class
-from core.nearest import copy_check
-from core.runstore import runs_root
+from core.gan.runs import run_class
+from core.gan.nearest import copy_check
+from core.runs.store import runs_root
 from ui import cache, jobs, shipped, state
 from ui.errors import attempt
 from ui.images import (

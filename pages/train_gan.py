@@ -6,10 +6,10 @@ only reads and writes its run directory."""
 import streamlit as st
 
 from core import CLASSES
-from core import live as live_params
-from core.data import DataConfig
-from core.losses import LOSS_DEFAULTS
-from core.runstore import RunStore
+from core.gan import live as live_params
+from core.data.sources import DataConfig
+from core.gan.losses import LOSS_DEFAULTS
+from core.runs.store import RunStore
 from ui import jobs, live, nav, state
 from ui.errors import attempt
 
@@ -50,7 +50,7 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
     # Defaults as the command line resolves them: the preset's values, else the loss's paper ones.
     d = {**LOSS_DEFAULTS[loss], **p}
     k = f"{loss}_{preset}"  # each (loss, preset) keeps its own edits
-    # The live fields for this loss (lambda for WGAN-GP, clip for WGAN) last, as core.live says.
+    # The live fields for this loss (lambda for WGAN-GP, clip for WGAN) last, as core.gan.live says.
     specs = sorted(live_params.for_loss(loss), key=lambda spec: spec.losses != live_params.ALL_LOSSES)
     h = st.columns(2 + len(specs))
     with h[0]:

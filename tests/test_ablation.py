@@ -1,4 +1,4 @@
-"""core/ablation.py: the arm x fraction wiring on a tiny config (phantoms, 1 epoch), GAN samples
+"""core/studies/ablation.py: the arm x fraction wiring on a tiny config (phantoms, 1 epoch), GAN samples
 only in their arm, a missing arm skipped clearly, run specs parsed, and the CLI table."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from core import __main__ as cli
-from core.ablation import markdown, parse_runs, run_ablation, summarise
-from core.classifier import ClassifierConfig
-from core.classifier_train import ClassifierTrainConfig, synthetic_fraction, train_classifier
+from core.studies.ablation import markdown, parse_runs, run_ablation, summarise
+from core.classify.model import ClassifierConfig
+from core.classify.train import ClassifierTrainConfig, synthetic_fraction, train_classifier
 from core.config import to_dict
-from core.data import DataConfig
+from core.data.sources import DataConfig
 from core.errors import UserError
-from core.models import Generator, GeneratorConfig, save_generator
-from core.runstore import RunStore
+from core.gan.models import Generator, GeneratorConfig, save_generator
+from core.runs.store import RunStore
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_a_gan_trained_on_a_filtered_copy_of_a_folder_is_not_matched_to_the_whol
 def test_the_ablation_command_keeps_a_run_directory_status(tmp_path):
     """Queued from a page, an ablation gets --run-dir like every job, and its folder's status
     says where it is and that it finished, so the queue and the pages follow it."""
-    from core.runstore import RunStore
+    from core.runs.store import RunStore
 
     out = tmp_path / "abl"
     assert cli.main(["ablation", "--data", "phantom:6", "--size", "32", "--width", "0.25",
@@ -184,9 +184,9 @@ def test_the_ablation_command_keeps_a_run_directory_status(tmp_path):
 
 
 def test_an_ablation_starts_from_the_config_json_a_page_wrote(tmp_path):
-    from core.ablation import AblationConfig, header
-    from core.classifier_train import build_configs
-    from core.runstore import RunStore
+    from core.studies.ablation import AblationConfig, header
+    from core.classify.train import build_configs
+    from core.runs.store import RunStore
 
     configs = build_configs(None, {"data": {"source": "phantom:6", "size": 32},
                                    "model": {"width": 0.25},

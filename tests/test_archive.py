@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from core.archive import extract_zip
+from core.data.archive import extract_zip
 from core.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Tests for core.augment: pipeline construction, reproducibility, preview, class balancing."""
+"""Tests for core.data.augment: pipeline construction, reproducibility, preview, class balancing."""
 
 import dataclasses
 import random
@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.augment import (AugmentConfig, augment_images, balance, build_pipeline, preview,
+from core.data.augment import (AugmentConfig, augment_images, balance, build_pipeline, preview,
                           torch_transform)
-from core.data import ImageDataset
+from core.data.sources import ImageDataset
 from core.errors import UserError
 
 ALL_ON = AugmentConfig(rotate_p=0.6, flip_lr_p=0.5, shear_p=0.4, skew_p=0.4, distortion_p=0.4,

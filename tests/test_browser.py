@@ -88,7 +88,7 @@ def server(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         # Stop any training job the test started (launch() gives each its own session).
-        from core.runstore import list_runs
+        from core.runs.store import list_runs
 
         for run in list_runs(runs):
             pid = run.status().get("pid")

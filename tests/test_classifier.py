@@ -1,11 +1,11 @@
-"""core/classifier.py: shapes of both architectures, penultimate features, save/load round trip."""
+"""core/classify/model.py: shapes of both architectures, penultimate features, save/load round trip."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core.classifier import (
+from core.classify.model import (
     ClassifierConfig,
     PenultimateFeatures,
     build_classifier,
@@ -63,7 +63,7 @@ def test_penultimate_module_for_torchmetrics():
 
 @pytest.mark.parametrize("arch", ["report-cnn", "resnet"])
 def test_round_trip(tmp_path, arch):
-    from core.classifier import ood_features
+    from core.classify.model import ood_features
 
     model = build_classifier(ClassifierConfig(arch=arch, size=32, width=0.25)).eval()
     d = ood_features(model, torch.zeros(1, 1, 32, 32)).shape[1]   # pooled convs + penultimate
@@ -93,7 +93,7 @@ def test_equalize_histogram_in_the_model():
     """equalize_histogram maps each image's pixels to their rank share, whatever its exposure;
     a model built with equalize=True gives the same answer for an image and its brightened,
     contrast-stretched copy (a monotone change of its grey levels)."""
-    from core.classifier import equalize_histogram
+    from core.classify.model import equalize_histogram
 
     x = torch.rand(2, 1, 8, 8) * 2 - 1
     y = equalize_histogram(x)

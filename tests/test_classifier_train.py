@@ -1,4 +1,4 @@
-"""core/classifier_train.py: a 2-epoch run into a tmp run dir (finite metrics, checkpoints,
+"""core/classify/train.py: a 2-epoch run into a tmp run dir (finite metrics, checkpoints,
 calibration and OOD meta), patient-level split with augmentation and GAN samples only in
 training, early stopping, the stop signal, and the CLI."""
 
@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from core import __main__ as cli
-from core.classifier import ClassifierConfig, load_classifier
-from core.classifier_train import (
+from core.classify.model import ClassifierConfig, load_classifier
+from core.classify.train import (
     ClassifierTrainConfig,
     _parse_synthetic,
     group_balanced_weights,
     train_classifier,
 )
-from core.data import DataConfig, ImageDataset
+from core.data.sources import DataConfig, ImageDataset
 from core.errors import UserError
-from core.runstore import RunStore
+from core.runs.store import RunStore
 
 TINY = ClassifierConfig(size=32, width=0.25)
 
@@ -73,7 +73,7 @@ def test_two_epochs(tmp_path):
 
 def test_split_is_by_patient_and_extras_only_train(tmp_path, monkeypatch):
     """Augmented copies and GAN samples go to training; no val/test patient is trained on."""
-    import core.classifier_train as ct
+    import core.classify.train as ct
 
     ds = toy_dataset(n_per_class=12)
     seen = {}
@@ -94,7 +94,7 @@ def test_split_is_by_patient_and_extras_only_train(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ct, "_synthetic_items", fake_synth)
     monkeypatch.setattr(ct, "synthetic_fraction", lambda *args: None)  # "x" is no real run
-    from core.augment import AugmentConfig
+    from core.data.augment import AugmentConfig
     store = RunStore(tmp_path / "run", create=True)
     cfg = ClassifierTrainConfig(epochs=1, batch_size=8, synthetic_runs=("COVID-19=x",),
                                 synthetic_per_class=5, augment_per_class=12)
@@ -104,7 +104,7 @@ def test_split_is_by_patient_and_extras_only_train(tmp_path, monkeypatch):
     td = meta["training_data"]
     assert td["n_synthetic"] == 5 and td["n_augmented"] > 0
     train = seen["train"]
-    from core.splits import split_by_patient
+    from core.data.splits import split_by_patient
     parts = split_by_patient(ds, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     held = {ds.patients[i] for i in np.concatenate([parts["val"], parts["test"]])}
     assert held and not held & set(train.patients)
@@ -168,7 +168,7 @@ def test_group_weights_train_and_need_the_column(tmp_path):
 def test_source_adversary_trains_and_reverses_the_gradient(tmp_path):
     import torch
 
-    from core.classifier_train import _GradientReversal
+    from core.classify.train import _GradientReversal
 
     x = torch.ones(3, requires_grad=True)
     _GradientReversal.apply(x, 0.5).sum().backward()
@@ -204,8 +204,8 @@ def test_cli_phantom(tmp_path, capsys):
 
 
 def test_from_config_trains_what_config_json_says(tmp_path, capsys):
-    from core.augment import AugmentConfig
-    from core.classifier_train import build_configs, header
+    from core.data.augment import AugmentConfig
+    from core.classify.train import build_configs, header
 
     data, model, train = build_configs(None, {"data": {"source": "phantom:8", "size": 32},
                                               "model": {"width": 0.25},
@@ -244,7 +244,7 @@ def test_cxr_preset_runs_on_tiny_data_and_flags_phantoms(tmp_path):
     outliers."""
     from conftest import metadata_tree
 
-    from core.classifier_train import PRESETS
+    from core.classify.train import PRESETS
 
     metadata_tree(tmp_path / "data", 24, size=40)
     run = tmp_path / "cxr"
@@ -262,7 +262,7 @@ def test_cxr_preset_runs_on_tiny_data_and_flags_phantoms(tmp_path):
 def test_intensity_jitter_keeps_range_and_leaves_geometry_only_runs_unchanged():
     import torch
 
-    from core.classifier_train import jitter
+    from core.classify.train import jitter
 
     x = torch.rand(6, 1, 16, 16) * 2 - 1
     plain = ClassifierTrainConfig()
@@ -277,7 +277,7 @@ def test_intensity_jitter_keeps_range_and_leaves_geometry_only_runs_unchanged():
 def test_random_blur_blurs_about_half_and_keeps_the_mean():
     import torch
 
-    from core.classifier_train import _random_blur
+    from core.classify.train import _random_blur
 
     x = torch.rand(64, 1, 16, 16)
     y = _random_blur(x, 1.5, torch.Generator().manual_seed(0))

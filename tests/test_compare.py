@@ -1,4 +1,4 @@
-"""core.compare: the feature CNN, and a whole GAN / WGAN / WGAN-GP comparison on digits with tiny
+"""core.studies.compare: the feature CNN, and a whole GAN / WGAN / WGAN-GP comparison on digits with tiny
 networks and two steps each (seconds on a CPU)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import compare as cmp
-from core.data import DataConfig, ImageDataset
+from core.studies import compare as cmp
+from core.data.sources import DataConfig, ImageDataset
 from core.errors import UserError
-from core.gan_trainer import TrainConfig
-from core.models import CriticConfig, GeneratorConfig
+from core.gan.trainer import TrainConfig
+from core.gan.models import CriticConfig, GeneratorConfig
 
 
 def tiny_configs(size: int = 16):
@@ -36,7 +36,7 @@ def test_feature_size_is_a_multiple_of_eight():
 
 
 def test_feature_net_learns_digit_labels():
-    from core.natural import load
+    from core.data.natural import load
 
     ds = load("digits", DataConfig(size=16))
     config = cmp.CompareConfig(feature_epochs=3, feature_max_images=800)

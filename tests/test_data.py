@@ -1,4 +1,4 @@
-"""core.data: every source layout loads with the right classes, patients and metadata; bad files
+"""core.data.sources: every source layout loads with the right classes, patients and metadata; bad files
 are skipped with reasons; the data split options pick the classifier's patients; data-info runs."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from PIL import Image
 
 from conftest import huge_png_header
 from core import CLASSES
-from core.data import DataConfig, ImageDataset, describe, finding_class, load_dataset
+from core.data.sources import DataConfig, ImageDataset, describe, finding_class, load_dataset
 from core.errors import UserError
-from core.splits import split_by_patient, subsample_patients
+from core.data.splits import split_by_patient, subsample_patients
 
 
 def _img(path: Path, value: int = 128, size=(20, 16), mode="L") -> Path:
@@ -262,7 +262,7 @@ def test_three_channel_config_repeats_gray(tmp_path):
 # --- other sources ---------------------------------------------------------------------------
 
 def test_phantom_source():
-    pytest.importorskip("core.phantom")
+    pytest.importorskip("core.data.phantom")
     ds = load_dataset(DataConfig(source="phantom:2", size=32, seed=3))
     assert ds.classes == list(CLASSES) and ds.class_counts() == {c: 2 for c in CLASSES}
     assert ds.images.shape == (6, 1, 32, 32)
@@ -276,7 +276,7 @@ def test_phantom_source():
 @pytest.mark.parametrize("spec", ["digits", "mnist:/some/root", "fashion-mnist:r", "cifar10:r",
                                   "folder:/x"])
 def test_natural_specs_dispatch_to_core_natural(monkeypatch, spec):
-    from core import natural
+    from core.data import natural
 
     seen = {}
 
@@ -292,7 +292,7 @@ def test_natural_specs_dispatch_to_core_natural(monkeypatch, spec):
 # --- describe and the CLI --------------------------------------------------------------------
 
 def test_describe_and_cli_json(tmp_path, capsys):
-    from core import data
+    from core.data import sources as data
 
     for cls, n in (("COVID", 2), ("NORMAL", 1)):
         for i in range(n):
@@ -326,7 +326,7 @@ def test_real_data_loads(real_data):
 
 
 def test_class_filter_keeps_only_chosen_classes_renumbered():
-    from core.data import select_classes
+    from core.data.sources import select_classes
     ds = ImageDataset(np.zeros((6, 4, 4), np.uint8), np.array([0, 1, 2, 2, 1, 0]),
                       ["COVID-19", "NORMAL", "PNEUMONIA"], [{"i": i} for i in range(6)])
     only = select_classes(ds, ("PNEUMONIA", "COVID-19"))

@@ -1,4 +1,4 @@
-"""The decoded-data cache (core/datacache.py) behind folder sources: a second load reads the
+"""The decoded-data cache (core/data/cache.py) behind folder sources: a second load reads the
 cache instead of decoding; a changed file invalidates it; least recently used entries go over
 the cap; a corrupt or truncated entry is rebuilt; two writers leave one good entry; a cancelled
 load leaves nothing."""
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import core.data as data
-from core import datacache
+import core.data.sources as data
+from core.data import cache as datacache
 from core.budget import mapped as _mapped
-from core.data import DataConfig, describe, load_dataset
+from core.data.sources import DataConfig, describe, load_dataset
 
 
 def _folder(root, n: int = 6, seed: int = 0):
@@ -144,10 +144,10 @@ def test_the_cache_can_be_turned_off(tmp_path, monkeypatch):
 def test_both_trainers_read_a_large_set_from_the_mapped_cache(tmp_path, monkeypatch):
     """A training set over the resident limit stays in the cache file: the GAN draws its batches
     from the mapped rows and the classifier converts batch by batch; both train to the end."""
-    import core.classifier_train as ct
-    import core.gan_train as gt
+    import core.classify.train as ct
+    import core.gan.job as gt
     from core.__main__ import main
-    from core.runstore import RunStore
+    from core.runs.store import RunStore
 
     root = _folder(tmp_path / "d", n=12)
     load_dataset(DataConfig(source=str(root), size=32))          # the cache entry

@@ -1,14 +1,14 @@
-"""core/diffaugment.py: each policy keeps the shape, draws per image, passes gradients, stays
+"""core/gan/diffaugment.py: each policy keeps the shape, draws per image, passes gradients, stays
 in range where it should; unknown policies are refused; a GanTrainer step with DiffAugment on
 logs finite statistics and the critic sees transformed images."""
 
 import pytest
 import torch
 
-from core import gan_trainer as gtr
-from core.diffaugment import POLICIES, diff_augment, parse_policy
+from core.gan import trainer as gtr
+from core.gan.diffaugment import POLICIES, diff_augment, parse_policy
 from core.errors import UserError
-from core.models import CriticConfig, GeneratorConfig
+from core.gan.models import CriticConfig, GeneratorConfig
 
 
 @pytest.mark.parametrize("policy", [(p,) for p in POLICIES] + [POLICIES])

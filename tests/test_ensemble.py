@@ -1,4 +1,4 @@
-"""core/ensemble.py: the ensemble's output is the log of the mean calibrated probability, members
+"""core/classify/ensemble.py: the ensemble's output is the log of the mean calibrated probability, members
 must share classes, size, data and split, and `evaluate` and `predict` take several checkpoints."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from core import __main__ as cli
-from core.classifier import ClassifierConfig, build_classifier, load_classifier
-from core.ensemble import Ensemble, load_ensemble
+from core.classify.model import ClassifierConfig, build_classifier, load_classifier
+from core.classify.ensemble import Ensemble, load_ensemble
 from core.errors import UserError
-from core.predict import predict_image
+from core.classify.predict import predict_image
 
 TINY = ClassifierConfig(size=32, width=0.25)
 

@@ -1,4 +1,4 @@
-"""core/evaluate.py: metric fields and their consistency with scikit-learn on hand-made logits,
+"""core/classify/evaluate.py: metric fields and their consistency with scikit-learn on hand-made logits,
 temperature scaling on a miscalibrated toy, ECE, by-source, adults-only and shortcut-probe
 reports, the unseen-patients split, and the CLI."""
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from core import __main__ as cli
-from core.evaluate import expected_calibration_error, fit_temperature, scores
+from core.classify.evaluate import expected_calibration_error, fit_temperature, scores
 
 CLASSES = ["COVID-19", "NORMAL", "PNEUMONIA"]
 
@@ -75,11 +75,11 @@ def test_ece_by_hand():
 
 
 def test_evaluate_by_source_and_cli(tmp_path, capsys):
-    from core.classifier import ClassifierConfig, load_classifier
-    from core.classifier_train import ClassifierTrainConfig, train_classifier
-    from core.data import DataConfig, ImageDataset
-    from core.evaluate import evaluate, split_indices
-    from core.runstore import RunStore
+    from core.classify.model import ClassifierConfig, load_classifier
+    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.data.sources import DataConfig, ImageDataset
+    from core.classify.evaluate import evaluate, split_indices
+    from core.runs.store import RunStore
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], 12)
@@ -110,7 +110,7 @@ def test_evaluate_by_source_and_cli(tmp_path, capsys):
 
 
 def test_is_child_by_age_view_and_source():
-    from core.evaluate import is_child
+    from core.classify.evaluate import is_child
 
     assert is_child({"age": "7"}) and is_child({"patient_age": 12.0})
     assert is_child({"view": "AP (pediatric, per Kermany)"})
@@ -122,7 +122,7 @@ def test_is_child_by_age_view_and_source():
 def test_shortcut_probe_sees_a_source_the_features_encode():
     """Features that carry the source give a probe far above the majority baseline; features
     of pure noise stay near it. Sources under SHORTCUT_MIN_ITEMS images join 'other'."""
-    from core.evaluate import shortcut_probe
+    from core.classify.evaluate import shortcut_probe
 
     rng = np.random.default_rng(0)
     sources = ["a"] * 60 + ["b"] * 40 + ["c"] * 3
@@ -137,7 +137,7 @@ def test_shortcut_probe_sees_a_source_the_features_encode():
 
 
 def _toy(n_per_class=12, sources=("src0", "src1"), child_source=None, seed=0):
-    from core.data import ImageDataset
+    from core.data.sources import ImageDataset
 
     rng = np.random.default_rng(seed)
     labels = np.repeat([0, 1, 2], n_per_class)
@@ -152,11 +152,11 @@ def _toy(n_per_class=12, sources=("src0", "src1"), child_source=None, seed=0):
 
 
 def test_evaluate_reports_adults_and_shortcut(tmp_path):
-    from core.classifier import ClassifierConfig, load_classifier
-    from core.classifier_train import ClassifierTrainConfig, train_classifier
-    from core.data import DataConfig
-    from core.evaluate import evaluate, format_table
-    from core.runstore import RunStore
+    from core.classify.model import ClassifierConfig, load_classifier
+    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.data.sources import DataConfig
+    from core.classify.evaluate import evaluate, format_table
+    from core.runs.store import RunStore
 
     ds = _toy(n_per_class=20, child_source="ozanguldali/final-covid-chestxray")
     store = RunStore(tmp_path / "run", create=True)
@@ -175,8 +175,8 @@ def test_evaluate_reports_adults_and_shortcut(tmp_path):
 def test_unseen_split_leaves_out_every_training_and_validation_patient(tmp_path):
     """--split unseen: the checkpoint's test patients plus every patient of a source it never
     loaded (its data filter left that source out)."""
-    from core.classifier import load_classifier
-    from core.evaluate import split_indices
+    from core.classify.model import load_classifier
+    from core.classify.evaluate import split_indices
 
     from conftest import metadata_tree
 
@@ -187,7 +187,7 @@ def test_unseen_split_leaves_out_every_training_and_validation_patient(tmp_path)
                      "source=seen", "--size", "32", "--width", "0.25", "--epochs", "1",
                      "--run-dir", str(run)]) == 0
     model, meta = load_classifier(run / "checkpoints" / "best.safetensors")
-    from core.data import DataConfig, load_dataset
+    from core.data.sources import DataConfig, load_dataset
 
     full = load_dataset(DataConfig(source=str(tmp_path / "data"), size=32))
     own = load_dataset(DataConfig(source=str(tmp_path / "data"), size=32, where=("source=seen",)))

@@ -11,8 +11,8 @@ import pytest
 
 import core.checkpoint as checkpoint
 from core.__main__ import main
-from core.faults import TINY, integrity, kill_and_resume, saved_step
-from core.runstore import RunStore
+from faults import TINY, integrity, kill_and_resume, saved_step
+from core.runs.store import RunStore
 
 
 def test_kill_9_then_resume_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path):

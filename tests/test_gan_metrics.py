@@ -1,4 +1,4 @@
-"""core/gan_metrics.py: FD/KID/precision-recall/C2ST on features (identical sets give FD ~ 0,
+"""core/studies/gan_metrics.py: FD/KID/precision-recall/C2ST on features (identical sets give FD ~ 0,
 shifted sets do not), sampling a GAN run, and `gan-metrics` on a tiny generator and classifier."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from core import __main__ as cli
-from core.classifier import ClassifierConfig, build_classifier, save_classifier
-from core.gan_metrics import (
+from core.classify.model import ClassifierConfig, build_classifier, save_classifier
+from core.studies.gan_metrics import (
     GanMetricsConfig,
     feature_metrics,
     frechet_distance,
     precision_recall,
     two_sample_test,
 )
-from core.gan_runs import run_class, sample_run
-from core.models import Generator, GeneratorConfig, save_generator
+from core.gan.runs import run_class, sample_run
+from core.gan.models import Generator, GeneratorConfig, save_generator
 
 
 def gaussian(n, d=6, shift=0.0, seed=0):

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from core import control, gan_runs, losses
-from core import gan_train as gt
+from core.runs import control
+from core.gan import runs as gan_runs
+from core.gan import losses
+from core.gan import job as gt
 from core.checkpoint import load_training_state, read_meta
-from core.data import DataConfig, ImageDataset, select_classes
+from core.data.sources import DataConfig, ImageDataset, select_classes
 from core.errors import UserError
-from core.gan_trainer import TrainConfig
-from core.models import CriticConfig, GeneratorConfig, load_generator
-from core.runstore import RunStore
+from core.gan.trainer import TrainConfig
+from core.gan.models import CriticConfig, GeneratorConfig, load_generator
+from core.runs.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 16
@@ -85,7 +87,7 @@ def test_heldout_images_are_kept_out_of_training(tmp_path):
 
 def test_heldout_check_measures_seen_minus_unseen():
     # A "critic" that returns the mean pixel: white training images score 1, black held-out -1.
-    from core.gan_trainer import GanTrainer
+    from core.gan.trainer import GanTrainer
 
     _, gen, critic, train = configs()
     white = torch.full((6, 1, SIZE, SIZE), 255, dtype=torch.uint8)
@@ -107,7 +109,7 @@ def test_resuming_a_run_from_before_the_check_keeps_every_image(tmp_path, monkey
     store = RunStore(tmp_path / "old")
     header = store.header()
     del header.configs["train"]["holdout"]             # as written before the check existed
-    # ... and in the layout of config.json then (core.runheader reads it).
+    # ... and in the layout of config.json then (core.runs.header reads it).
     store.write_config({"kind": "gan", **header.configs, **header.info})
     seen = {}
 
@@ -284,7 +286,7 @@ def test_class_filter_trains_on_the_chosen_class(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     two = ImageDataset(rng.integers(0, 256, (10, SIZE, SIZE), dtype=np.uint8),
                        np.array([0] * 4 + [1] * 6), ["COVID-19", "NORMAL"])
-    # The real class filter (core.data.select_classes) on a small in-memory source.
+    # The real class filter (core.data.sources.select_classes) on a small in-memory source.
     monkeypatch.setattr(gan_runs, "load_dataset", lambda config, download=False: select_classes(two, config.classes))
     data, gen, critic, train = configs(steps=1)
     store = RunStore(tmp_path / "covid", create=True)

@@ -1,4 +1,4 @@
-"""Tests for core/gan_trainer.py: the critic losses (eager and functional) against a linear
+"""Tests for core/gan/trainer.py: the critic losses (eager and functional) against a linear
 critic whose gradient norm is known exactly, one alpha per sample, and the paper defaults that
 resolved() fills in."""
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import LinearCritic
 
-from core import gan_trainer as gtr
+from core.gan import trainer as gtr
 from core.errors import UserError
-from core.models import CriticConfig, GeneratorConfig
+from core.gan.models import CriticConfig, GeneratorConfig
 
 SIZE = 16
 
@@ -61,7 +61,7 @@ def test_training_draws_one_alpha_per_sample(channels, monkeypatch):
 
 def test_eager_and_functional_critic_losses_agree():
     torch.manual_seed(0)
-    from core.models import Critic
+    from core.gan.models import Critic
     critic = Critic(CriticConfig(size=SIZE, filters=(8, 16), norm="layer"))
     real, fake, alpha, lam = torch.randn(4, 1, SIZE, SIZE), torch.randn(4, 1, SIZE, SIZE), torch.rand(4, 1, 1, 1), torch.tensor(5.0)
     loss_a, stats_a = gtr.critic_loss(critic, real, fake, "wgan-gp", lam, alpha)

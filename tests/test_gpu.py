@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import gan_trainer as gtr
-from core.models import Critic, CriticConfig, GeneratorConfig
-from core.runstore import RunStore
+from core.gan import trainer as gtr
+from core.gan.models import Critic, CriticConfig, GeneratorConfig
+from core.runs.store import RunStore
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -140,10 +140,10 @@ def test_train_gan_cli_runs_compiled_on_cuda_and_resumes(tmp_path):
 def test_non_finite_loss_fails_on_cuda_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     # The CUDA loop reads the non-finite flag one step late (no sync per step); the run must
     # still fail at the bad step and checkpoint nothing after the last good one.
-    from core import gan_train as gt
-    from core import losses
+    from core.gan import job as gt
+    from core.gan import losses
     from core.checkpoint import load_training_state
-    from core.data import DataConfig
+    from core.data.sources import DataConfig
 
     configs = (DataConfig(source="phantom:8", size=32),
                GeneratorConfig(latent_dim=16, size=32, filters=(32, 16)),

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from core.checkpoint import _META_KEY
-from core.classifier import ClassifierConfig, build_classifier, load_classifier, save_classifier
+from core.classify.model import ClassifierConfig, build_classifier, load_classifier, save_classifier
 from core.config import to_dict
 from core.errors import CheckpointError
-from core.models import Generator, GeneratorConfig, load_generator, save_generator
+from core.gan.models import Generator, GeneratorConfig, load_generator, save_generator
 
 
 @pytest.fixture(scope="module")

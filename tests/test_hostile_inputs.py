@@ -43,15 +43,15 @@ from core.errors import UserError
 def library(call, args):
     """The calls the pages make, as the pages make them."""
     if call == "data-page":          # Data page: load a source (ui.cache.dataset)
-        from core.data import DataConfig, load_dataset
+        from core.data.sources import DataConfig, load_dataset
         ds = load_dataset(DataConfig(source=args[0], size=16), download=True)
         return f"{len(ds)} images"
     if call == "zip":                 # Data page: extract an uploaded ZIP
-        from core.archive import extract_zip
+        from core.data.archive import extract_zip
         return str(extract_zip(args[0], args[1]))
     if call == "diagnose":            # Diagnose: predict uploaded bytes (ui.cache.prediction)
-        from core.classifier import load_classifier
-        from core.predict import predict_file
+        from core.classify.model import load_classifier
+        from core.classify.predict import predict_file
         model, meta = load_classifier(args[0], device="cpu")
         with open(args[1], "rb") as f:
             out = predict_file(model, meta, f.read(), name=args[1].rsplit("/", 1)[-1])
@@ -96,7 +96,7 @@ def _png_of_size(path: Path, width: int, height: int) -> Path:
 
 
 def _xray(path: Path, size: int = 48, seed: int = 0) -> Path:
-    from core import phantom
+    from core.data import phantom
 
     img, _ = phantom.render("NORMAL", seed, size, 0)
     Image.fromarray(img).save(path)

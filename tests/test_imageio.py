@@ -1,4 +1,4 @@
-"""core.imageio: every supported format decodes to float32 (H, W) in [0, 1] with the right values;
+"""core.data.imageio: every supported format decodes to float32 (H, W) in [0, 1] with the right values;
 every bad input raises ImageReadError with a reason."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import core.imageio as imageio
+import core.data.imageio as imageio
 from conftest import huge_png_header
 from conftest import write_dicom as _dicom
 from core.errors import ImageReadError
-from core.imageio import read_image, read_image_notes, read_rgb, to_uint8
+from core.data.imageio import read_image, read_image_notes, read_rgb, to_uint8
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.uid import JPEGLSLossless  # noqa: E402

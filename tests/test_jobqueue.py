@@ -1,4 +1,4 @@
-"""core/jobqueue.py: jobs start oldest first while slots are free (CPU jobs up to the cores, each
+"""core/runs/queue.py: jobs start oldest first while slots are free (CPU jobs up to the cores, each
 with its share of threads; one per GPU), wait otherwise with a position and an estimate, can be
 cancelled while waiting, survive a restart (the queue is the runs folder), record who asked; and
 for real: a queued job starts by itself when the one before it ends."""
@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from core import jobqueue
+from core.runs import queue as jobqueue
 from core.errors import UserError
-from core.runstore import RunStore, runs_root
+from core.runs.store import RunStore, runs_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,7 +109,7 @@ def test_the_queue_survives_a_restart(monkeypatch):
     _slots(monkeypatch, "cpu", 0)
     a = jobqueue.submit("train-gan", ["--steps", "3"], "gan")
     out = subprocess.run([sys.executable, "-c",
-                          "from core import jobqueue; print([s.name for s in jobqueue.waiting()])"],
+                          "from core.runs import queue as jobqueue; print([s.name for s in jobqueue.waiting()])"],
                          cwd=REPO, capture_output=True, text=True, env=os.environ, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str([a.name])
@@ -138,7 +138,7 @@ def test_queued_jobs_start_by_themselves():
     args = ["--data", "phantom:4", "--size", "32", "--preset", "cpu-tiny", "--steps", "2",
             "--holdout", "0", "--sample-every", "1", "--log-every", "1", "--threads", "1"]
     env = dict(os.environ)
-    code = ("import sys; from core import jobqueue; jobqueue.slots = lambda: ('cpu', 1); "
+    code = ("import sys; from core.runs import queue as jobqueue; jobqueue.slots = lambda: ('cpu', 1); "
             "jobqueue.cores = lambda: 1; "
             f"a = jobqueue.submit('train-gan', {args!r}, 'gan'); "
             f"b = jobqueue.submit('train-gan', {args!r}, 'gan'); print(a.path, b.path)")

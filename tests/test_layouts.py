@@ -1,4 +1,4 @@
-"""The big public sets' folder layouts (core/layouts.py), on small look-alike trees made here:
+"""The big public sets' folder layouts (core/data/layouts.py), on small look-alike trees made here:
 NIH ChestX-ray14, RSNA Pneumonia Detection and the COVID-19 Radiography Database."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_dicom
-from core.data import DataConfig, describe, load_dataset
+from core.data.sources import DataConfig, describe, load_dataset
 from core.errors import UserError
 
 

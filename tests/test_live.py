@@ -1,13 +1,13 @@
-"""core.live: the one definition of the live hyperparameters, and what is generated from it."""
+"""core.gan.live: the one definition of the live hyperparameters, and what is generated from it."""
 
 import argparse
 
 import pytest
 
-from core import live
+from core.gan import live
 from core.config import checked
-from core.gan_trainer import TrainConfig
-from core.losses import LOSS_DEFAULTS
+from core.gan.trainer import TrainConfig
+from core.gan.losses import LOSS_DEFAULTS
 
 
 def test_every_live_field_is_a_train_config_field_with_paper_defaults():

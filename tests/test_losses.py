@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import LinearCritic
-from core import losses
+from core.gan import losses
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 4, 4), (2,)])

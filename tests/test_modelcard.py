@@ -1,4 +1,4 @@
-"""core/modelcard.py: a shipped copy keeps the weights and configs, carries the card, drops the
+"""core/classify/modelcard.py: a shipped copy keeps the weights and configs, carries the card, drops the
 run path; a card of the wrong shape is refused with one line; the CLI."""
 
 import json
@@ -8,9 +8,9 @@ import torch
 
 from core import __main__ as cli
 from core.checkpoint import load_model, read_meta
-from core.classifier import ClassifierConfig, build_classifier, load_classifier, save_classifier
+from core.classify.model import ClassifierConfig, build_classifier, load_classifier, save_classifier
 from core.errors import UserError
-from core.modelcard import read_card
+from core.classify.modelcard import read_card
 
 CARD = {"label": "a test model", "summary": "Trained on nothing.", "results": ["accuracy 1"],
         "limits": "none known", "file": "test.md"}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from core.errors import CheckpointError, UserError
-from core.models import (Critic, CriticConfig, Generator, GeneratorConfig, count_parameters,
+from core.gan.models import (Critic, CriticConfig, Generator, GeneratorConfig, count_parameters,
                          load_generator, save_generator)
 from core.checkpoint import save_model
 

@@ -1,4 +1,4 @@
-"""core.natural: digits, MNIST / Fashion-MNIST idx files, CIFAR-10 batches and plain folders, all
+"""core.data.natural: digits, MNIST / Fashion-MNIST idx files, CIFAR-10 batches and plain folders, all
 from tiny local copies written here (the network is never used)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import natural
-from core.data import DataConfig, load_dataset
+from core.data import natural
+from core.data.sources import DataConfig, load_dataset
 from core.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""core/nearest.py: each sample's nearest training image, and the scale real images the GAN
+"""core/gan/nearest.py: each sample's nearest training image, and the scale real images the GAN
 never saw give, on a tiny run trained here (phantoms, 32 px, 2 steps)."""
 
 import argparse
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from core import gan_runs
-from core import gan_train as gt
+from core.gan import runs as gan_runs
+from core.gan import job as gt
 from core.errors import UserError
-from core.gan_runs import run_images
-from core.nearest import copy_check, nearest
-from core.runstore import RunStore
+from core.gan.runs import run_images
+from core.gan.nearest import copy_check, nearest
+from core.runs.store import RunStore
 
 
 def test_nearest_finds_exact_and_shifted_copies():

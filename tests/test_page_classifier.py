@@ -21,10 +21,10 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from core.augment import AugmentConfig  # noqa: E402
-from core.classifier_train import PRESETS  # noqa: E402
-from core.data import DataConfig  # noqa: E402
-from core.runstore import RunStore, runs_root  # noqa: E402
+from core.data.augment import AugmentConfig  # noqa: E402
+from core.classify.train import PRESETS  # noqa: E402
+from core.data.sources import DataConfig  # noqa: E402
+from core.runs.store import RunStore, runs_root  # noqa: E402
 
 PAGE = str(REPO / "pages" / "classifier.py")
 
@@ -38,8 +38,8 @@ def _app() -> AppTest:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A finished train-classifier run on a few phantoms (a tiny CNN, two epochs, ~3 s)."""
-    from core.classifier import ClassifierConfig
-    from core.classifier_train import ClassifierTrainConfig, train_classifier
+    from core.classify.model import ClassifierConfig
+    from core.classify.train import ClassifierTrainConfig, train_classifier
 
     path = tmp_path_factory.mktemp("clf") / "20260101-000000-classifier-report-cnn-abcd"
     store = RunStore(path, create=True)
@@ -271,7 +271,7 @@ def test_batchnorm_option_reaches_the_report_cnn_only(monkeypatch, arch, expecte
 def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
     # A COVID-19 GAN trained on all phantoms (no --data-split train) would carry the classifier's
     # validation and test patients into its training set: refused with the fix, before launch.
-    from core.models import Generator, GeneratorConfig, save_generator
+    from core.gan.models import Generator, GeneratorConfig, save_generator
 
     store = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-leak", create=True)
     store.write_config({"command": "train-gan"})
@@ -306,7 +306,7 @@ def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
 
 
 def test_a_gan_run_of_another_size_says_its_samples_are_resized():
-    from core.models import Generator, GeneratorConfig, save_generator
+    from core.gan.models import Generator, GeneratorConfig, save_generator
 
     store = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-small", create=True)
     store.write_config({"command": "train-gan"})

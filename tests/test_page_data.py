@@ -18,8 +18,8 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest
 
-from core.data import DataConfig
-from core.runstore import runs_root
+from core.data.sources import DataConfig
+from core.runs.store import runs_root
 
 PAGE = str(REPO / "pages" / "data.py")
 

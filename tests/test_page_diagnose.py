@@ -1,5 +1,5 @@
 """Diagnose page under AppTest: no model gives a clear message; with a tiny classifier run, a
-built-in example shows the same probabilities as core.predict; a good PNG upload predicts and the
+built-in example shows the same probabilities as core.classify.predict; a good PNG upload predicts and the
 Grad-CAM toggle switches the image; corrupt, non-image, bad-DICOM and oversized uploads give
 st.error, never an exception."""
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from core.runstore import RunStore, runs_root  # noqa: E402
+from core.runs.store import RunStore, runs_root  # noqa: E402
 
 PAGE = str(REPO / "pages" / "diagnose.py")
 SHIPPED = REPO / "checkpoints" / "classifier-phantom.safetensors"
@@ -32,9 +32,9 @@ RUN_NAME = "20260101-000000-classifier-report-cnn-diag"
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A finished tiny classifier run on phantoms (with temperature and OOD statistics)."""
-    from core.classifier import ClassifierConfig
-    from core.classifier_train import ClassifierTrainConfig, train_classifier
-    from core.data import DataConfig
+    from core.classify.model import ClassifierConfig
+    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.data.sources import DataConfig
 
     path = tmp_path_factory.mktemp("clf") / RUN_NAME
     store = RunStore(path, create=True)
@@ -89,9 +89,9 @@ def test_loads_without_runs():
 
 
 def test_example_shows_probabilities(app_with_run, trained_run):
-    from core.classifier import load_classifier
-    from core.phantom import render
-    from core.predict import predict_image
+    from core.classify.model import load_classifier
+    from core.data.phantom import render
+    from core.classify.predict import predict_image
 
     at = app_with_run
     run_label = at.selectbox(key="diagnose_model").value
@@ -104,7 +104,7 @@ def test_example_shows_probabilities(app_with_run, trained_run):
     bars = _bars(at)
     assert sorted(bars) == sorted(["COVID-19", "NORMAL", "PNEUMONIA"])
     assert sum(bars.values()) == pytest.approx(1.0, abs=1e-6)
-    # The same numbers as core.predict on the same phantom.
+    # The same numbers as core.classify.predict on the same phantom.
     model, meta = load_classifier(trained_run / "checkpoints" / "best.safetensors")
     img, _ = render("PNEUMONIA", 0, size=32, seed=20_260_101)  # the model's input size
     expected = predict_image(model, meta, img.astype(np.float32) / 255.0)
@@ -258,7 +258,7 @@ def test_generated_example_goes_to_the_real_model():
 def test_a_card_in_a_checkpoint_from_elsewhere_is_not_shown(app_with_run):
     """Only the shipped models' cards are rendered: one in a run's checkpoint could carry a
     remote image or a link into the page."""
-    from core.modelcard import stamp
+    from core.classify.modelcard import stamp
 
     ckpt = runs_root() / RUN_NAME / "checkpoints" / "best.safetensors"
     stamp(ckpt, {"summary": "![x](http://example.invalid/track.png) trust me"}, ckpt)

@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import save_json
-from core.runstore import RunStore, runs_root
+from core.runs.store import RunStore, runs_root
 from ui import nav
 
 APP = str(REPO / "streamlit_app.py")
@@ -61,7 +61,7 @@ def test_every_page_in_the_menu_exists():
 
 
 def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
-    from core import jobqueue
+    from core.runs import queue as jobqueue
 
     launched = []
 
@@ -97,7 +97,7 @@ def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
 def test_demo_button_queues_behind_an_active_run(command, page, monkeypatch):
     """Another session's run holds the only slot: the demo is not refused, it waits in the
     queue, and the live view says so; Home links to the active run."""
-    from core import jobqueue
+    from core.runs import queue as jobqueue
 
     monkeypatch.setattr(jobqueue, "slots", lambda: ("cpu", 1))
     store = RunStore(runs_root() / f"20260101-000000-{command}-eeee", create=True)
@@ -137,8 +137,8 @@ def test_runs_started_alike_get_names_a_person_tells_apart(monkeypatch):
     suffix; an older run's all-digit hex suffix does not count, and the newest is listed first."""
     import re
 
-    from core import jobqueue
-    from core.runstore import list_runs
+    from core.runs import queue as jobqueue
+    from core.runs.store import list_runs
 
     def fake_launch(command, run_dir, env=None):
         save_json(Path(run_dir) / "status.json", {"state": "finished", "command": command})
@@ -161,7 +161,7 @@ def test_runs_started_alike_get_names_a_person_tells_apart(monkeypatch):
 
 
 def test_run_name_format():
-    from core.runstore import new_run_name
+    from core.runs.store import new_run_name
 
     now = time.mktime((2026, 1, 22, 23, 42, 5, 0, 0, -1))
     assert new_run_name("classifier-resnet", [], now) == "260122-2342-classifier-resnet-1"

@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest
 
-from core.runstore import RunStore, runs_root
+from core.runs.store import RunStore, runs_root
 
 PAGE = str(REPO / "pages" / "runs.py")
 

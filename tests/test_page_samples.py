@@ -1,4 +1,4 @@
-"""Samples page under AppTest, on a tiny generator checkpoint written with core.models: the fixed-z
+"""Samples page under AppTest, on a tiny generator checkpoint written with core.gan.models: the fixed-z
 progression, a generated grid that follows the seed, slerp interpolation, downloads, and export as
 a class-folder dataset."""
 
@@ -18,9 +18,9 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest
 
-from core.runstore import RunStore, runs_root
+from core.runs.store import RunStore, runs_root
 
-models = pytest.importorskip("core.models", reason="core.models (the generator) is not there yet")
+models = pytest.importorskip("core.gan.models", reason="core.gan.models (the generator) is not there yet")
 
 PAGE = str(REPO / "pages" / "samples.py")
 
@@ -152,7 +152,7 @@ def test_nearest_training_images_of_a_real_run():
 
     import torch
 
-    from core import gan_train as gt
+    from core.gan import job as gt
 
     parser = argparse.ArgumentParser()
     gt.add_arguments(parser)

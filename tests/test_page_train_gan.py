@@ -17,8 +17,8 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest
 
-from core.data import DataConfig
-from core.runstore import RunStore, runs_root
+from core.data.sources import DataConfig
+from core.runs.store import RunStore, runs_root
 
 PAGE = str(REPO / "pages" / "train_gan.py")
 
@@ -191,7 +191,7 @@ def test_failed_run_shows_reason_and_log():
 
 
 def test_a_second_run_waits_in_the_queue_and_another_sessions_run_asks_before_stop(monkeypatch):
-    from core import jobqueue
+    from core.runs import queue as jobqueue
     from ui import jobs
 
     monkeypatch.setattr(jobqueue, "slots", lambda: ("cpu", 1))
@@ -254,7 +254,7 @@ def test_a_finished_run_is_shown_with_the_next_steps_and_the_form_closed():
     assert any("last report" in c.value for c in at.caption)
     assert any("this one has ended" in m.value for m in at.markdown)
     # The way on to the Classifier page carries the run, picked for the class it learned.
-    from core.models import Generator, GeneratorConfig, save_generator
+    from core.gan.models import Generator, GeneratorConfig, save_generator
     data = {"source": "phantom", "phantom_per_class": 8, "classes": ["COVID-19"], "split": "train",
             "split_val_fraction": 0.15, "split_test_fraction": 0.15, "split_seed": 0}
     store.write_config({**store.config(), "data": data})

@@ -1,4 +1,4 @@
-"""core.phantom: deterministic per (seed, index), every size from 32 to 512, radiograph
+"""core.data.phantom: deterministic per (seed, index), every size from 32 to 512, radiograph
 conventions, measurable class differences (COVID-19 bilateral haze, PNEUMONIA one-sided
 consolidation), and the `phantom` CLI writing CLASS/*.png + metadata.csv."""
 
@@ -13,7 +13,7 @@ from PIL import Image
 from core import CLASSES
 from core.__main__ import main as cli
 from core.errors import UserError
-from core.phantom import (PhantomConfig, contact_sheet, generate, render, render_with_masks,
+from core.data.phantom import (PhantomConfig, contact_sheet, generate, render, render_with_masks,
                           write_dataset)
 
 S = 64  # small enough to keep every test well under a second

@@ -1,4 +1,4 @@
-"""core/gradcam.py and core/predict.py: Grad-CAM shape and range, the overlay, prediction on PNG
+"""core/classify/gradcam.py and core/classify/predict.py: Grad-CAM shape and range, the overlay, prediction on PNG
 8/16-bit, JPEG RGB, DICOM, bytes, bad files (per-file errors), the OOD flag on foreign images,
 and the CLI."""
 
@@ -13,18 +13,18 @@ import torch
 from PIL import Image
 
 from core import __main__ as cli
-from core.classifier import ClassifierConfig, build_classifier
-from core.gradcam import gradcam, overlay
-from core.predict import fit_ood, ood_distance, overlay_png, predict_file, to_json
+from core.classify.model import ClassifierConfig, build_classifier
+from core.classify.gradcam import gradcam, overlay
+from core.classify.predict import fit_ood, ood_distance, overlay_png, predict_file, to_json
 
 
 @pytest.fixture(scope="module")
 def phantom_model(tmp_path_factory):
     """A tiny report CNN trained for a few epochs on 32 px phantoms (with OOD statistics)."""
-    from core.classifier import load_classifier
-    from core.classifier_train import ClassifierTrainConfig, train_classifier
-    from core.data import DataConfig
-    from core.runstore import RunStore
+    from core.classify.model import load_classifier
+    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.data.sources import DataConfig
+    from core.runs.store import RunStore
 
     store = RunStore(tmp_path_factory.mktemp("clf") / "run", create=True)
     train_classifier(store, DataConfig(source="phantom:16", size=32),
@@ -36,7 +36,7 @@ def phantom_model(tmp_path_factory):
 
 
 def phantom_image(size=200, label="NORMAL", index=99) -> np.ndarray:
-    from core.phantom import render
+    from core.data.phantom import render
 
     return render(label, index, size)[0]  # uint8 (size, size), a patient not in training
 
@@ -232,7 +232,7 @@ def test_cli(phantom_model, tmp_path, capsys):
 def test_empty_map_of_the_predicted_class_shows_the_next_class():
     """A class whose evidence only ever lowers its score has an all-zero Grad-CAM: the result
     says so (empty_maps) and shows the map of the next most likely class instead."""
-    from core.predict import predict_image
+    from core.classify.predict import predict_image
 
     torch.manual_seed(0)
     model = build_classifier(ClassifierConfig(size=32, width=0.25, dropout=0.0)).eval()
@@ -256,8 +256,8 @@ def test_empty_map_of_the_predicted_class_shows_the_next_class():
 def test_known_outliers_are_flagged(phantom_model):
     """outlier_means: an image nearer to a known outlier's mean than to every training class is
     flagged, whatever its distance."""
-    from core.classifier import ood_features
-    from core.predict import ood_outlier, outlier_means
+    from core.classify.model import ood_features
+    from core.classify.predict import ood_outlier, outlier_means
 
     model, meta, _ = phantom_model
     ood = dict(meta["ood_tensors"])

@@ -1,10 +1,10 @@
-"""core.runheader: one config.json layout for every job, and the layouts of older runs read
+"""core.runs.header: one config.json layout for every job, and the layouts of older runs read
 through one function."""
 
 import json
 
-from core import runheader
-from core.runstore import RunStore
+from core.runs import header as runheader
+from core.runs.store import RunStore
 
 
 def test_a_new_header_round_trips_through_the_run_directory(tmp_path):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from core.errors import UserError
-from core.runstore import RunStore, launch, list_runs, new_run_dir, prune_uploads
+from core.runs.store import RunStore, launch, list_runs, new_run_dir, prune_uploads
 
 
 def test_metrics_events_and_status_round_trip(tmp_path):
@@ -111,7 +111,7 @@ def test_prune_uploads_keeps_recent_and_used_folders(tmp_path):
 def test_eta_from_a_smoothed_rate_after_warm_up_and_none_while_paused(tmp_path, monkeypatch):
     """The first interval (start-up) is no sample; the ETA appears after ETA_MIN_SAMPLES and
     follows the recent rate; pausing drops it and the pause is not measured as slow steps."""
-    from core import runstore as rs
+    from core.runs import store as rs
 
     clock = [1000.0]
     monkeypatch.setattr(rs.time, "time", lambda: clock[0])

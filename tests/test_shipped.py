@@ -39,9 +39,9 @@ def test_checkpoints_folder_stays_small():
 
 
 def test_shipped_classifier_loads_predicts_and_flags_a_phantom():
-    from core.classifier import load_classifier
-    from core.phantom import render
-    from core.predict import predict_image
+    from core.classify.model import load_classifier
+    from core.data.phantom import render
+    from core.classify.predict import predict_image
 
     meta = read_meta(CLASSIFIER)                  # the header alone: no tensors, no code
     assert meta["kind"] == "classifier" and meta["training_data"]["real"] is True
@@ -57,9 +57,9 @@ def test_shipped_classifier_loads_predicts_and_flags_a_phantom():
 
 def test_classifier_card_matches_evaluate(real_data_v2):
     """One row of the card recomputed: the Figure 1 images (never trained on), unseen split."""
-    from core.classifier import load_classifier
-    from core.data import DataConfig, load_dataset
-    from core.evaluate import evaluate, split_indices
+    from core.classify.model import load_classifier
+    from core.data.sources import DataConfig, load_dataset
+    from core.classify.evaluate import evaluate, split_indices
 
     source = "agchung/Figure1-COVID-chestxray-dataset"
     model, meta = load_classifier(CLASSIFIER)
@@ -73,7 +73,7 @@ def test_classifier_card_matches_evaluate(real_data_v2):
 
 @pytest.mark.skipif(not GENERATOR.is_file(), reason="no shipped generator in this copy")
 def test_shipped_generator_loads_and_samples():
-    from core.models import load_generator
+    from core.gan.models import load_generator
 
     meta = read_meta(GENERATOR)
     assert meta["kind"] == "generator" and meta["classes"] == ["COVID-19"]
@@ -88,7 +88,7 @@ def test_shipped_generator_loads_and_samples():
 @pytest.mark.skipif(not GENERATOR.is_file(), reason="no shipped generator in this copy")
 def test_generator_card_matches_gan_metrics(real_data_v2):
     """The card's relative FD, recomputed with the command the card gives."""
-    from core.gan_metrics import GanMetricsConfig, gan_metrics
+    from core.studies.gan_metrics import GanMetricsConfig, gan_metrics
 
     card = REPO / "checkpoints" / "generator-cxr-covid.md"
     spec = json.loads(re.search(r"<!-- gan-metrics (\{.*?\}) -->", card.read_text()).group(1))

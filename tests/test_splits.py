@@ -1,13 +1,13 @@
-"""core/splits.py: patient-level splits (no patient in two parts, stratified, generated copies
+"""core/data/splits.py: patient-level splits (no patient in two parts, stratified, generated copies
 kept to training) and the ablation's training-patient fractions."""
 
 import numpy as np
 import pytest
 
 from core import CLASSES
-from core.data import ImageDataset
+from core.data.sources import ImageDataset
 from core.errors import UserError
-from core.splits import holdout_patients, split_by_patient, subsample_patients
+from core.data.splits import holdout_patients, split_by_patient, subsample_patients
 
 
 def _toy(n_patients=30, per_patient=3, seed=0) -> ImageDataset:
@@ -105,9 +105,9 @@ def test_holdout_patients_takes_every_source():
 
 
 def test_one_patient_split_read_from_every_config_that_names_it():
-    from core.classifier_train import ClassifierTrainConfig
-    from core.data import DataConfig
-    from core.splits import PatientSplit
+    from core.classify.train import ClassifierTrainConfig
+    from core.data.sources import DataConfig
+    from core.data.splits import PatientSplit
 
     # The defaults of both configs are the split's: a GAN on --data-split train and a
     # classifier with default settings hold out the same patients.

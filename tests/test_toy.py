@@ -1,4 +1,4 @@
-"""Tests for core/toy.py: toy distributions, the toy trainer, live updates and the plotted views."""
+"""Tests for core/toy/trainer.py: toy distributions, the toy trainer, live updates and the plotted views."""
 
 import threading
 
@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from core.errors import UserError
-from core.losses import (
+from core.gan.losses import (
     LOSS_DEFAULTS,
     LOSSES,
 )
-from core.toy import (
+from core.toy.trainer import (
     DATASETS,
     EIGHT_GAUSSIANS_CENTERS,
     ToyConfig,

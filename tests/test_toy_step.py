@@ -1,4 +1,4 @@
-"""Tests for core/toy_step.py: the written-out critic update against autograd, and its compiled
+"""Tests for core/toy/step.py: the written-out critic update against autograd, and its compiled
 version as the trainer uses it."""
 
 import copy
@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from core import toy_step
-from core.losses import gan_critic_loss, gradient_penalty, wgan_critic_loss
-from core.toy import ToyConfig, ToyTrainer, mlp
-from core.toy_step import critic_update, linear_relu_params
+from core.toy import step as toy_step
+from core.gan.losses import gan_critic_loss, gradient_penalty, wgan_critic_loss
+from core.toy.trainer import ToyConfig, ToyTrainer, mlp
+from core.toy.step import critic_update, linear_relu_params
 
 
 def autograd_reference(gen, critic, z, real, alpha, lam, loss, penalty):
-    """The generic route: autograd through core.losses, gradient_penalty with create_graph."""
+    """The generic route: autograd through core.gan.losses, gradient_penalty with create_graph."""
     with torch.no_grad():
         fake = gen(z)
     scores = critic(torch.cat([real, fake]))

@@ -17,9 +17,9 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core.augment import AugmentConfig
+from core.data.augment import AugmentConfig
 from core.config import to_dict
-from core.data import DataConfig, ImageDataset
+from core.data.sources import DataConfig, ImageDataset
 from ui.images import upscale
 
 Progress = Callable[[float, str], None]
@@ -57,8 +57,8 @@ def _once(kind: str, key: str, make: Callable[[], object]):
 
 
 def dataset(config: DataConfig, progress: Progress | None = None) -> ImageDataset:
-    """core.data.load_dataset(config), cached by config and the source's modification stamp."""
-    from core.data import load_dataset
+    """core.data.sources.load_dataset(config), cached by config and the source's modification stamp."""
+    from core.data.sources import load_dataset
 
     key = _key(config) + "|" + source_stamp(config.source)
     # The source was typed into a form just now, by the user: a missing MNIST may download.
@@ -67,8 +67,8 @@ def dataset(config: DataConfig, progress: Progress | None = None) -> ImageDatase
 
 def balanced(config: DataConfig, augment: AugmentConfig, per_class: int,
              progress: Progress | None = None) -> ImageDataset:
-    """core.augment.balance of the cached dataset, cached by (data, augmentation, target)."""
-    from core.augment import balance
+    """core.data.augment.balance of the cached dataset, cached by (data, augmentation, target)."""
+    from core.data.augment import balance
 
     base = dataset(config)
     key = "|".join([_key(config), source_stamp(config.source), _key(augment), str(per_class)])
@@ -78,8 +78,8 @@ def balanced(config: DataConfig, augment: AugmentConfig, per_class: int,
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def augment_preview(image: np.ndarray, augment_json: str, n: int, seed: int) -> list[np.ndarray]:
-    """core.augment.preview of one (H, W) uint8 image; the config comes as JSON so it hashes."""
-    from core.augment import preview
+    """core.data.augment.preview of one (H, W) uint8 image; the config comes as JSON so it hashes."""
+    from core.data.augment import preview
     from core.config import from_dict
 
     return preview(image, from_dict(AugmentConfig, json.loads(augment_json)), n=n, seed=seed)
@@ -97,7 +97,7 @@ def device_name() -> str:
 def generator(path: str, mtime_ns: int):
     """(Generator in eval mode on CPU, meta) of a checkpoint; `mtime_ns` renews the entry when
     the file is rewritten (`latest.safetensors` is, every few steps)."""
-    from core.models import load_generator
+    from core.gan.models import load_generator
 
     return load_generator(path, device="cpu")
 
@@ -114,9 +114,9 @@ def generate(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
 
 @st.cache_data(max_entries=2, show_spinner=False)
 def run_images(run_path: str, config_mtime_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """core.gan_runs.run_images: a GAN run's training and held-out images, loaded once per run
+    """core.gan.runs.run_images: a GAN run's training and held-out images, loaded once per run
     (rendering or decoding them again takes seconds), whatever samples are compared with them."""
-    from core.gan_runs import run_images as load
+    from core.gan.runs import run_images as load
 
     return load(run_path)
 
@@ -157,7 +157,7 @@ def run_stamp(status: dict) -> str:
 @st.cache_data(max_entries=128, show_spinner=False)
 def run_metrics(path: str, names: tuple[str, ...], stamp: str):
     """Long metrics table (step, name, value, t) of a run, re-read only when `stamp` changes."""
-    from core.runstore import RunStore
+    from core.runs.store import RunStore
 
     return RunStore(path).metrics(list(names) or None)
 
@@ -166,7 +166,7 @@ def run_metrics(path: str, names: tuple[str, ...], stamp: str):
 def run_summary(path: str, stamp: str) -> dict:
     """{"header": its RunHeader, "config": its configs and info flattened ("data.source", ...),
     "final": {metric: last value}, "names": [metric names]}."""
-    from core.runstore import RunStore
+    from core.runs.store import RunStore
 
     store = RunStore(path)
     header = store.header()
@@ -192,7 +192,7 @@ def csv_file(path: str, mtime_ns: int) -> pd.DataFrame:
 @st.cache_resource(max_entries=4, show_spinner=False)
 def classifier_model(path: str, mtime_ns: int):
     """(classifier in eval mode on CPU, meta) of a checkpoint, renewed when the file changes."""
-    from core.classifier import load_classifier
+    from core.classify.model import load_classifier
 
     return load_classifier(path, device="cpu")
 
@@ -202,7 +202,7 @@ def phantom_example_png(label: str, size: int, seed: int) -> bytes:
     """A built-in example: a phantom radiograph of `label` as PNG bytes (rendered, not stored)."""
     import io
 
-    from core.phantom import render
+    from core.data.phantom import render
 
     image, _ = render(label, 0, size=size, seed=seed)
     buf = io.BytesIO()
@@ -245,10 +245,10 @@ def generated_example_png(path: str, seed: int) -> bytes:
 @st.cache_data(max_entries=32, show_spinner=False)
 def prediction(path: str, mtime_ns: int, digest: str, _data: bytes, name: str,
                display_max: int = 512) -> dict:
-    """core.predict.predict_file on uploaded bytes (hashed by `digest`), plus a display-sized image
+    """core.classify.predict.predict_file on uploaded bytes (hashed by `digest`), plus a display-sized image
     and its Grad-CAM overlay; {"ok": False, "error": ...} for a file that cannot be read."""
-    from core.gradcam import overlay
-    from core.predict import predict_file
+    from core.classify.gradcam import overlay
+    from core.classify.predict import predict_file
 
     model, meta = classifier_model(path, mtime_ns)
     out = predict_file(model, meta, _data, name)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.ablation import AblationConfig, summarise
-from core.runstore import runs_root
+from core.studies.ablation import AblationConfig, summarise
+from core.runs.store import runs_root
 from ui import cache, jobs, live, plots, state
 from ui.errors import attempt
 
@@ -118,7 +118,7 @@ def evaluation(results: dict) -> None:
         st.caption("The data has no source column, so there is no breakdown.")
     probe = r.get("shortcut")
     if probe:
-        from core.evaluate import shortcut_sentence
+        from core.classify.evaluate import shortcut_sentence
 
         lift = probe["accuracy"] - probe["baseline"]
         (st.warning if lift > 0.2 else st.info)(
@@ -134,8 +134,8 @@ FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 def _start_form(data_cfg) -> None:
     """Start an ablation on the Data page's data: real only, + Augmentor copies, + samples of
     chosen GAN runs, at several shares of the training patients; queued like any job."""
-    from core.ablation import ARMS
-    from core.classifier_train import ClassifierTrainConfig
+    from core.studies.ablation import ARMS
+    from core.classify.train import ClassifierTrainConfig
 
     with st.expander("Run an ablation", icon=":material/science:"):
         st.caption(f"On {state.data_label(data_cfg)} at {data_cfg.size} px. Each arm trains the "
@@ -194,8 +194,8 @@ def _start_form(data_cfg) -> None:
 def _start_ablation(data_cfg, train: dict, abl):
     """Queue an ablation built as the command line builds it (the classifier's defaults, the
     data chosen on the Data page, the form's choices); its config.json holds them all."""
-    from core.ablation import header
-    from core.classifier_train import build_configs
+    from core.studies.ablation import header
+    from core.classify.train import build_configs
 
     configs = build_configs(None, {"data": jobs.data_overrides(data_cfg), "train": train})
     return jobs.start("ablation", [], "ablation", header=header(*configs, abl))

@@ -1,4 +1,4 @@
-"""Launching jobs from the dashboard through the queue (core.jobqueue), who started a run, listing
+"""Launching jobs from the dashboard through the queue (core.runs.queue), who started a run, listing
 and deleting runs. A job is `python -m core <command>` in its own process; pages only read the
 run directory it writes."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import shutil
 
-from core import jobqueue
+from core.runs import queue as jobqueue
 from core.errors import UserError
-from core.runstore import ACTIVE_STATES, RunStore, list_runs, runs_root
+from core.runs.store import ACTIVE_STATES, RunStore, list_runs, runs_root
 
 
 def run_command(store: RunStore) -> str:
@@ -81,7 +81,7 @@ def owner_note(store: RunStore) -> str | None:
 
 def start(command: str, args: list[str], kind: str, header=None) -> RunStore:
     """Queue `python -m core <command> <args> --run-dir NEW` for this session; it starts at once
-    when a CPU or GPU slot is free (core.jobqueue). With a `header` (core.runheader) the job
+    when a CPU or GPU slot is free (core.runs.queue). With a `header` (core.runs.header) the job
     starts from the configs it holds. Returns the new run's store."""
     return jobqueue.submit(command, args, kind, owner=session_owner(), header=header)
 
@@ -98,7 +98,7 @@ def gan_generators() -> dict[str, tuple[str | None, int | None, str | None]]:
     """{GAN run name: (the class it was trained on or None, its image size, its loss)} of the
     runs that have a readable generator; others are not offered."""
     from core.checkpoint import read_meta
-    from core.gan_runs import run_checkpoint, run_class
+    from core.gan.runs import run_checkpoint, run_class
 
     out = {}
     for r in gan_runs():
@@ -170,18 +170,18 @@ def delete_run(store: RunStore) -> None:
 
 
 def gan_presets() -> dict[str, dict]:
-    """core.gan_runs.PRESETS flattened for the form: {"cpu-tiny": {"size", "steps",
+    """core.gan.runs.PRESETS flattened for the form: {"cpu-tiny": {"size", "steps",
     "batch_size", "lr_critic", ...}, ...} (train fields, plus the data size)."""
-    from core.gan_runs import PRESETS
+    from core.gan.runs import PRESETS
 
     return {name: {**p.get("train", {}), **({"size": p["data"]["size"]} if "size" in p.get("data", {}) else {})}
             for name, p in PRESETS.items()}
 
 
 def start_gan(preset: str, overrides: dict, kind: str) -> RunStore:
-    """Queue a GAN run built as the command line builds it (core.gan_train.build_configs: the
+    """Queue a GAN run built as the command line builds it (core.gan.job.build_configs: the
     preset, then `overrides`); its config.json holds the configs before it starts."""
-    from core import gan_train
+    from core.gan import job as gan_train
 
     return start("train-gan", [], kind,
                  header=gan_train.header(gan_train.build_configs(preset, overrides)))
@@ -199,7 +199,7 @@ def gan_overrides(data, loss: str, size: int, steps: int, batch_size: int,
         data_fields["keep_extra_classes"] = True
     if klass:
         data_fields["classes"] = (klass,)
-    if train_split_only:  # train-classifier's default patient split (core.splits.PatientSplit)
+    if train_split_only:  # train-classifier's default patient split (core.data.splits.PatientSplit)
         data_fields["split"] = "train"
     train = {"loss": loss, "steps": steps, "batch_size": batch_size, **(live or {})}
     if log_every:

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import live as live_params
-from core import runstore
-from core.jobqueue import is_waiting
-from core.losses import LOSS_DEFAULTS
-from core.runstore import ACTIVE_STATES, RunStore
+from core.gan import live as live_params
+from core.runs import store as runstore
+from core.runs.queue import is_waiting
+from core.gan.losses import LOSS_DEFAULTS
+from core.runs.store import ACTIVE_STATES, RunStore
 from ui import cache, jobs, plots
 
 PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
@@ -60,7 +60,7 @@ def _send(store: RunStore, message: str, **changes) -> None:
 
 
 def _cancel(store: RunStore) -> None:
-    from core.jobqueue import cancel
+    from core.runs.queue import cancel
 
     cancel(store)
     st.toast(f"{store.name} left the queue")

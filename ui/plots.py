@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core import live
+from core.gan import live
 
 # (metric, panel title) of the live panel, in reading order (2 rows x 3 columns). The last
 # panel draws both held-out check metrics (HELDOUT_LINES); images/s is in the progress line.
@@ -24,7 +24,7 @@ TRAINING_PANELS = [
     ("heldout/w_heldout", "Held-out check"),
 ]
 TITLE_PX = 13
-# The held-out check's lines (core.gan_train._HeldOutCheck): metric, legend label, colour. Short
+# The held-out check's lines (core.gan.job._HeldOutCheck): metric, legend label, colour. Short
 # labels: two side by side must fit under a 125 px chart ("held-out images" was cut).
 HELDOUT_LINES = [("heldout/w_train", "seen", "#4c78a8"),
                  ("heldout/w_heldout", "unseen", "#f58518")]
@@ -317,7 +317,7 @@ _ARM_COLORS = {"real": "#9d9d9d", "augmentor": "#f58518", "wgan-gp": "#4c78a8", 
 
 def ablation_bars(summary: pd.DataFrame, metric: str, title: str) -> go.Figure:
     """Grouped bars of one metric (mean over seeds, error bar: its spread) per training fraction
-    and arm, from core.ablation.summarise rows of one source."""
+    and arm, from core.studies.ablation.summarise rows of one source."""
     fig = go.Figure()
     for arm, g in summary.groupby("arm", sort=False):
         sd = g.get(f"{metric}_sd")

@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from core.augment import AugmentConfig
-from core.data import DataConfig
-from core.runstore import runs_root
+from core.data.augment import AugmentConfig
+from core.data.sources import DataConfig
+from core.runs.store import runs_root
 from ui.errors import log
 
 DEFAULTS: dict[str, Any] = {
@@ -54,7 +54,7 @@ def init() -> None:
 def _start_queued_jobs() -> None:
     """Any page view starts queued jobs whose slot has come free (a job that was killed never
     started the next one itself); a failure here must not take the page down."""
-    from core.jobqueue import schedule
+    from core.runs.queue import schedule
 
     try:
         schedule()

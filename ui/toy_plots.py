@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from core.toy import ToyTrainer
+from core.toy.trainer import ToyTrainer
 
 # Orange real and green generated, as in gan_toy.py's plots.
 REAL, FAKE, ARROW = "#f28e2b", "#2ca02c", "rgba(20,20,20,0.55)"

@@ -1,0 +1,1 @@
+"""The classifier: model, training, evaluation, prediction, ensembles, Grad-CAM and model cards."""

@@ -1,0 +1,1 @@
+"""Data: reading images, datasets, sources and layouts, phantoms, the decoded cache, patient splits, archives and augmentation."""

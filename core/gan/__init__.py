@@ -1,0 +1,1 @@
+"""GANs: the report's networks, the losses, the live hyperparameters, DiffAugment, the trainer, the train-gan job and GAN runs seen from outside."""

@@ -1,0 +1,1 @@
+"""Studies over runs: GAN metrics, the loss comparison and the augmentation ablation."""
