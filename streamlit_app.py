@@ -4,7 +4,7 @@ the disclaimer in the sidebar of every page."""
 
 import streamlit as st
 
-from ui import cache, nav, state
+from ui import cache, identity, nav, state
 
 st.set_page_config(page_title="X-Ray GAN Studio", page_icon=":material/radiology:", layout="wide")
 page = st.navigation([st.Page(nav.path(path), title=title, icon=icon, default=(path == "pages/home.py"))
@@ -14,5 +14,6 @@ state.init()  # after st.navigation, which leaves Streamlit's old pages/ mode (s
 with st.sidebar:
     st.caption(f":material/memory: **Device:** {cache.device_name()}")
     st.caption(f":material/warning: {nav.DISCLAIMER}")
+identity.remember()   # this browser's token in a cookie, so its runs stay its own after a reload
 
 page.run()

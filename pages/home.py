@@ -35,12 +35,15 @@ st.markdown(
 shipped.generator_samples(n=8, columns=8)
 
 active = jobs.active_runs()
-if st.button("Train the CPU demo", key="home_demo", type="primary", icon=":material/play_arrow:",
+demo_key, request = jobs.start_key("home_demo")
+if st.button("Train the CPU demo", key=demo_key, type="primary", icon=":material/play_arrow:",
              help="WGAN-GP, cpu-tiny preset (900 steps at 32 px), on phantom COVID-19 images. "
                   "Opens the live view; when every CPU slot is taken it waits in the queue "
                   "there."):
-    run = attempt(jobs.start_gan, "cpu-tiny", DEMO, "gan-wgan-gp", what="starting the demo run")
+    run = attempt(jobs.start_gan, "cpu-tiny", DEMO, "gan-wgan-gp", request=request,
+                  what="starting the demo run")
     if run is not None:
+        jobs.started("home_demo")
         st.session_state["gan_run"] = run.name
         st.switch_page(nav.path("pages/train_gan.py"))
 st.caption(jobs.machine_line(DEMO_IDLE_S, "The demo"))

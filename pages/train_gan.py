@@ -23,8 +23,11 @@ runs = jobs.gan_runs()
 
 # ---- a new run -----------------------------------------------------------------------------------
 # Open only before the first run: opening whenever no run was active pushed a run that had
-# just finished (the Home demo's) below the fold, behind a blank form.
-with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
+# just finished (the Home demo's) below the fold, behind a blank form. Decided once per visit:
+# recomputed each run, it collapsed the form under a student typing in it when another session
+# started the first run.
+form_open = st.session_state.setdefault("gan_form_open", not runs)
+with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
     presets = jobs.gan_presets()
     c = st.columns([2, 1, 1, 1.4])  # "Train on" shows "COVID-19" whole at 1024 px
     with c[0]:
@@ -100,7 +103,8 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
                                     "carry validation or test patients into the classifier.")
     st.caption(f"Data: **{state.data_label(data_cfg)}**, as chosen on the *Data & augmentation* "
                "page.")
-    if st.button("Start", key="gan_start", type="primary", icon=":material/play_arrow:",
+    start_key, request = jobs.start_key("gan_start")
+    if st.button("Start", key=start_key, type="primary", icon=":material/play_arrow:",
                  help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue "
                       "and starts by itself; the live view below says where it stands."):
         overrides = jobs.gan_overrides(
@@ -108,14 +112,20 @@ with st.expander("New run", expanded=not runs, icon=":material/add_circle:"):
             live=live_values, klass=None if klass == "all classes" else klass,
             log_every=int(log_every), sample_every=int(sample_every), train_split_only=train_only,
             holdout=holdout_pct / 100)
-        run = attempt(jobs.start_gan, preset, overrides, f"gan-{loss}", what="starting the run")
+        run = attempt(jobs.start_gan, preset, overrides, f"gan-{loss}", request=request,
+                      what="starting the run")
         if run is not None:
+            jobs.started("gan_start")
             st.session_state["gan_run"] = run.name
+            st.session_state["gan_form_open"] = False   # the new run's live view comes first
             st.rerun()
 
 # ---- the run shown --------------------------------------------------------------------------------
 runs = jobs.gan_runs()
 if not runs:
+    if st.session_state.get("gan_run"):
+        st.warning(f"**{st.session_state['gan_run']}** is no longer in the runs folder: it was "
+                   "deleted (or moved) in another session.", icon=":material/delete:")
     st.info("No GAN runs yet: start one above, or press *Train the CPU demo* on Home.")
     st.stop()
 store = RunStore(jobs.pick_run(runs, "gan_run").path)

@@ -170,7 +170,8 @@ def test_live_control_is_applied_and_recorded(tmp_path):
     assert wide.loc[2, "live/lr_gen"] == 5e-4
     events = store.events("control")
     assert len(events) == 1 and events.iloc[0]["step"] == 2
-    assert events.iloc[0]["payload"] == {"gp_lambda": 3.0, "n_critic": 1, "lr_gen": 5e-4}
+    assert events.iloc[0]["payload"] == {"gp_lambda": 3.0, "n_critic": 1, "lr_gen": 5e-4, "by": {
+        "gp_lambda": "command line", "n_critic": "command line", "lr_gen": "command line"}}
     assert len(store.events("sample")) == 1 and 1 in [s for s, _ in store.samples()]
     # The values in force are published for every reader (the sliders of every session).
     live = store.status()["live"]

@@ -22,6 +22,11 @@ from ui import nav
 APP = str(REPO / "streamlit_app.py")
 
 
+
+def _demo_button(at):
+    """The demo's button: its key changes after each start that went through (ui.jobs.start_key)."""
+    return next(b for b in at.button if b.key.startswith("home_demo_"))
+
 def _app() -> AppTest:
     # Run the app from a script outside the repo: with a pages/ folder beside the main script,
     # AppTest wraps every run in Streamlit's old multipage mode, which drops button clicks.
@@ -74,7 +79,7 @@ def test_demo_button_launches_cpu_tiny_and_opens_its_live_view(monkeypatch):
 
     monkeypatch.setattr(jobqueue, "launch", fake_launch)
     at = _app().run()
-    at.button(key="home_demo").click().run()
+    _demo_button(at).click().run()
     assert not at.exception, at.exception
     assert len(launched) == 1
     command = launched[0]
@@ -106,7 +111,7 @@ def test_demo_button_queues_behind_an_active_run(command, page, monkeypatch):
     assert not at.exception
     labels = [link.proto.label for link in at.get("page_link")]
     assert f"1 run(s) active or queued: watch the newest on {page}" in labels
-    demo = at.button(key="home_demo")
+    demo = _demo_button(at)
     assert not demo.disabled
     demo.click().run()
     assert not at.exception
@@ -150,7 +155,7 @@ def test_runs_started_alike_get_names_a_person_tells_apart(monkeypatch):
     names = []
     for _ in range(2):
         at = _app().run()
-        at.button(key="home_demo").click().run()
+        _demo_button(at).click().run()
         assert not at.exception
         names.append(at.session_state["gan_run"])
     stamp = r"\d{6}-\d{4}"  # yymmdd-hhmm

@@ -19,8 +19,21 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.sources import DataConfig
 from core.runs.store import RunStore, runs_root
+from ui.live import steer_key
 
 PAGE = str(REPO / "pages" / "train_gan.py")
+
+
+def _start_button(at: AppTest):
+    """The Start button: its key changes after each start that went through (ui.jobs.start_key)."""
+    return next(b for b in at.button if b.key.startswith("gan_start_"))
+
+
+def _owner(at: AppTest) -> str:
+    """The owner a session records with its runs and changes (ui.identity.owner)."""
+    import hashlib
+
+    return "browser " + hashlib.sha256(at.session_state["_browser_token"].encode()).hexdigest()[:8]
 
 
 def _app() -> AppTest:
@@ -67,7 +80,7 @@ def test_start_launches_a_real_cpu_run():
     at.number_input(key=f"gan_batch_{k}").set_value(4)
     at.number_input(key=f"gan_log_every_{k}").set_value(1)
     at.slider(key="gan_holdout_pct").set_value(30)
-    at.button(key="gan_start").click().run()
+    _start_button(at).click().run()
     try:
         assert not at.exception and not at.error, [e.value for e in at.error]
         runs = [p for p in runs_root().iterdir() if p.is_dir()]
@@ -96,9 +109,9 @@ def test_steering_and_buttons_write_control():
     store = _fake_run("20260101-000000-gan-wgan-gp-aaaa", "running", steps=3)
     at = _app().run()
     assert not at.exception
-    at.select_slider(key=f"steer_gp_lambda_{store.name}").set_value(5.0).run()
+    at.select_slider(key=steer_key(store, "gp_lambda")).set_value(5.0).run()
     assert store.control()["gp_lambda"] == 5.0
-    at.slider(key=f"steer_n_critic_{store.name}").set_value(2).run()
+    at.slider(key=steer_key(store, "n_critic")).set_value(2).run()
     assert store.control()["n_critic"] == 2
     at.button(key="gan_pause").click().run()
     assert store.control()["paused"] is True
@@ -109,20 +122,86 @@ def test_steering_and_buttons_write_control():
 
 def test_two_sessions_show_the_values_in_force():
     """Session B lowers lambda; once the job applies it (and says so in status.json), session A's
-    slider shows it too, not A's own earlier value."""
+    slider shows it too, and A, which touched nothing, sends nothing."""
     store = _fake_run("20260101-000000-gan-wgan-gp-twin", "running", steps=3)
     live = {"gp_lambda": 10.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
     store.set_status("running", live=live)
     a, b = _app().run(), _app().run()
-    key = f"steer_gp_lambda_{store.name}"
+    key = steer_key(store, "gp_lambda")
     assert a.select_slider(key=key).value == 10.0 and b.select_slider(key=key).value == 10.0
     b.select_slider(key=key).set_value(2.0).run()
-    assert store.control()["gp_lambda"] == 2.0
+    control = store.control()
+    assert control["gp_lambda"] == 2.0 and control["by"] == {"gp_lambda": _owner(b)}
+    assert _owner(a) != _owner(b)
     store.set_status("running", live={**live, "gp_lambda": 2.0})   # the job applied it
     a.run()
-    assert not a.exception
-    assert a.select_slider(key=key).value == 2.0
-    assert a.slider(key=f"steer_n_critic_{store.name}").value == 5
+    b.run()
+    assert not a.exception and not b.exception
+    key = steer_key(store, "gp_lambda")
+    assert a.select_slider(key=key).value == 2.0 and b.select_slider(key=key).value == 2.0
+    assert a.slider(key=steer_key(store, "n_critic")).value == 5
+    assert store.control()["seq"] == control["seq"] and not a.toast   # A sent nothing
+
+
+def test_a_move_on_a_slider_drawn_for_a_replaced_value_sends_nothing():
+    """A watching browser can report its slider at the old value after another session's change
+    landed (it did, and three sessions undid each other's steering): a move on a slider drawn
+    for a value no longer in force is not sent; the redrawn slider's is."""
+    store = _fake_run("20260101-000000-gan-wgan-gp-echo", "running", steps=3)
+    live = {"gp_lambda": 10.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
+    store.set_status("running", live=live)
+    at = _app().run()
+    drawn_for_10 = steer_key(store, "gp_lambda")
+    store.send_control(by="browser 0therone", gp_lambda=5.0)       # another session's change,
+    store.set_status("running", live={**live, "gp_lambda": 5.0})   # applied by the job
+    seq = store.control()["seq"]
+    at.select_slider(key=drawn_for_10).set_value(20.0).run()
+    assert store.control()["seq"] == seq and store.control()["gp_lambda"] == 5.0
+    assert any("changed meanwhile" in t.value for t in at.toast)
+    redrawn = steer_key(store, "gp_lambda")
+    assert redrawn != drawn_for_10 and at.select_slider(key=redrawn).value == 5.0
+    at.select_slider(key=redrawn).set_value(20.0).run()           # a real move is still sent
+    assert store.control()["gp_lambda"] == 20.0
+    assert store.control()["by"]["gp_lambda"] == _owner(at)
+
+
+def test_quick_moves_of_ones_own_slider_are_all_sent():
+    """Moving the same slider again before the page redrew: the value in force may by then be
+    this session's own first change, which is no reason to refuse the second."""
+    store = _fake_run("20260101-000000-gan-wgan-gp-quick", "running", steps=3)
+    live = {"gp_lambda": 10.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
+    store.set_status("running", live=live)
+    at = _app().run()
+    key = steer_key(store, "gp_lambda")
+    at.select_slider(key=key).set_value(5.0).run()
+    assert store.control()["gp_lambda"] == 5.0
+    at.select_slider(key=key).set_value(2.0).run()                 # not applied yet: sent
+    assert store.control()["gp_lambda"] == 2.0
+    store.set_status("running", live={**live, "gp_lambda": 5.0})   # the job applied the first
+    at.select_slider(key=key).set_value(1.0).run()
+    assert store.control()["gp_lambda"] == 1.0
+
+
+def test_every_value_the_form_accepts_the_slider_shows_and_can_set_back():
+    """lambda 1000 from the form showed a 0-1000 slider, then 0-100 after one move."""
+    from core.gan import live as live_params
+    from ui.live import slider_options
+
+    for spec in live_params.SPECS:
+        if spec.stops:
+            assert min(spec.stops) <= spec.form_low * 1.0001 and max(spec.stops) == spec.high, spec
+    store = _fake_run("20260101-000000-gan-wgan-gp-wide", "running", steps=3)
+    live = {"gp_lambda": 1000.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
+    store.set_status("running", live=live)
+    at = _app().run()
+    slider = at.select_slider(key=steer_key(store, "gp_lambda"))
+    assert slider.value == 1000.0 and max(slider.options, key=float) in ("1000", "1000.0")
+    slider.set_value(50.0).run()
+    store.set_status("running", live={**live, "gp_lambda": 50.0})
+    at.run()
+    slider = at.select_slider(key=steer_key(store, "gp_lambda"))
+    assert slider.value == 50.0 and "1000" in slider.options
+    assert 7.0 in slider_options(live_params.BY_NAME["gp_lambda"], 7.0)
 
 
 def _datasets(chart) -> list:
@@ -198,7 +277,7 @@ def test_a_second_run_waits_in_the_queue_and_another_sessions_run_asks_before_st
     other = _fake_run("20260101-000000-gan-wgan-gp-dddd", "running", steps=1)
     at = _app().run()
     assert not at.exception
-    assert not at.button(key="gan_start").disabled
+    assert not _start_button(at).disabled
     # Started from this (test) process with no browser session: the command line's run.
     queued = jobs.start("train-gan", ["--data", "phantom:8"], "gan-wgan-gp")
     assert jobqueue.is_waiting(queued.status())
@@ -218,13 +297,13 @@ def test_start_trains_on_the_classifier_training_patients_unless_switched_off(mo
     from ui import jobs
 
     started = []
-    monkeypatch.setattr(jobs, "start", lambda command, args, kind, header=None:
+    monkeypatch.setattr(jobs, "start", lambda command, args, kind, header=None, request=None:
                         started.append(header.section("data")))
     at = _app().run()
-    at.button(key="gan_start").click().run()
+    _start_button(at).click().run()
     assert started[-1]["split"] == "train"
     at.toggle(key="gan_train_split").set_value(False).run()
-    at.button(key="gan_start").click().run()
+    _start_button(at).click().run()
     assert started[-1]["split"] == "" and len(started) == 2
     assert not at.exception
 
@@ -330,7 +409,7 @@ def test_the_controls_keep_their_place_when_a_run_ends():
     store = _fake_run("20260101-000000-gan-wgan-gp-ends", "running", steps=3)
     Image.new("L", (8, 8)).save(store.sample_path(3))
     at = _app().run()
-    keys = ("gan_pause", f"steer_gp_lambda_{store.name}", f"steer_n_critic_{store.name}")
+    keys = ("gan_pause", steer_key(store, "gp_lambda"), steer_key(store, "n_critic"))
     running = [_path_of(at, k) for k in keys]
     assert None not in running
     store.set_status("finished", step=3)
@@ -338,23 +417,6 @@ def test_the_controls_keep_their_place_when_a_run_ends():
     assert not at.exception
     assert any(b.key == "gan_to_samples" for b in at.button)   # the row that used to shift them
     assert [_path_of(at, k) for k in keys] == running
-
-
-def test_a_slider_set_to_the_value_in_force_sends_nothing():
-    """Following another session's change moves this session's slider; when the browser reports
-    that move back, it is not the user's: no control write, no toast."""
-    store = _fake_run("20260101-000000-gan-wgan-gp-echo", "running", steps=3)
-    live = {"gp_lambda": 10.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
-    store.set_status("running", live=live)
-    at = _app().run()
-    key = f"steer_gp_lambda_{store.name}"
-    assert at.select_slider(key=key).value == 10.0
-    store.set_status("running", live={**live, "gp_lambda": 2.0})   # another session's change
-    at.select_slider(key=key).set_value(2.0).run()   # a "change" to the value already in force
-    assert "gp_lambda" not in store.control() and not at.toast
-    assert at.select_slider(key=key).value == 2.0
-    at.select_slider(key=key).set_value(5.0).run()                # a real move is still sent
-    assert store.control()["gp_lambda"] == 5.0
 
 
 def test_values_in_force_of_an_old_or_odd_run_come_from_its_logs_config_or_defaults():
@@ -368,3 +430,42 @@ def test_values_in_force_of_an_old_or_odd_run_come_from_its_logs_config_or_defau
     store.log_metrics(3, {"n_critic": 2.0})
     values = live.current_values(store)
     assert values == {"gp_lambda": 10.0, "clip": 0.0, "n_critic": 2, "lr_critic": 1e-4, "lr_gen": 1e-4}
+
+
+def test_change_markers_say_who_made_each_change():
+    from ui.plots import _change_label
+
+    mine = {"gp_lambda": 5.0, "by": {"gp_lambda": "browser 3fa2c1d0"}}
+    assert _change_label(mine, me="browser 3fa2c1d0") == "λ=5 (you)"
+    assert _change_label(mine, me="browser 00000000") == "λ=5 (3fa2c1)"
+    assert _change_label({"n_critic": 4, "by": {"n_critic": "command line"}}) == "n_critic=4 (CLI)"
+    assert _change_label({"gp_lambda": 5.0}) == "λ=5"          # an event from before "by"
+
+
+def test_a_run_deleted_in_another_session_is_said_plainly():
+    first = _fake_run("20260101-000000-gan-wgan-gp-keep", "finished", steps=3)
+    gone = _fake_run("20260101-000001-gan-wgan-gp-gone", "finished", steps=3)
+    at = _app().run()
+    at.session_state["gan_run"] = gone.name
+    at.run()
+    assert any(gone.name in m.value for m in at.markdown)
+    import shutil
+    shutil.rmtree(gone.path)                 # another session deletes it
+    at.run()
+    assert not at.exception
+    assert any(gone.name in w.value and "no longer in the runs folder" in w.value for w in at.warning)
+    assert at.session_state["gan_run"] == first.name
+    shutil.rmtree(first.path)
+    at.run()
+    assert not at.exception
+    assert any("no longer in the runs folder" in w.value for w in at.warning)
+
+
+def test_pause_and_resume_of_another_browsers_run_ask_first():
+    store = _fake_run("20260101-000000-gan-wgan-gp-theirs", "running", steps=3)
+    at = _app().run()
+    pause = at.button(key="gan_pause")
+    assert pause.label == "Pause their run"          # inside a popover that says whose it is
+    assert "paused" not in store.control()
+    pause.click().run()
+    assert store.control()["paused"] is True and store.control()["by"]["paused"] == _owner(at)

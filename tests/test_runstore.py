@@ -46,12 +46,15 @@ def test_control_reports_only_changes(tmp_path):
     app = RunStore(tmp_path / "run")
     assert job.poll_control() == {}
     app.send_control(gp_lambda=5.0, n_critic=3)
-    assert job.poll_control() == {"gp_lambda": 5.0, "n_critic": 3}
+    assert job.poll_control() == {"gp_lambda": 5.0, "n_critic": 3,
+                                  "by": {"gp_lambda": "command line", "n_critic": "command line"}}
     assert job.poll_control() == {}
     app.send_control(gp_lambda=5.0, sample_now=True)  # same lambda: only the sample request is new
     assert job.poll_control() == {"sample_now": 1}
-    app.send_control(paused=True)
-    assert job.poll_control() == {"paused": True}
+    app.send_control(by="browser 3fa2c1d0", paused=True)
+    assert job.poll_control() == {"paused": True, "by": {"gp_lambda": "command line",
+                                                         "n_critic": "command line",
+                                                         "paused": "browser 3fa2c1d0"}}
 
 
 def test_dead_process_shows_as_failed(tmp_path):

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import shutil
 
-from core.runs import queue as jobqueue
 from core.errors import UserError
+from core.runs import queue as jobqueue
 from core.runs.store import ACTIVE_STATES, RunStore, list_runs, runs_root
+from ui import identity
 
 
 def run_command(store: RunStore) -> str:
@@ -47,7 +48,13 @@ def pick_run(runs: list[RunStore], chosen: str, label: str = "Run",
             ss[chosen] = ss[follow]
         ss[f"{chosen}_followed"] = ss.get(follow)
     if ss.get(chosen) not in names:
+        if ss.get(chosen):   # it was shown here: say so rather than quietly show another
+            ss[f"{chosen}_gone"] = ss[chosen]
         ss[chosen] = default_run(runs).name
+    if ss.get(f"{chosen}_gone"):
+        st.warning(f"**{ss[f'{chosen}_gone']}** is no longer in the runs folder: it was deleted "
+                   "(or moved) in another session. Showing the newest run instead.",
+                   icon=":material/delete:")
     if ss.get(widget) != ss[chosen]:
         ss[widget] = ss[chosen]
     # Plain names: a state in the label ("· running") stayed stale in the browser after the run
@@ -60,30 +67,42 @@ def _picked(chosen: str, widget: str) -> None:
     import streamlit as st
 
     st.session_state[chosen] = st.session_state[widget]
-
-
-def session_owner() -> str:
-    """Who is asking, as recorded with a run: this browser session (a short id)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    return f"session {ctx.session_id[:8]}" if ctx else jobqueue.COMMAND_LINE
+    st.session_state.pop(f"{chosen}_gone", None)
 
 
 def owner_note(store: RunStore) -> str | None:
-    """Whose run this is when it is not this session's ("another session", "the command
-    line"), for a confirmation before stopping it; None for this session's own run."""
-    owner = store.status().get("owner") or jobqueue.COMMAND_LINE
-    if owner == session_owner():
-        return None
-    return "the command line" if owner == jobqueue.COMMAND_LINE else f"another browser {owner}"
+    """Whose run this is when it is not this browser's ("another browser (3fa2c1d0)", "the
+    command line"), for a confirmation before pausing or stopping it; None for one's own run."""
+    note = identity.who(store.status().get("owner"))
+    return None if note == "you" else note
 
 
-def start(command: str, args: list[str], kind: str, header=None) -> RunStore:
-    """Queue `python -m core <command> <args> --run-dir NEW` for this session; it starts at once
+def start(command: str, args: list[str], kind: str, header=None, request: str | None = None) -> RunStore:
+    """Queue `python -m core <command> <args> --run-dir NEW` for this browser; it starts at once
     when a CPU or GPU slot is free (core.runs.queue). With a `header` (core.runs.header) the job
-    starts from the configs it holds. Returns the new run's store."""
-    return jobqueue.submit(command, args, kind, owner=session_owner(), header=header)
+    starts from the configs it holds; with a `request` (start_key) a repeated click or an
+    interrupted rerun returns the same run. Returns the new run's store."""
+    return jobqueue.submit(command, args, kind, owner=identity.owner(), header=header,
+                           request=request)
+
+
+def start_key(name: str) -> tuple[str, str]:
+    """(widget key, request id) for a start button: the key changes once a start went through,
+    so a second click that the browser sent before it redrew the page lands on a button that no
+    longer exists, and the request id makes a rerun that repeats the first click a no-op."""
+    import uuid
+
+    import streamlit as st
+
+    request = st.session_state.setdefault(f"_{name}_request", uuid.uuid4().hex)
+    return f"{name}_{request[:8]}", request
+
+
+def started(name: str) -> None:
+    """The start behind `name` went through: the next click is a new start."""
+    import streamlit as st
+
+    st.session_state.pop(f"_{name}_request", None)
 
 
 def data_overrides(cfg) -> dict:
@@ -178,12 +197,12 @@ def gan_presets() -> dict[str, dict]:
             for name, p in PRESETS.items()}
 
 
-def start_gan(preset: str, overrides: dict, kind: str) -> RunStore:
+def start_gan(preset: str, overrides: dict, kind: str, request: str | None = None) -> RunStore:
     """Queue a GAN run built as the command line builds it (core.gan.job.build_configs: the
     preset, then `overrides`); its config.json holds the configs before it starts."""
     from core.gan import job as gan_train
 
-    return start("train-gan", [], kind,
+    return start("train-gan", [], kind, request=request,
                  header=gan_train.header(gan_train.build_configs(preset, overrides)))
 
 

@@ -17,7 +17,7 @@ from core.runs import store as runstore
 from core.runs.queue import is_waiting
 from core.gan.losses import LOSS_DEFAULTS
 from core.runs.store import ACTIVE_STATES, RunStore
-from ui import cache, jobs, plots
+from ui import cache, identity, jobs, plots
 
 PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
     "wgan/grad_norm_std", "time/step_s", "throughput/img_s", *(s.metric for s in live_params.SPECS)]
@@ -55,7 +55,7 @@ def current_values(store: RunStore) -> dict:
 
 # ---- buttons -----------------------------------------------------------------------------------------
 def _send(store: RunStore, message: str, **changes) -> None:
-    store.send_control(**changes)
+    store.send_control(by=identity.owner(), **changes)
     st.toast(message)
 
 
@@ -78,19 +78,26 @@ def queue_notice(store: RunStore, key: str) -> bool:
     return True
 
 
-def stop_button(store: RunStore, key: str, message: str, disabled: bool = False, where=st) -> None:
-    """Stop; for a run another session (or the command line) started, a popover first says
-    whose it is and asks to confirm."""
-    note = None if disabled else jobs.owner_note(store)
+def guarded_button(store: RunStore, label: str, icon: str, key: str, message: str,
+                   changes: dict, disabled: bool = False, where=st) -> None:
+    """A button that sends `changes` to the run; for a run another browser (or the command line)
+    started, a popover first says whose it is and asks to confirm (Pause and Resume as Stop)."""
+    note = jobs.owner_note(store)
     if note is None:
-        where.button("Stop", key=key, icon=":material/stop:", disabled=disabled, on_click=_send,
-                     args=(store, message), kwargs={"stop": True})
+        where.button(label, key=key, icon=icon, disabled=disabled, on_click=_send,
+                     args=(store, message), kwargs=changes)
         return
-    with where.popover("Stop", icon=":material/stop:"):
-        st.markdown(f"**{store.name}** was started by {note}. Stop it anyway? Its owner may be "
+    # A popover whether enabled or not: the same element in the same place as the run changes
+    # state (a button swapped for a popover shifted what follows).
+    with where.popover(label, icon=icon, disabled=disabled):
+        st.markdown(f"**{store.name}** was started by {note}. {label} it anyway? Its owner may be "
                     "watching it.")
-        st.button("Stop their run", key=key, type="primary", on_click=_send,
-                  args=(store, message), kwargs={"stop": True})
+        st.button(f"{label} their run", key=key, type="primary", on_click=_send,
+                  args=(store, message), kwargs=changes)
+
+
+def stop_button(store: RunStore, key: str, message: str, disabled: bool = False, where=st) -> None:
+    guarded_button(store, "Stop", ":material/stop:", key, message, {"stop": True}, disabled, where)
 
 
 def controls(store: RunStore) -> None:
@@ -105,10 +112,10 @@ def _controls(store: RunStore) -> None:
     if queue_notice(store, "gan_cancel"):
         return
     cols = st.columns(4)
-    cols[0].button("Pause", key="gan_pause", icon=":material/pause:", disabled=s != "running",
-                   on_click=_send, args=(store, "Pausing at the next step"), kwargs={"paused": True})
-    cols[1].button("Resume", key="gan_resume", icon=":material/play_arrow:", disabled=s != "paused",
-                   on_click=_send, args=(store, "Resuming"), kwargs={"paused": False})
+    guarded_button(store, "Pause", ":material/pause:", "gan_pause", "Pausing at the next step",
+                   {"paused": True}, disabled=s != "running", where=cols[0])
+    guarded_button(store, "Resume", ":material/play_arrow:", "gan_resume", "Resuming",
+                   {"paused": False}, disabled=s != "paused", where=cols[1])
     stop_button(store, "gan_stop", "Stopping after this step; a checkpoint is kept",
                 disabled=s not in ACTIVE_STATES, where=cols[2])
     cols[3].button("Sample now", key="gan_sample_now", icon=":material/photo_camera:",
@@ -117,19 +124,37 @@ def _controls(store: RunStore) -> None:
 
 
 # ---- steering ----------------------------------------------------------------------------------------
-def _steer(store: RunStore, field: str, key: str) -> None:
+# Steering is an explicit act. Each slider is drawn for the value in force and keyed by it, so a
+# change of that value (from any session) makes a new widget showing it, and the browser never
+# has to be told to move a slider the user did not touch. Writing the new value into the old
+# widget's session state, as this page once did, left the browsers of watching sessions with the
+# old value, which they sent back as a "change" at their next rerun: three sessions on one run
+# undid each other's steering.
+def _steer(store: RunStore, field: str, key: str, drawn: float) -> None:
     value = st.session_state[key]
-    # A slider this session moved to follow the value in force (another session's change) can
-    # come back from the browser as a "change" to that same value: not the user's; nothing to
-    # send (the second session of the browser test showed four such "Sent ..." toasts).
-    if float(value) == float(current_values(store)[field]):
+    spec = live_params.BY_NAME[field]
+    now = current_values(store)[field]
+    # The values this session sent on this slider: the value in force may be one of them
+    # (applied before the page redrew), which is no reason to refuse the next move.
+    mine = st.session_state.setdefault("_steer_sent", {}).setdefault(key, [])
+    if float(now) != float(drawn) and float(now) not in mine:
+        # Drawn for a value someone else has replaced since: this move may be a stale browser
+        # echo, and either way the user has not seen the value it would overwrite.
+        st.toast(f"{spec.label} was changed meanwhile to {now:g}; move the slider again to "
+                 "change it.")
         return
-    store.send_control(**{field: live_params.check(field, value)})
-    st.toast(f"Sent {field} = {value:g} to the run")
+    if float(value) == float(now):
+        return
+    checked = live_params.check(field, value)
+    mine.append(float(checked))
+    store.send_control(by=identity.owner(), **{field: checked})
+    st.toast(f"Sent {spec.label} = {value:g} to the run")
 
 
-def _options(values: list[float], current: float) -> list[float]:
-    return sorted(set(values) | {float(current)})
+def slider_options(spec: live_params.Spec, value: float) -> list[float]:
+    """A select-slider's stops for `spec`, with the value in force among them (a value typed
+    in the form that is no stop still shows, and stays reachable)."""
+    return sorted(set(spec.stops) | {float(value)})
 
 
 def steering(store: RunStore) -> None:
@@ -146,25 +171,30 @@ def _steering(store: RunStore) -> None:
         return
     loss = run_loss(store)
     now = current_values(store)
-    st.markdown("**Steer the running process**" if active else
-                "**Steering** (while a run is active: this one has ended)")
+    note = jobs.owner_note(store)
+    # One element in every state, so the sliders below keep their place when the run ends.
+    st.markdown("**Steering** (while a run is active: this one has ended)" if not active else
+                "**Steer the running process**" if note is None else
+                f"**Steer the running process** · started by {note}: your changes apply to "
+                "their run, and the charts mark who made each one")
     specs = live_params.for_loss(loss)
     cols = st.columns(len(specs))
     for col, spec in zip(cols, specs):
-        key = f"steer_{spec.name}_{store.name}"
-        # The slider shows the value in force, whoever set it: another session's change (or
-        # the command line's) moves it here too, at this page's next run.
         value = now[spec.name]
-        if st.session_state.get(f"{key}_in_force") != value:
-            st.session_state[key] = st.session_state[f"{key}_in_force"] = value
+        key = f"steer_{spec.name}_{store.name}_{value!r}"
+        common = dict(key=key, disabled=not active, on_change=_steer,
+                      args=(store, spec.name, key, value), help=spec.help)
         with col:
             if not spec.stops:
-                st.slider(spec.label, spec.low, spec.high, key=key, disabled=not active,
-                          on_change=_steer, args=(store, spec.name, key))
+                st.slider(spec.label, spec.low, spec.high, value=value, **common)
             else:
-                st.select_slider(spec.label, _options(spec.stops, st.session_state[key]), key=key,
-                                 format_func=lambda v: f"{v:g}", disabled=not active,
-                                 on_change=_steer, args=(store, spec.name, key))
+                st.select_slider(spec.label, slider_options(spec, value), value=float(value),
+                                 format_func=lambda v: f"{v:g}", **common)
+
+
+def steer_key(store: RunStore, field: str) -> str:
+    """The widget key of `field`'s slider as drawn now (tests and links find it by this)."""
+    return f"steer_{field}_{store.name}_{current_values(store)[field]!r}"
 
 
 # ---- the live panel ----------------------------------------------------------------------------------
@@ -241,6 +271,8 @@ def render(run_path: str) -> None:
     """One refresh of the live panel; panel() wraps it in st.fragment(run_every=REFRESH_S) while
     the run is active."""
     store = RunStore(run_path)
+    if not store.path.is_dir():   # deleted or moved in another session: the page picks again
+        st.rerun(scope="app")
     status = store.status()
     state = status.get("state", "queued")
     # Buttons, steering sliders and the run list live outside this fragment: redraw the whole
@@ -275,7 +307,7 @@ def render(run_path: str) -> None:
     # The same elements in the same places on every tick (empty charts before the first metrics),
     # so the browser updates them in place.
     rows = [st.columns(4), st.columns(4)]  # three charts and, on the right, samples / caption
-    for k, spec in enumerate(plots.training_panels(wide, events)):
+    for k, spec in enumerate(plots.training_panels(wide, events, me=identity.owner())):
         rows[k // 3][k % 3].vega_lite_chart(spec=spec, width="stretch")
     logged = (f"{len(wide):,} logged step{'s' * (len(wide) != 1)}" if len(wide) else
               "waiting for the first metrics" if state in ACTIVE_STATES else "no metrics logged")
@@ -299,12 +331,34 @@ def render(run_path: str) -> None:
 REFRESH_S = 0.5
 
 
+# An ended run's page looks again this often: was the run deleted, or resumed from elsewhere?
+WATCH_S = 2.0
+
+
+def _phase(store: RunStore) -> tuple | None:
+    """What, when it changes, redraws the whole page: None once the run directory is gone."""
+    if not store.path.is_dir():
+        return None
+    status = store.status()
+    return status.get("state"), store.header().started, is_waiting(status)
+
+
 def panel(store: RunStore) -> None:
-    """The live panel, refreshed about twice a second while the run is active."""
-    every = REFRESH_S if store.is_active() else None
+    """The live panel, refreshed about twice a second while the run is active; an ended run's is
+    drawn once and then only watched (a cheap look every WATCH_S)."""
+    if store.is_active():
+        @st.fragment(run_every=REFRESH_S)
+        def live_panel() -> None:
+            render(str(store.path))
 
-    @st.fragment(run_every=every)
-    def live_panel() -> None:
-        render(str(store.path))
+        live_panel()
+        return
+    render(str(store.path))
+    drawn = _phase(store)
 
-    live_panel()
+    @st.fragment(run_every=WATCH_S)
+    def watch() -> None:
+        if _phase(store) != drawn:
+            st.rerun(scope="app")
+
+    watch()

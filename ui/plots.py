@@ -74,11 +74,23 @@ def balance_counts(before: dict[str, int], after: dict[str, int]) -> dict:
                                    "legend": {"orient": "bottom", "title": None}}}}
 
 
-def _change_label(payload: dict) -> str:
+def _who(recorded: str, me: str | None) -> str:
+    if recorded == me:
+        return "you"
+    if recorded.startswith("browser "):
+        return recorded.split(" ", 1)[1][:6]       # a short tag per browser, as on the Runs page
+    return "CLI" if recorded == "command line" else recorded[:12]
+
+
+def _change_label(payload: dict, me: str | None = None) -> str:
+    """"λ=5 (you)": the values a control change set, and who set them (events from before the
+    job recorded who have no name)."""
     names = {s.name: s.marker for s in live.SPECS}
     parts = [f"{names.get(k, k)}={v:g}" if isinstance(v, float) else f"{names.get(k, k)}={v}"
-             for k, v in payload.items() if k not in ("seq", "sample_now")]
-    return ", ".join(parts) or "control"
+             for k, v in payload.items() if k not in ("seq", "sample_now", "by")]
+    by = payload.get("by") if isinstance(payload.get("by"), dict) else {}
+    who = sorted({_who(str(v), me) for v in by.values()})
+    return (", ".join(parts) or "control") + (f" ({', '.join(who)})" if who else "")
 
 
 def _field(metric: str) -> str:
@@ -86,11 +98,12 @@ def _field(metric: str) -> str:
     return metric.replace("/", "_")
 
 
-def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> list[dict]:
+def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None,
+                    me: str | None = None) -> list[dict]:
     """The live charts as Vega-Lite specs (for st.vega_lite_chart), one per TRAINING_PANELS
     metric, from `wide` (index step, one column per metric): a dashed target line at 1 and a
     +-1 std band on the gradient norm, and a dotted red rule on every panel at each control change
-    in `events`, labelled on the first panel.
+    in `events`, labelled on the first panel with who made it (`me`: this browser, "you").
 
     Vega-Lite, not Plotly, for these: Streamlit re-mounts a Plotly chart whenever its data change
     (its element id hashes the figure), which blanks it for a frame at each refresh; a Vega-Lite
@@ -103,7 +116,7 @@ def training_panels(wide: pd.DataFrame, events: pd.DataFrame | None = None) -> l
     data["gn_lo"] = data["wgan_grad_norm_mean"] - data["wgan_grad_norm_std"]
     data["gn_hi"] = data["wgan_grad_norm_mean"] + data["wgan_grad_norm_std"]
     changes = pd.DataFrame({"step": events["step"].astype(int).to_numpy(),
-                            "change": [_change_label(p) for p in events["payload"]]}) \
+                            "change": [_change_label(p, me) for p in events["payload"]]}) \
         if events is not None and len(events) else pd.DataFrame({"step": [], "change": []})
     # Labels for the newest LABEL_LINES changes only, each a line below the one before: changes a
     # few steps apart (a slider moved twice) printed on top of each other, and eleven were

@@ -124,9 +124,13 @@ class _LiveControl(Control):
         seen = store.control().get("sample_now", 0) if self.rank0 else 0
         self.sample_seen = seen if isinstance(seen, int) and not isinstance(seen, bool) else 0
         self.sample_requests = 0
+        self.by: dict[str, str] = {}   # who asked for each key, as control.json says
 
     def apply(self, key: str, value) -> None:
-        if key == "sample_now":
+        if key == "by":
+            if isinstance(value, dict):
+                self.by = {str(k): str(v)[:80] for k, v in value.items()}
+        elif key == "sample_now":
             if int(value) > self.sample_seen:
                 self.sample_requests, self.sample_seen = 1, int(value)
         elif key in live_params.BY_NAME:   # the same ranges as the form and the flags
@@ -158,7 +162,8 @@ class _LiveControl(Control):
         for key, value in applied.items():
             self.trainer.set_live(key, value)
         if applied and self.rank0:
-            self.store.log_event(step, "control", applied)
+            who = {k: self.by[k] for k in applied if k in self.by}
+            self.store.log_event(step, "control", {**applied, **({"by": who} if who else {})})
             self.store.heartbeat(step, force=True, live=self.trainer.live())
             print(f"step {step}: applied {applied}", flush=True)
         return bad

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 ALL_LOSSES = ("gan", "wgan", "wgan-gp")
 PREFIX = "live/"   # the logged metrics: live/gp_lambda, live/n_critic, ...
+# A slider's stops span its field's whole range, so whatever a form accepts the slider can set
+# back (with lambda's stops ending at 100, a run started at 1000 could never return there).
+LR_STOPS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2,
+            5e-2, 0.1, 0.2, 0.5, 1.0)
 
 
 def _param(lo: float, hi: float, defaults: dict[str, float], *, label: str, title: str,
@@ -41,12 +45,12 @@ class LiveParams:
     gp_lambda: float = _param(
         0.0, 1000.0, {"gan": 0.0, "wgan": 0.0, "wgan-gp": 10.0}, label="lambda (GP)",
         title="Gradient penalty lambda", flag="--lambda", legacy="lambda", marker="λ",
-        losses=("wgan-gp",), stops=(0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0),
+        losses=("wgan-gp",), stops=(0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0),
         help="gradient-penalty weight")
     clip: float = _param(
         0.0, 1.0, {"gan": 0.0, "wgan": 0.01, "wgan-gp": 0.0}, label="clip c",
         title="Weight-clipping bound", flag="--clip", legacy="", marker="clip",
-        losses=("wgan",), stops=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1), form_low=1e-4,
+        losses=("wgan",), stops=(1e-4, 5e-4, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), form_low=1e-4,
         help="WGAN weight-clipping bound")
     n_critic: int = _param(
         1, 20, {"gan": 1, "wgan": 5, "wgan-gp": 5}, label="n_critic",
@@ -55,11 +59,11 @@ class LiveParams:
     lr_critic: float = _param(
         1e-6, 1.0, {"gan": 2e-4, "wgan": 5e-5, "wgan-gp": 1e-4}, label="lr critic",
         title="Critic learning rate", flag="--lr-critic", legacy="lr/critic", marker="lr C",
-        stops=(1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3), help="critic learning rate")
+        stops=LR_STOPS, help="critic learning rate")
     lr_gen: float = _param(
         1e-6, 1.0, {"gan": 2e-4, "wgan": 5e-5, "wgan-gp": 1e-4}, label="lr generator",
         title="Generator learning rate", flag="--lr-gen", legacy="lr/gen", marker="lr G",
-        stops=(1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3), help="generator learning rate")
+        stops=LR_STOPS, help="generator learning rate")
 
     @classmethod
     def for_loss(cls, loss: str) -> "LiveParams":

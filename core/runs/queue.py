@@ -111,14 +111,30 @@ def running(root: str | Path | None = None) -> list[RunStore]:
             if (s := r.status()).get("state") in ACTIVE_STATES and not is_waiting(s)]
 
 
+def _requested(root: Path, request: str) -> RunStore | None:
+    """The run an earlier submit with this request id made, if any (called under the lock)."""
+    for store in list_runs(root):
+        try:
+            if json.loads((store.path / QUEUE_FILE).read_text()).get("request") == request:
+                return store
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            continue
+    return None
+
+
 def submit(command: str, args: list[str], kind: str, owner: str = COMMAND_LINE,
-           root: str | Path | None = None, header: RunHeader | None = None) -> RunStore:
+           root: str | Path | None = None, header: RunHeader | None = None,
+           request: str | None = None) -> RunStore:
     """Queue `python -m core <command> <args> --run-dir NEW` and start it at once when a slot is
     free. Returns the new run's store (state "queued"; "owner" records who asked). With a
     `header` (the run's configs, core.runs.header), NEW/config.json holds it from the start and
-    the job starts from it (`--from-config`): the dashboard builds configs, not flags."""
+    the job starts from it (`--from-config`): the dashboard builds configs, not flags.
+    `request` makes it idempotent: a second submit with the same id (a double click, a rerun
+    of a page that was interrupted) returns the first one's run instead of a new one."""
     root = Path(root) if root else runs_root()
     with _lock(root):
+        if request is not None and (earlier := _requested(root, request)) is not None:
+            return earlier
         run_dir = new_run_dir(kind, root)
         store = RunStore(run_dir, create=True)   # samples/ and checkpoints/ before the job starts
         if header is not None:
@@ -126,7 +142,8 @@ def submit(command: str, args: list[str], kind: str, owner: str = COMMAND_LINE,
             args = [*args, "--from-config"]
         now = time.time()
         save_json(run_dir / QUEUE_FILE, {"argv": [command, *args, "--run-dir", str(run_dir)],
-                                         "submitted": now, "owner": owner, "kind": kind})
+                                         "submitted": now, "owner": owner, "kind": kind,
+                                         **({"request": request} if request else {})})
         save_json(run_dir / "status.json", {"state": "queued", "reason": "waiting for a free slot",
                                             "owner": owner, "created": now, "heartbeat": now,
                                             "command": [command]})

@@ -361,14 +361,18 @@ class RunStore:
         return df
 
     # ---- control (app -> job) -----------------------------------------------------------
-    def send_control(self, **changes) -> dict:
+    def send_control(self, by: str = "command line", **changes) -> dict:
         """Merge changes (gp_lambda, n_critic, lr_critic, lr_gen, paused, stop, sample_now) into
-        control.json; `sample_now=True` bumps a counter so repeated requests each count."""
+        control.json; `sample_now=True` bumps a counter so repeated requests each count. `by`
+        says who asked, per key ("by": {key: who}), so the job can say who made each change."""
         control = self.control()
         if changes.pop("sample_now", False):
             control["sample_now"] = int(control.get("sample_now", 0)) + 1
-        control.update({k: v for k, v in changes.items() if v is not None})
-        control["seq"] = int(control.get("seq", 0)) + 1
+        changes = {k: v for k, v in changes.items() if v is not None}
+        control.update(changes)
+        who = control.get("by") if isinstance(control.get("by"), dict) else {}
+        control["by"] = {**who, **{k: str(by) for k in changes}}
+        control["seq"] = int(control.get("seq", 0)) + 1 if isinstance(control.get("seq"), int) else 1
         save_json(self.path / "control.json", control)
         return control
 
