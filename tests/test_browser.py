@@ -325,7 +325,12 @@ def test_dashboard_end_to_end(server, tmp_path):
             return sorted(p.name for p in runs.iterdir() if p.name not in before
                           and (p / "status.json").exists() and p.name != seeded)
         _idle(page, 60)
-        main.get_by_role("button", name="Start").click()
+        # Two quick clicks are one start (they made two identical runs): the second lands where
+        # the button was, 0.3 s later, whatever the page shows there by then.
+        box = main.get_by_role("button", name="Start").bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        time.sleep(0.3)
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         # The click's rerun may not have begun when the page first looks idle (a loaded
         # machine): wait for what it makes, not for the page.
         ours = _wait(new_runs, 120, "the new run's directory")[-1]
@@ -348,10 +353,13 @@ def test_dashboard_end_to_end(server, tmp_path):
         stamps = set()
 
         def three_stamps():
-            stamps.add(page.evaluate(_LIVE_CAPTION).split("updated ")[-1])
+            caption = page.evaluate(_LIVE_CAPTION)   # None while the panel is being redrawn
+            if caption:
+                stamps.add(caption.split("updated ")[-1])
             return len(stamps) >= 3
 
         _wait(three_stamps, 120, "three refreshes of the live panel", every=0.2)
+        assert new_runs() == [ours], new_runs()   # the second click made nothing
         later = _wait(lambda: (s := _chart_state(page)) and s["points"] > first["points"] and s,
                       60, "the live chart to gain points")
         probe = page.evaluate("() => { const p = window.__e2e; p.done = true; return {frames: "
@@ -361,33 +369,84 @@ def test_dashboard_end_to_end(server, tmp_path):
         assert probe["svgs"] == 6 and len(probe["heights"]) == 1, probe  # updated in place
         _shot(page, "train_gan", out_dirs)
 
-        # Lower lambda with the keyboard on its slider; the marker appears on the charts.
-        markers_before = later["markers"]
-        thumb = page.locator('[data-testid="stSlider"]', has_text="lambda").get_by_role("slider")
-        thumb.focus()
-        thumb.press("ArrowLeft")
-        _wait(lambda: (s := _chart_state(page)) and s["markers"] > markers_before,
-              60, "the lambda-change marker on the chart")
-        assert '"gp_lambda": 5.0' in (runs / ours / "control.json").read_text()
+        # A reload keeps the run this browser's: Stop asks no confirmation.
+        page.reload()
+        _idle(page, 60)
+        _wait(lambda: main.get_by_role("button", name="Stop").count() > 0, 60, "the controls")
+        assert page.locator('[data-testid="stPopover"]').count() == 0, "own run asked as another's"
+
+        # Three sessions on one run: A (who started it) and B watch, C steers. Only C's two moves
+        # reach the run, the values in force stay C's in every session, and the charts say who.
+        watchers = []
+        for _ in range(2):
+            other = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            other.set_default_timeout(30_000)
+            other.goto(base + "/train_gan")
+            _idle(other, 60)
+            _pick(other, "Run", ours)
+            _idle(other, 30)
+            watchers.append(other)
+        b, c = watchers
+        # Another's run: Pause and Stop behind a confirmation (Resume too, disabled while running).
+        _wait(lambda: c.locator('[data-testid="stPopover"]').count() == 3, 60, "C's guarded controls")
+        control_file = runs / ours / "control.json"
+        before = json.loads(control_file.read_text()).get("seq", 0) if control_file.exists() else 0
+        shown = {}
+
+        def slider_value(p, label):
+            thumb = p.locator('[data-testid="stSlider"]', has_text=label).locator(
+                '[data-testid="stSliderThumbValue"]')
+            return thumb.first.inner_text().strip() if thumb.count() else None
+
+        for label, key in (("lambda", "ArrowLeft"), ("n_critic", "ArrowRight")):
+            _idle(c, 30)
+            shown[label] = slider_value(c, label)
+            thumb = c.locator('[data-testid="stSlider"]', has_text=label).get_by_role("slider")
+            thumb.focus()
+            thumb.press(key)
+            _wait(lambda: slider_value(c, label) not in (None, shown[label]), 30, f"C's {label} move")
+        want = {"lambda": "5", "n_critic": str(int(shown["n_critic"]) + 1)}
+        for p_, name in ((page, "A"), (b, "B"), (c, "C")):
+            _wait(lambda: all(slider_value(p_, k) == v for k, v in want.items()), 60,
+                  f"session {name} to show lambda 5 and n_critic {want['n_critic']}")
+        # Then a while of watching: three more refreshes of A's panel.
+        stamps.clear()
+        _wait(three_stamps, 120, "three more refreshes of the live panel", every=0.2)
+        control = json.loads(control_file.read_text())
+        assert control["seq"] - before == 2, control             # one write per user action
+        assert control["gp_lambda"] == 5.0 and control["n_critic"] == int(want["n_critic"]), control
+        assert len(set(control["by"][k] for k in ("gp_lambda", "n_critic"))) == 1, control
+        for p_ in (page, b, c):
+            assert all(slider_value(p_, k) == v for k, v in want.items())
+            _no_exception(p_, "train_gan, three sessions")
+        # The markers say who: "you" in C, C's browser tag in A.
+        labels = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"] text')]
+            .map(t => t.textContent).filter(t => t.includes('λ='))"""
+        _wait(lambda: any("(you)" in t for t in c.evaluate(labels)), 60, "C's marker, 'you'")
+        tag = control["by"]["gp_lambda"].split(" ", 1)[1][:6]
+        _wait(lambda: any(f"({tag})" in t for t in page.evaluate(labels)), 60, "C's marker in A")
+        c.context.close()
+        later = _wait(lambda: (s := _chart_state(page)) and s["markers"] >= 1 and s, 60,
+                      "the change markers on A's chart")
         _grid_ok(page, runs / ours)   # after a steer, the grid still matches its caption
         _shot(page, "train_gan_steered", out_dirs)
+
+        # Away and back in the same session, while the run runs: no exception, its panel again.
+        _nav(page, TITLES["home"])
+        _idle(page, 30)
+        _nav(page, TITLES["train_gan"])
+        _idle(page, 30)
+        _no_exception(page, "train_gan, back from Home while the run runs")
+        _wait(lambda: (s := _chart_state(page)) and s["drawn"] == 6, 60, "the live charts again")
 
         # Paused, the run keeps its slot (the tiny run would otherwise end before the next check).
         main.get_by_role("button", name="Pause").click()
         _wait(lambda: json.loads((runs / ours / "status.json").read_text())["state"] == "paused",
               60, "the run to pause")
-        # A second browser session on the same run sees the value in force on its slider, and
-        # a job it starts meanwhile waits in the queue (one slot here), until cancelled.
-        other = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-        other.set_default_timeout(30_000)
-        other.goto(base + "/train_gan")
-        _idle(other, 60)
-        _pick(other, "Run", ours)
-        _idle(other, 30)
-        lam = other.locator('[data-testid="stSlider"]', has_text="lambda").locator(
-            '[data-testid="stSliderThumbValue"]')
-        _wait(lambda: lam.first.inner_text().strip() == "5", 60, "lambda 5 in the other session")
-        _grid_ok(other, runs / ours)  # and the second session sees the grid, not just a caption
+        # B, on the same run, sees the grid, and a job it starts meanwhile waits in the queue
+        # (one slot here), until cancelled.
+        other = b
+        _grid_ok(other, runs / ours)  # the second session sees the grid, not just a caption
         print(f"[{time.monotonic() - t_start:5.1f} s] the other session shows lambda 5")
         other.get_by_text("New run").first.click()
         start = other.get_by_test_id("stMainBlockContainer").get_by_role("button", name="Start")
@@ -408,7 +467,6 @@ def test_dashboard_end_to_end(server, tmp_path):
         other.get_by_role("button", name="Cancel").click()
         _wait(lambda: other.locator("text=cancelled while queued").count() > 0
               or other.get_by_text("Queued, number 1 in line").count() == 0, 60, "the cancel")
-        other.context.close()
 
         # Stop the run; its state becomes 'stopped' and it keeps a checkpoint for Samples.
         print(f"[{time.monotonic() - t_start:5.1f} s] marker seen; stopping")
@@ -436,11 +494,23 @@ def test_dashboard_end_to_end(server, tmp_path):
         shape = page.evaluate(_CRITIC_PATH)
         _nav(page, TITLES["home"])       # a fresh run of the page lists the copy
         _idle(page, 30)
-        _nav(page, TITLES["train_gan"])
+        _nav(page, TITLES["train_gan"])  # away and back with an ended run: no exception
+        _idle(page, 30)
+        _no_exception(page, "train_gan, back from Home with an ended run")
         _pick(page, "Run", twin.name)
         _wait(lambda: page.evaluate(_CRITIC_PATH) not in (None, shape), 30,
               "the critic-loss chart to show the other run")
+        # B views the copy too; deleted (here, by hand), both sessions say so by themselves.
+        other.reload()
+        _idle(other, 60)
+        _pick(other, "Run", twin.name)
+        _idle(other, 30)
         shutil.rmtree(twin)              # not in the screenshots of the pages that follow
+        for p_ in (page, other):
+            _wait(lambda: p_.get_by_text("is no longer in the runs folder").count() > 0, 60,
+                  "the deleted run said plainly")
+            _no_exception(p_, "train_gan, run deleted")
+        other.context.close()
 
         if seeded:  # the finished demo run, live view with its lambda marker
             _pick(page, "Run", seeded)

@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-from core.__main__ import COMMANDS, main
+from core.__main__ import main
+from core.commands import COMMANDS
 
 
 def test_help_lists_every_command(capsys):

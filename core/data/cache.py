@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import file_lock
+from core.paths import runs_root
 
 VERSION = 1                     # of the decoder and this layout: a change is a new key
 DEFAULT_MAX_BYTES = 8 * 2**30
@@ -35,8 +36,6 @@ def enabled() -> bool:
 
 
 def cache_root() -> Path:
-    from core.runs.store import runs_root
-
     return runs_root() / "cache"
 
 

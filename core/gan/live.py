@@ -23,15 +23,15 @@ LR_STOPS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e
 
 
 def _param(lo: float, hi: float, defaults: dict[str, float], *, label: str, title: str,
-           flag: str, legacy: str, marker: str, losses=ALL_LOSSES, stops=(), form_low=None,
+           flag: str, marker: str, losses=ALL_LOSSES, stops=(), form_low=None,
            help: str = ""):
     """A live field: range [lo, hi], default per loss (`defaults`), `label` on a form and a
-    slider (one line at 1024 px), `title` on a chart, the `control` command's `flag`, the metric
-    name runs logged before the "live/" prefix (`legacy`), the short `marker` on the charts'
-    change rules, the `losses` it applies to, and slider `stops` (none: every whole number).
+    slider (one line at 1024 px), `title` on a chart, the `control` command's `flag`, the short
+    `marker` on the charts' change rules, the `losses` it applies to, and slider `stops` (none:
+    every whole number; else spanning the range).
     `form_low` raises the lower bound of a new run's form (a clip of 0 is no WGAN)."""
     return dataclasses.field(default=defaults["wgan-gp"], metadata=dict(
-        range=(lo, hi), defaults=defaults, label=label, title=title, flag=flag, legacy=legacy,
+        range=(lo, hi), defaults=defaults, label=label, title=title, flag=flag,
         marker=marker, losses=tuple(losses), stops=tuple(stops),
         form_low=lo if form_low is None else form_low, help=help))
 
@@ -44,25 +44,26 @@ class LiveParams:
 
     gp_lambda: float = _param(
         0.0, 1000.0, {"gan": 0.0, "wgan": 0.0, "wgan-gp": 10.0}, label="lambda (GP)",
-        title="Gradient penalty lambda", flag="--lambda", legacy="lambda", marker="λ",
+        title="Gradient penalty lambda", flag="--lambda", marker="λ",
         losses=("wgan-gp",), stops=(0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0),
         help="gradient-penalty weight")
     clip: float = _param(
         0.0, 1.0, {"gan": 0.0, "wgan": 0.01, "wgan-gp": 0.0}, label="clip c",
-        title="Weight-clipping bound", flag="--clip", legacy="", marker="clip",
-        losses=("wgan",), stops=(1e-4, 5e-4, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), form_low=1e-4,
+        title="Weight-clipping bound", flag="--clip", marker="clip",
+        losses=("wgan",), stops=(1e-4, 5e-4, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+        form_low=1e-4,
         help="WGAN weight-clipping bound")
     n_critic: int = _param(
         1, 20, {"gan": 1, "wgan": 5, "wgan-gp": 5}, label="n_critic",
-        title="Critic steps per generator step", flag="--n-critic", legacy="n_critic",
+        title="Critic steps per generator step", flag="--n-critic",
         marker="n_critic", help="critic steps per generator step")
     lr_critic: float = _param(
         1e-6, 1.0, {"gan": 2e-4, "wgan": 5e-5, "wgan-gp": 1e-4}, label="lr critic",
-        title="Critic learning rate", flag="--lr-critic", legacy="lr/critic", marker="lr C",
+        title="Critic learning rate", flag="--lr-critic", marker="lr C",
         stops=LR_STOPS, help="critic learning rate")
     lr_gen: float = _param(
         1e-6, 1.0, {"gan": 2e-4, "wgan": 5e-5, "wgan-gp": 1e-4}, label="lr generator",
-        title="Generator learning rate", flag="--lr-gen", legacy="lr/gen", marker="lr G",
+        title="Generator learning rate", flag="--lr-gen", marker="lr G",
         stops=LR_STOPS, help="generator learning rate")
 
     @classmethod
@@ -82,7 +83,6 @@ class Spec:
     label: str
     title: str
     flag: str
-    legacy: str
     marker: str
     losses: tuple
     stops: tuple
@@ -113,14 +113,12 @@ class Spec:
 SPECS: tuple[Spec, ...] = tuple(
     Spec(name=f.name, integer=f.type in (int, "int"), low=f.metadata["range"][0],
          high=f.metadata["range"][1], **{k: f.metadata[k] for k in (
-             "defaults", "label", "title", "flag", "legacy", "marker", "losses", "stops",
+             "defaults", "label", "title", "flag", "marker", "losses", "stops",
              "form_low", "help")})
     for f in dataclasses.fields(LiveParams))
 BY_NAME: dict[str, Spec] = {s.name: s for s in SPECS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 RANGES: dict[str, tuple] = {s.name: (s.low, s.high) for s in SPECS}
-# Runs from before the "live/" prefix logged these names; RunStore reads them as the new ones.
-LEGACY_METRICS: dict[str, str] = {s.legacy: s.metric for s in SPECS if s.legacy}
 
 
 def check(name: str, value) -> float | int:

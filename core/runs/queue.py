@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from core.atomic import file_lock
+from core.commands import COMMANDS
 from core.config import save_json
 from core.errors import UserError
 from core.runs.header import RunHeader
@@ -74,8 +75,6 @@ def _entry(store: RunStore) -> dict | None:
     """A run's queue.json when it is a job this queue may start: a list of strings naming one of
     the CLI's training or evaluation commands (a file from elsewhere never runs anything else),
     and a numeric submission time."""
-    from core.__main__ import COMMANDS
-
     try:
         entry = json.loads((store.path / QUEUE_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):

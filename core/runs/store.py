@@ -2,7 +2,7 @@
 
 A job writes config, status (with a heartbeat), metrics and events (SQLite in WAL mode, so the app
 reads while the job writes), samples and checkpoints; the app writes control.json to steer it.
-Also the `control` command and `launch`, which starts a job as its own process.
+Also `launch`, which starts a job as its own process.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.gan import live
 from core.runs import header as runheader
 from core.config import save_json
 from core.errors import UserError
+from core.paths import REPO_ROOT, runs_root
 from core.runs.header import RunHeader
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# Runs written before the live hyperparameters were logged under "live/" (core.gan.live) used
+# these names; they are read under the new ones. Frozen history: new fields never get one.
+LEGACY_METRICS = {"lambda": "live/gp_lambda", "n_critic": "live/n_critic",
+                  "lr/critic": "live/lr_critic", "lr/gen": "live/lr_gen"}
 ACTIVE_STATES = ("queued", "running", "paused")
 STATES = ACTIVE_STATES + ("finished", "stopped", "failed")
 HEARTBEAT_EVERY_S = 1.0
@@ -41,11 +44,6 @@ CREATE TABLE IF NOT EXISTS metrics (step INTEGER NOT NULL, name TEXT NOT NULL, v
 CREATE INDEX IF NOT EXISTS metrics_name_step ON metrics (name, step);
 CREATE TABLE IF NOT EXISTS events (step INTEGER, t REAL, kind TEXT, payload TEXT);
 """
-
-
-def runs_root() -> Path:
-    """Where run directories live: $XRAY_RUNS_DIR, else runs/ beside core/."""
-    return Path(os.environ.get("XRAY_RUNS_DIR") or REPO_ROOT / "runs")
 
 
 def new_run_name(kind: str, existing: list[str], now: float | None = None) -> str:
@@ -329,17 +327,17 @@ class RunStore:
 
     def metrics(self, names: list[str] | None = None, since_step: int = -1) -> pd.DataFrame:
         """Long table (step, name, value, t), ordered by step. The live hyperparameters of a run
-        from before the "live/" prefix come under their names now (core.gan.live.LEGACY_METRICS)."""
+        from before the "live/" prefix come under their names now (LEGACY_METRICS)."""
         sql = "SELECT step, name, value, t FROM metrics WHERE step > ?"
         params: list = [since_step]
         if names:
-            wanted = set(names) | {old for old, new in live.LEGACY_METRICS.items() if new in names}
+            wanted = set(names) | {old for old, new in LEGACY_METRICS.items() if new in names}
             sql += f" AND name IN ({','.join('?' * len(wanted))})"
             params += sorted(wanted)
         df = self._read(sql + " ORDER BY step", params)
         if df.empty:
             return pd.DataFrame(columns=["step", "name", "value", "t"])
-        df["name"] = df["name"].replace(live.LEGACY_METRICS)
+        df["name"] = df["name"].replace(LEGACY_METRICS)
         return df
 
     def metrics_wide(self, names: list[str] | None = None) -> pd.DataFrame:
@@ -348,7 +346,7 @@ class RunStore:
 
     def metric_names(self) -> list[str]:
         df = self._read("SELECT DISTINCT name FROM metrics ORDER BY name")
-        return sorted({live.LEGACY_METRICS.get(n, n) for n in df["name"]}) if not df.empty else []
+        return sorted({LEGACY_METRICS.get(n, n) for n in df["name"]}) if not df.empty else []
 
     def events(self, kind: str | None = None) -> pd.DataFrame:
         sql, params = "SELECT step, t, kind, payload FROM events", []
@@ -497,32 +495,3 @@ def launch(command: list[str], run_dir: str | Path, env: dict | None = None) -> 
               {"state": "queued", "reason": None, "pid": proc.pid, "heartbeat": time.time(),
                "created": time.time(), "command": command})
     return proc.pid
-
-
-# ---- `python -m core control` --------------------------------------------------------------
-def add_arguments(parser) -> None:
-    parser.add_argument("run_dir", help="the run directory of a running job")
-    live.add_flags(parser)
-    parser.add_argument("--pause", action="store_true")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--stop", action="store_true")
-    parser.add_argument("--sample-now", action="store_true", help="write a sample grid at the next step")
-
-
-def main(args) -> int:
-    store = RunStore(args.run_dir)
-    changes = {k: getattr(args, k) for k in live.NAMES}
-    for key, value in changes.items():
-        if value is not None:
-            try:
-                live.check(key, value)   # the job checks again; this says it where it was typed
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-    if args.pause or args.resume:
-        changes["paused"] = bool(args.pause)
-    if args.stop:
-        changes["stop"] = True
-    changes["sample_now"] = args.sample_now
-    control = store.send_control(**changes)
-    print(json.dumps(control))
-    return 0
