@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 LOAD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[3])
-from core.data.sources import DataConfig, load_dataset
+from core.data.config import DataConfig
+from core.data.sources import load_dataset
 import pandas, pydicom, PIL.Image   # the libraries' own memory is the baseline, not the data's
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import CLASSES  # noqa: E402
 from core.data.augment import AugmentConfig, balance  # noqa: E402
-from core.data.sources import ImageDataset  # noqa: E402
+from core.data.dataset import ImageDataset  # noqa: E402
 from core.data.phantom import generate  # noqa: E402
 
 

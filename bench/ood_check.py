@@ -68,7 +68,8 @@ def main() -> int:
     size = int(meta["model"]["size"])
     rows = []
     if args.data:
-        from core.data.sources import DataConfig, load_dataset
+        from core.data.config import DataConfig
+        from core.data.sources import load_dataset
         from core.classify.evaluate import split_indices
 
         ds = load_dataset(DataConfig(source=args.data, size=size))

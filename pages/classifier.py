@@ -18,7 +18,7 @@ from core.classify.train import (
     synthetic_fraction,
 )
 from core.config import to_dict
-from core.data.sources import DataConfig
+from core.data.config import DataConfig
 from core.errors import UserError
 from core.runs.queue import is_waiting
 from core.runs.store import RunStore, list_runs, runs_root

@@ -13,7 +13,8 @@ from core import CLASSES
 from core.data.archive import extract_zip
 from core.data.augment import AugmentConfig, build_pipeline
 from core.config import to_dict
-from core.data.sources import DataConfig, describe
+from core.data.config import DataConfig
+from core.data.sources import describe
 from core.errors import ImageReadError
 from core.data.imageio import read_image
 from core.runs.store import prune_uploads, runs_root

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import CLASSES
 from core.gan import live as live_params
-from core.data.sources import DataConfig
+from core.data.config import DataConfig
 from core.gan.losses import LOSS_DEFAULTS
 from core.runs.store import RunStore
 from ui import jobs, live, nav, state

@@ -15,7 +15,7 @@ from core.studies.ablation import markdown, parse_runs, run_ablation, summarise
 from core.classify.model import ClassifierConfig
 from core.classify.train import ClassifierTrainConfig, synthetic_fraction, train_classifier
 from core.config import to_dict
-from core.data.sources import DataConfig
+from core.data.config import DataConfig
 from core.errors import UserError
 from core.gan.models import Generator, GeneratorConfig, save_generator
 from core.runs.store import RunStore

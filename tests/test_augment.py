@@ -10,7 +10,7 @@ from PIL import Image
 
 from core.data.augment import (AugmentConfig, augment_images, balance, build_pipeline, preview,
                           torch_transform)
-from core.data.sources import ImageDataset
+from core.data.dataset import ImageDataset
 from core.errors import UserError
 
 ALL_ON = AugmentConfig(rotate_p=0.6, flip_lr_p=0.5, shear_p=0.4, skew_p=0.4, distortion_p=0.4,

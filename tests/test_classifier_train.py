@@ -18,7 +18,8 @@ from core.classify.train import (
     group_balanced_weights,
     train_classifier,
 )
-from core.data.sources import DataConfig, ImageDataset
+from core.data.config import DataConfig
+from core.data.dataset import ImageDataset
 from core.errors import UserError
 from core.runs.store import RunStore
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from core.studies import compare as cmp
-from core.data.sources import DataConfig, ImageDataset
+from core.data.config import DataConfig
+from core.data.dataset import ImageDataset
 from core.errors import UserError
 from core.gan.trainer import TrainConfig
 from core.gan.models import CriticConfig, GeneratorConfig

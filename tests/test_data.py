@@ -14,7 +14,9 @@ from PIL import Image
 
 from conftest import huge_png_header
 from core import CLASSES
-from core.data.sources import DataConfig, ImageDataset, describe, finding_class, load_dataset
+from core.data.config import DataConfig
+from core.data.dataset import ImageDataset
+from core.data.sources import describe, finding_class, load_dataset
 from core.errors import UserError
 from core.data.splits import split_by_patient, subsample_patients
 

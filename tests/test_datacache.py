@@ -16,7 +16,8 @@ from PIL import Image
 import core.data.sources as data
 from core.data import cache as datacache
 from core.budget import mapped as _mapped
-from core.data.sources import DataConfig, describe, load_dataset
+from core.data.config import DataConfig
+from core.data.sources import describe, load_dataset
 
 
 def _folder(root, n: int = 6, seed: int = 0):

@@ -77,7 +77,8 @@ def test_ece_by_hand():
 def test_evaluate_by_source_and_cli(tmp_path, capsys):
     from core.classify.model import ClassifierConfig, load_classifier
     from core.classify.train import ClassifierTrainConfig, train_classifier
-    from core.data.sources import DataConfig, ImageDataset
+    from core.data.config import DataConfig
+    from core.data.dataset import ImageDataset
     from core.classify.evaluate import evaluate, split_indices
     from core.runs.store import RunStore
 
@@ -137,7 +138,7 @@ def test_shortcut_probe_sees_a_source_the_features_encode():
 
 
 def _toy(n_per_class=12, sources=("src0", "src1"), child_source=None, seed=0):
-    from core.data.sources import ImageDataset
+    from core.data.dataset import ImageDataset
 
     rng = np.random.default_rng(seed)
     labels = np.repeat([0, 1, 2], n_per_class)
@@ -154,7 +155,7 @@ def _toy(n_per_class=12, sources=("src0", "src1"), child_source=None, seed=0):
 def test_evaluate_reports_adults_and_shortcut(tmp_path):
     from core.classify.model import ClassifierConfig, load_classifier
     from core.classify.train import ClassifierTrainConfig, train_classifier
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
     from core.classify.evaluate import evaluate, format_table
     from core.runs.store import RunStore
 
@@ -187,7 +188,8 @@ def test_unseen_split_leaves_out_every_training_and_validation_patient(tmp_path)
                      "source=seen", "--size", "32", "--width", "0.25", "--epochs", "1",
                      "--run-dir", str(run)]) == 0
     model, meta = load_classifier(run / "checkpoints" / "best.safetensors")
-    from core.data.sources import DataConfig, load_dataset
+    from core.data.config import DataConfig
+    from core.data.sources import load_dataset
 
     full = load_dataset(DataConfig(source=str(tmp_path / "data"), size=32))
     own = load_dataset(DataConfig(source=str(tmp_path / "data"), size=32, where=("source=seen",)))

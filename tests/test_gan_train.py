@@ -18,7 +18,9 @@ from core.gan import runs as gan_runs
 from core.gan import losses
 from core.gan import job as gt
 from core.checkpoint import load_training_state, read_meta
-from core.data.sources import DataConfig, ImageDataset, select_classes
+from core.data.config import DataConfig
+from core.data.dataset import ImageDataset
+from core.data.sources import select_classes
 from core.errors import UserError
 from core.gan.trainer import TrainConfig
 from core.gan.models import CriticConfig, GeneratorConfig, load_generator

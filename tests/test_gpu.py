@@ -143,7 +143,7 @@ def test_non_finite_loss_fails_on_cuda_and_keeps_the_last_good_checkpoint(tmp_pa
     from core.gan import job as gt
     from core.gan import losses
     from core.checkpoint import load_training_state
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
 
     configs = (DataConfig(source="phantom:8", size=32),
                GeneratorConfig(latent_dim=16, size=32, filters=(32, 16)),

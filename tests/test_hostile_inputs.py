@@ -43,7 +43,8 @@ from core.errors import UserError
 def library(call, args):
     """The calls the pages make, as the pages make them."""
     if call == "data-page":          # Data page: load a source (ui.cache.dataset)
-        from core.data.sources import DataConfig, load_dataset
+        from core.data.config import DataConfig
+        from core.data.sources import load_dataset
         ds = load_dataset(DataConfig(source=args[0], size=16), download=True)
         return f"{len(ds)} images"
     if call == "zip":                 # Data page: extract an uploaded ZIP

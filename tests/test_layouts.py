@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_dicom
-from core.data.sources import DataConfig, describe, load_dataset
+from core.data.config import DataConfig
+from core.data.sources import describe, load_dataset
 from core.errors import UserError
 
 

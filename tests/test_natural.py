@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from core.data import natural
-from core.data.sources import DataConfig, load_dataset
+from core.data.config import DataConfig
+from core.data.sources import load_dataset
 from core.errors import UserError
 
 

@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core.data.augment import AugmentConfig  # noqa: E402
 from core.classify.train import PRESETS  # noqa: E402
-from core.data.sources import DataConfig  # noqa: E402
+from core.data.config import DataConfig  # noqa: E402
 from core.runs.store import RunStore, runs_root  # noqa: E402
 
 PAGE = str(REPO / "pages" / "classifier.py")

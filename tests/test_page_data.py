@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest
 
-from core.data.sources import DataConfig
+from core.data.config import DataConfig
 from core.runs.store import runs_root
 
 PAGE = str(REPO / "pages" / "data.py")

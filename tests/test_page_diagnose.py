@@ -34,7 +34,7 @@ def trained_run(tmp_path_factory) -> Path:
     """A finished tiny classifier run on phantoms (with temperature and OOD statistics)."""
     from core.classify.model import ClassifierConfig
     from core.classify.train import ClassifierTrainConfig, train_classifier
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
 
     path = tmp_path_factory.mktemp("clf") / RUN_NAME
     store = RunStore(path, create=True)

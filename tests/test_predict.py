@@ -23,7 +23,7 @@ def phantom_model(tmp_path_factory):
     """A tiny report CNN trained for a few epochs on 32 px phantoms (with OOD statistics)."""
     from core.classify.model import load_classifier
     from core.classify.train import ClassifierTrainConfig, train_classifier
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
     from core.runs.store import RunStore
 
     store = RunStore(tmp_path_factory.mktemp("clf") / "run", create=True)

@@ -58,7 +58,8 @@ def test_shipped_classifier_loads_predicts_and_flags_a_phantom():
 def test_classifier_card_matches_evaluate(real_data_v2):
     """One row of the card recomputed: the Figure 1 images (never trained on), unseen split."""
     from core.classify.model import load_classifier
-    from core.data.sources import DataConfig, load_dataset
+    from core.data.config import DataConfig
+    from core.data.sources import load_dataset
     from core.classify.evaluate import evaluate, split_indices
 
     source = "agchung/Figure1-COVID-chestxray-dataset"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core import CLASSES
-from core.data.sources import ImageDataset
+from core.data.dataset import ImageDataset
 from core.errors import UserError
 from core.data.splits import holdout_patients, split_by_patient, subsample_patients
 
@@ -106,7 +106,7 @@ def test_holdout_patients_takes_every_source():
 
 def test_one_patient_split_read_from_every_config_that_names_it():
     from core.classify.train import ClassifierTrainConfig
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
     from core.data.splits import PatientSplit
 
     # The defaults of both configs are the split's: a GAN on --data-split train and a

@@ -19,7 +19,8 @@ from PIL import Image
 
 from core.data.augment import AugmentConfig
 from core.config import to_dict
-from core.data.sources import DataConfig, ImageDataset
+from core.data.config import DataConfig
+from core.data.dataset import ImageDataset
 from ui.images import upscale
 
 Progress = Callable[[float, str], None]

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from core.data.augment import AugmentConfig
-from core.data.sources import DataConfig
+from core.data.config import DataConfig
 from core.runs.store import runs_root
 from ui.errors import log
 

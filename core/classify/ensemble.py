@@ -44,7 +44,7 @@ def load_ensemble(paths: list[str | Path]) -> tuple[Ensemble, dict]:
     another's training images."""
     from core.classify.model import find_checkpoint, load_classifier
     from core.config import from_dict, to_dict
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
 
     def same(meta: dict, key: str):
         if key == "data":  # through the dataclass, so fields added since an older run compare equal

@@ -243,7 +243,7 @@ def data_config_of(meta: dict):
     """The data config a checkpoint trained on, checked field by field (it may come from
     anywhere); CheckpointError naming the bad field."""
     from core.config import checked
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
 
     try:
         return checked(DataConfig, meta.get("data") or {})
@@ -356,7 +356,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from core.classify.model import find_checkpoint, load_classifier
-    from core.data.sources import DataConfig, load_dataset
+    from core.data.config import DataConfig
+    from core.data.sources import load_dataset
     from core.classify.ensemble import load_ensemble
 
     if len(args.checkpoint) > 1:

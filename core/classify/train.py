@@ -30,7 +30,7 @@ from core.classify.model import (
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, given, ranged, refuse_beside, save_json, to_dict
 from core.runs.control import Control
-from core.data.sources import DataConfig
+from core.data.config import DataConfig
 from core.errors import UserError, environment_reason
 from core.runs.report import Reporter
 from core.runs.header import RunHeader
@@ -251,7 +251,7 @@ def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> flo
 
 def _synthetic_items(specs, per_class: int, size: int, classes: list[str], seed: int, progress):
     """An ImageDataset of `per_class` generated images per GAN run, metas marked synthetic."""
-    from core.data.sources import ImageDataset
+    from core.data.dataset import ImageDataset
     from core.gan.runs import sample_run
 
     parts = []

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from core.config import checked, ranged, to_dict
-from core.data.sources import ImageDataset
+from core.data.dataset import ImageDataset
 from core.errors import UserError
 
 

@@ -11,19 +11,17 @@ import pickle
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from core.budget import check_fits
+from core.data.config import DataConfig
 from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel
 from core.errors import ImageReadError, UserError
 from core.data.imageio import read_image, read_rgb, to_uint8
-
-if TYPE_CHECKING:   # for annotations only: core.data.sources imports this module
-    from core.data.sources import DataConfig
 
 
 DIGIT_CLASSES = [str(d) for d in range(10)]

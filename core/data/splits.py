@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from core.config import checked, ranged
+from core.data.dataset import ImageDataset
 from core.errors import UserError
-
-if TYPE_CHECKING:
-    from core.data.sources import ImageDataset
 
 
 @dataclass(frozen=True)

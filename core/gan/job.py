@@ -31,7 +31,7 @@ from core.checkpoint import load_training_state, save_training_state
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, given, override, refuse_beside, to_dict
 from core.runs.control import Control, stop_on_sigterm
-from core.data.sources import DataConfig
+from core.data.config import DataConfig
 from core.device import available, describe, pick_device
 from core.errors import UserError, environment_reason
 from core.gan.runs import HELDOUT_MAX, PRESETS, saved_configs, training_images

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from core.budget import mapped, resident_limit
 from core.config import checked
-from core.data.sources import DataConfig, load_dataset
+from core.data.config import DataConfig
+from core.data.sources import load_dataset
 from core.errors import CheckpointError, UserError
 from core.gan.trainer import TrainConfig
 from core.gan.models import CriticConfig, GeneratorConfig

@@ -208,7 +208,7 @@ def markdown(table: pd.DataFrame, skipped: dict[str, str] | None = None) -> str:
 
 # ---- `python -m core ablation` ------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
 
     parser.add_argument("--data", help="data source")
     parser.add_argument("--from-config", action="store_true",
@@ -230,7 +230,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _from_flags(args: argparse.Namespace):
     from core.classify.train import _augment_from_arg, build_configs
-    from core.data.sources import DataConfig
+    from core.data.config import DataConfig
 
     default = AblationConfig()
     try:

@@ -22,7 +22,9 @@ from torchvision.utils import make_grid
 from core.gan import losses
 from core.atomic import atomic_path
 from core.config import save_json, to_dict
-from core.data.sources import DataConfig, ImageDataset, load_dataset
+from core.data.config import DataConfig
+from core.data.dataset import ImageDataset
+from core.data.sources import load_dataset
 from core.errors import CheckpointError, UserError
 from core.gan.models import CriticConfig, GeneratorConfig
 

@@ -164,7 +164,8 @@ def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
     of its default patient split ("val", "test"), e.g. the patients a GAN trained with
     --data-split train never saw."""
     from core.classify.model import find_checkpoint, load_classifier
-    from core.data.sources import DataConfig, load_dataset
+    from core.data.config import DataConfig
+    from core.data.sources import load_dataset
 
     c = config or GanMetricsConfig()
     model, cmeta = load_classifier(find_checkpoint(classifier))
