@@ -97,13 +97,15 @@ def test_an_uploaded_zip_keeps_only_deidentified_dicoms(tmp_path):
                                                       patient_id=f"QX-4400{k}").read_bytes()
                for k, cls in enumerate(("COVID-19", "NORMAL")) for i in range(2)}
     entries["set/NORMAL/broken.dcm"] = b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 20
+    # No preamble and no .dcm: the reader skips it, but a kept copy would carry the patient.
+    entries["set/NORMAL/IM0001"] = identified_dicom(src / "IM0001", preamble=False).read_bytes()
     folder = extract_zip(io.BytesIO(_zip(entries)), runs_root() / "uploads" / "zip-test")
     assert leaks(runs_root()) == []
     ids = {pydicom.dcmread(p).PatientID for p in (folder / "COVID-19").iterdir()}
     assert ids == {deid.pseudonym("QX-44000")}
     ds = load_dataset(DataConfig(source=str(folder), size=16))
     assert len(ds) == 4 and len(set(ds.patients)) == 2
-    assert [f for f, _ in ds.skipped] == ["NORMAL/broken.dcm"]   # still said, as before
+    assert [f for f, _ in ds.skipped] == ["NORMAL/IM0001", "NORMAL/broken.dcm"]   # as before
     assert leaks(runs_root()) == []
 
 

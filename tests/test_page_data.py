@@ -200,7 +200,8 @@ def test_four_films_of_one_patient_in_a_zip_are_one_patient(tmp_path, caplog, ca
     at = _app().run()
     at.radio(key="data_kind").set_value("zip").run()
     assert any("de-identified as they are saved" in c.value for c in at.caption)
-    at.file_uploader(key="data_zip").set_value(("films.zip", _zip(entries), "application/zip")).run()
+    at.file_uploader(key="data_zip").set_value(("films.zip", _zip(entries),
+                                                "application/zip")).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert [m.value for m in at.metric] == ["8", "2", "5", "0"]   # 1 patient + 4 PNGs, each its own
     assert leaks(runs_root(), texts=_everything_said(at, caplog, capfd)) == []

@@ -87,6 +87,13 @@ _key_lock = threading.Lock()
 _keys: dict[Path, bytes] = {}
 
 
+def _is_dicom(head: bytes, name: str) -> bool:
+    """imageio.is_dicom, or a dataset written without its preamble, as some exporters do (the
+    image reader does not take those, but a kept copy would still carry its patient): its first
+    element a (0002,xxxx) or (0008,xxxx) tag, little-endian."""
+    return is_dicom(head, name) or (head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00")
+
+
 def key_path() -> Path:
     """The key file: runs/.patient-key (in $XRAY_RUNS_DIR when set)."""
     from core.runs.store import runs_root   # the runs folder's one definition
@@ -178,7 +185,7 @@ def patient_of_file(path: str | Path) -> str | None:
     try:
         with open(path, "rb") as f:
             head = f.read(132)
-        if not is_dicom(head, str(path)):
+        if not _is_dicom(head, str(path)):
             return None
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=[_PATIENT_ID])
     except Exception:  # noqa: BLE001 - the image reader says what is wrong with the file
@@ -232,7 +239,7 @@ def deidentify(data: bytes, name: str = "") -> bytes:
     import pydicom
     import pydicom.config
 
-    if not is_dicom(data, name):
+    if not _is_dicom(data[:132], name):
         return data
     inflated = _inflated_size(data, MAX_DICOM_BYTES)
     if inflated is not None and inflated > MAX_DICOM_BYTES:
@@ -287,7 +294,7 @@ def deidentify_tree(folder: str | Path, skip_done: bool = False) -> list[str]:
             continue
         with open(path, "rb") as f:
             head = f.read(132)
-        if not is_dicom(head, path.name) or (skip_done and _is_done(path)):
+        if not _is_dicom(head, path.name) or (skip_done and _is_done(path)):
             continue
         try:
             if path.stat().st_size > MAX_FILE_BYTES:
