@@ -12,6 +12,7 @@ import streamlit as st
 from core import CLASSES
 from core.data.archive import extract_zip
 from core.data.augment import AugmentConfig, build_pipeline
+from core.data.deid import deidentify, deidentify_uploads
 from core.config import to_dict
 from core.data.config import DataConfig
 from core.data.sources import describe
@@ -30,6 +31,10 @@ st.caption("The data chosen here is what **Train GAN** and **Classifier** train 
 SOURCES = {"phantom": "Phantoms (built in)", "folder": "A folder on this machine",
            "zip": "Upload a ZIP of class folders", "files": "Upload image files"}
 SIZES = [32, 64, 128, 256]
+DEID_NOTE = ("DICOM files are de-identified as they are saved: the patient's name, ID, birth date "
+             "and other dates, accession number, institution and staff names are removed (DICOM "
+             "PS3.15 Basic Profile). The patient ID is kept only as a keyed hash, so one "
+             "patient's films stay on one side of the train/test split.")
 cfg: DataConfig = st.session_state["data_config"]
 
 
@@ -39,6 +44,7 @@ def _uploads():
 
 if "uploads_pruned" not in st.session_state:  # once per browser session: cheap, and enough
     st.session_state["uploads_pruned"] = attempt(prune_uploads, what="tidying old uploads")
+    attempt(deidentify_uploads, _uploads(), what="de-identifying earlier uploads")
 
 
 def _zip_source(upload) -> str | None:
@@ -61,11 +67,12 @@ def _add_files(files, label: str) -> None:
     for f in files:
         try:
             read_image(f.getvalue(), f.name)  # refuse unreadable files now, with the reason
+            data = deidentify(f.getvalue(), f.name)   # a DICOM is kept without its patient
         except ImageReadError as exc:
             bad.append(f"{f.name}: {getattr(exc, 'reason', exc)}")
             continue
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f.name)[-120:] or "image.png"
-        (folder / name).write_bytes(f.getvalue())
+        (folder / name).write_bytes(data)
     # Shown after the rerun that empties the uploader (see below).
     st.session_state["data_files_bad"] = bad
 
@@ -104,6 +111,7 @@ elif kind == "folder":
 elif kind == "zip":
     upload = st.file_uploader("ZIP of class folders", type=["zip"], key="data_zip",
                               help="Paths are checked: no absolute paths, '..', links or zip bombs.")
+    st.caption(DEID_NOTE)
     if upload is not None:
         source = _zip_source(upload)
         st.session_state["data_zip_folder"] = source
@@ -119,6 +127,7 @@ else:
         files = st.file_uploader("PNG, JPEG or DICOM files of one class", accept_multiple_files=True,
                                  type=["png", "jpg", "jpeg", "dcm", "dicom"],
                                  key=f"data_files_{st.session_state['data_files_round']}")
+        st.caption(DEID_NOTE)
     with c2:
         label = st.selectbox("Their class", CLASSES, key="data_files_class")
         if st.button("Add to my upload set", key="data_files_add", disabled=not files):

@@ -57,6 +57,61 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", preamble=True, **attrs)
     return path
 
 
+# A made-up patient (no such person): what a clinician's DICOM header carries, for the privacy
+# tests that search everything the app wrote or showed for these strings (leaks below).
+PATIENT = {"PatientName": "Quexbury^Zelphine", "PatientID": "QX-93827461",
+           "PatientBirthDate": "19710203", "AccessionNumber": "ACQ55501234",
+           "InstitutionName": "Zyzzogeton General Hospital"}
+# ... and the forms those strings may take once shown or formatted.
+PATIENT_STRINGS = ("Quexbury", "Zelphine", "QX-93827461", "93827461", "19710203", "1971-02-03",
+                   "ACQ55501234", "Zyzzogeton")
+
+
+def identified_dicom(path, value: int = 1000, patient_id: str = PATIENT["PatientID"], **attrs):
+    """write_dicom of a 32x32 DX film carrying PATIENT's identity (with `patient_id` as its
+    PatientID) and a study date; `value` sets its brightness."""
+    import numpy as np
+
+    pixels = (np.arange(32 * 32).reshape(32, 32) % 97 + value).astype(np.uint16)
+    return write_dicom(path, pixels, **{**PATIENT, "PatientID": patient_id,
+                                       "StudyDate": "20240105", **attrs})
+
+
+def leaks(*places, texts=()) -> list[str]:
+    """Where any of PATIENT_STRINGS occurs: in a file (names and contents) under the given
+    folders or files, or in one of `texts`; [] when nowhere."""
+    found = []
+    needles = [s.encode() for s in PATIENT_STRINGS]
+    for place in places:
+        place = Path(place)
+        paths = [place] if place.is_file() else sorted(place.rglob("*"))
+        for path in paths:
+            hit = [n.decode() for n in needles if n.decode() in str(path)]
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                hit += [n.decode() for n in needles if n in data]
+            found += [f"{path}: {h}" for h in hit]
+    for i, text in enumerate(texts):
+        found += [f"text {i}: {s}" for s in PATIENT_STRINGS if s in str(text)]
+    return found
+
+
+def page_texts(at) -> list[str]:
+    """Every element an AppTest run rendered, as text (its protobuf: values, labels, captions,
+    chart specs), for leaks(texts=...)."""
+    out = []
+
+    def walk(node):
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            out.append(str(proto))
+        for child in (getattr(node, "children", None) or {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return out
+
+
 def huge_png_header(width: int, height: int) -> bytes:
     """A PNG whose IHDR (valid CRC) claims width x height; the pixel data is a stub: a
     decompression bomb's header, for the bad-input tests."""

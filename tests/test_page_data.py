@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO))
 
 from streamlit.testing.v1 import AppTest
 
+from conftest import identified_dicom, leaks, page_texts
 from core.data.config import DataConfig
 from core.runs.store import runs_root
 
@@ -163,3 +164,44 @@ def test_choices_survive_leaving_the_page():
     assert at.slider(key="aug_rotate_deg").value == 12.0
     assert at.number_input(key="bal_per_class").value == 40
     assert at.session_state["augment_config"].rotate_deg == 12.0
+
+
+def _everything_said(at, caplog, capfd) -> list[str]:
+    out, err = capfd.readouterr()
+    return page_texts(at) + [r.getMessage() for r in caplog.records] + [out, err]
+
+
+def test_uploaded_dicoms_are_saved_deidentified(tmp_path, caplog, capfd):
+    """A clinician's DICOMs added on the page: saved without the patient's name, ID, birth date,
+    accession number or institution (searched in every file of the runs folder, the page and
+    the log), the page says so, and two films of one PatientID are one patient."""
+    caplog.set_level("DEBUG")
+    films = [identified_dicom(tmp_path / f"{i}.dcm", 500 + 300 * i).read_bytes() for i in range(2)]
+    at = _app().run()
+    at.radio(key="data_kind").set_value("files").run()
+    assert any("de-identified as they are saved" in c.value for c in at.caption)
+    for k, (label, files) in enumerate((
+            ("COVID-19", [(f"film-{i}.dcm", d, "application/dicom") for i, d in enumerate(films)]),
+            ("NORMAL", [(f"n-{i}.png", _png(150 + 20 * i), "image/png") for i in range(2)]))):
+        at.file_uploader(key=f"data_files_{k}").set_value(files).run()
+        at.selectbox(key="data_files_class").set_value(label).run()
+        at.button(key="data_files_add").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [m.value for m in at.metric] == ["4", "2", "3", "0"]
+    assert len(list(runs_root().rglob("film-*.dcm"))) == 2
+    assert leaks(runs_root(), texts=_everything_said(at, caplog, capfd)) == []
+
+
+def test_four_films_of_one_patient_in_a_zip_are_one_patient(tmp_path, caplog, capfd):
+    caplog.set_level("DEBUG")
+    entries = {f"set/COVID-19/{i}.dcm": identified_dicom(tmp_path / f"{i}.dcm", 300 + 50 * i)
+               .read_bytes() for i in range(4)}
+    entries.update({f"set/NORMAL/{i}.png": _png(150 + 20 * i) for i in range(4)})
+    at = _app().run()
+    at.radio(key="data_kind").set_value("zip").run()
+    assert any("de-identified as they are saved" in c.value for c in at.caption)
+    at.file_uploader(key="data_zip").set_value(("films.zip", _zip(entries),
+                                                "application/zip")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [m.value for m in at.metric] == ["8", "2", "5", "0"]   # 1 patient + 4 PNGs, each its own
+    assert leaks(runs_root(), texts=_everything_said(at, caplog, capfd)) == []

@@ -270,3 +270,28 @@ def test_a_card_in_a_checkpoint_from_elsewhere_is_not_shown(app_with_run):
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "example.invalid" not in text and "phantoms only" in text
+
+
+def test_a_dicoms_patient_is_never_shown_logged_or_kept(app_with_run, trained_run, tmp_path,
+                                                       caplog, capfd):
+    """A film carrying a made-up patient's name, ID, birth date, accession number and
+    institution, through the page and `python -m core predict`: none of them appears on the
+    page, in the log or output, or in any file under the runs folder or the heatmap folder."""
+    from conftest import identified_dicom, leaks, page_texts
+
+    from core import __main__ as cli
+
+    caplog.set_level("DEBUG")
+    film = identified_dicom(tmp_path / "in" / "film.dcm", BodyPartExamined="CHEST")
+    at = app_with_run
+    at.file_uploader(key="diagnose_upload").set_value(
+        ("film.dcm", film.read_bytes(), "application/dicom")).run()
+    assert not at.exception and not at.error
+    assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
+    ckpt = trained_run / "checkpoints" / "best.safetensors"
+    assert cli.main(["predict", "--checkpoint", str(ckpt), str(film),
+                     "--heatmap-dir", str(tmp_path / "maps")]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["ok"] and any((tmp_path / "maps").iterdir())
+    texts = page_texts(at) + [r.getMessage() for r in caplog.records] + [out, err]
+    assert leaks(runs_root(), tmp_path / "maps", texts=texts) == []

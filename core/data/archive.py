@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from core.data.deid import deidentify_tree
 from core.errors import UserError
 
 MAX_FILES = 20_000
@@ -66,7 +67,9 @@ def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = M
     """Extract the ZIP `src` (path or binary file object) into the new folder `dest`.
 
     Every member is checked before anything is written; while writing, bytes are counted again
-    (the sizes in a ZIP header can lie). On any refusal `dest` is removed and UserError raised.
+    (the sizes in a ZIP header can lie). DICOM files are then de-identified in place, and one
+    that cannot be is deleted (core.data.deid.deidentify_tree). On any refusal `dest` is removed
+    and UserError raised.
     Returns the folder holding the data: `dest`, or its single top-level folder when the archive
     wraps everything in one (as zipping a folder does).
     """
@@ -104,6 +107,9 @@ def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = M
                             raise UserError("The ZIP file unpacks to more than "
                                             f"{max_total_bytes / 2**20:,.0f} MiB; refusing it.")
                         fout.write(chunk)
+            # An uploaded DICOM is kept only de-identified (core.data.deid): a clinician's film
+            # carries its patient's name, ID and birth date.
+            deidentify_tree(dest)
     except UserError:
         shutil.rmtree(dest, ignore_errors=True)
         raise

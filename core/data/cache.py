@@ -26,7 +26,7 @@ import numpy as np
 from core.atomic import file_lock
 from core.paths import runs_root
 
-VERSION = 1                     # of the decoder and this layout: a change is a new key
+VERSION = 2                     # of the decoder and this layout: a change is a new key
 DEFAULT_MAX_BYTES = 8 * 2**30
 _CHUNK = 8 * 2**20
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from core import CLASSES
 from core.data import cache as datacache
+from core.data import deid
 from core.data import layouts
 from core.data import natural
 from core.budget import check_fits
@@ -97,6 +98,10 @@ def _decode_all(items: list[tuple[Path, str, dict]], size: int,
         except ImageReadError as exc:
             return None, (meta["file"], getattr(exc, "reason", str(exc)))
         meta = {**meta, "orig_shape": [int(img.shape[0]), int(img.shape[1])]}
+        if not meta.get("patient"):
+            # A DICOM's header names its patient: films of one PatientID are one patient in the
+            # split. Only the keyed pseudonym goes into the metadata (and so into the cache).
+            meta["patient"] = deid.patient_of_file(path)
         return (to_uint8(img, size), label, meta), None
 
     results, skipped = decode_parallel(items, one, progress)
