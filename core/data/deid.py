@@ -97,7 +97,6 @@ def _is_dicom(head: bytes, name: str) -> bool:
 
 def key_path() -> Path:
     """The key file: runs/.patient-key (in $XRAY_RUNS_DIR when set)."""
-
     return runs_root() / KEY_NAME
 
 
