@@ -48,6 +48,17 @@ def ranged(lo: float, hi: float, default):
     return dataclasses.field(default=default, metadata={"range": (lo, hi)})
 
 
+def field_range(cls: type, name: str) -> tuple:
+    """(lo, hi) of a `ranged` field: what every form, flag and file may set it to."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["range"]
+
+
+def field_default(cls: type, name: str) -> Any:
+    """A field's default, as the dataclass declares it."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
 def _check_value(name: str, value: Any, ftype: Any, limits: tuple | None) -> Any:
     """`value` as field type `ftype` (int, float, str, bool, tuple[int|float|str, ...], or
     Optional of those), within `limits` (lo, hi) for numbers and tuple items; ValueError naming

@@ -17,7 +17,7 @@ from core.classify.train import (
     header,
     synthetic_fraction,
 )
-from core.config import to_dict
+from core.config import field_range, to_dict
 from core.data.config import DataConfig
 from core.errors import UserError
 from core.runs.queue import is_waiting
@@ -96,13 +96,15 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
         # 20, as on the command line: on the default data 15 stopped while validation accuracy
         # was still rising (79.1% test at 15, 89.1% at 20; docs/results.md).
         state.seed("clf_epochs", ClassifierTrainConfig().epochs)
-        epochs = st.number_input("Epochs (at most)", 1, 500, key="clf_epochs", disabled=recipe,
+        epochs = st.number_input("Epochs (at most)", *field_range(ClassifierTrainConfig, "epochs"),
+                                 key="clf_epochs", disabled=recipe,
                                  help="Early stopping ends the run when the validation loss has "
                                       f"not improved for {ClassifierTrainConfig().patience} "
                                       "epochs.")
     with c[2]:
-        state.seed("clf_batch", 32)
-        batch = st.number_input("Batch size", 1, 1024, key="clf_batch", disabled=recipe)
+        state.seed("clf_batch", ClassifierTrainConfig().batch_size)
+        batch = st.number_input("Batch size", *field_range(ClassifierTrainConfig, "batch_size"),
+                                key="clf_batch", disabled=recipe)
 
     a = st.columns([1, 2])
     with a[0]:
@@ -162,8 +164,9 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
                  "with the same data chosen on *Data & augmentation*.", icon=":material/block:")
 
     with st.popover("More settings", icon=":material/tune:"):
-        state.seed("clf_lr", 1e-3)
-        lr = st.number_input("Learning rate (Adam)", 1e-6, 1e-1, format="%.1e", step=1e-4,
+        state.seed("clf_lr", ClassifierTrainConfig().lr)
+        lr = st.number_input("Learning rate (Adam)", *field_range(ClassifierTrainConfig, "lr"),
+                             format="%.1e", step=1e-4,
                              key="clf_lr", disabled=recipe)
         state.seed("clf_batchnorm", False)
         batchnorm = st.toggle(

@@ -7,7 +7,9 @@ import streamlit as st
 
 from core import CLASSES
 from core.gan import live as live_params
+from core.config import field_default, field_range
 from core.data.config import DataConfig
+from core.gan.trainer import TrainConfig
 from core.gan.losses import LOSS_DEFAULTS
 from core.runs.store import RunStore
 from ui import jobs, live, nav, state
@@ -52,16 +54,21 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
                                   "COVID-19 class as in the report.")
     # Defaults as the command line resolves them: the preset's values, else the loss's paper ones.
     d = {**LOSS_DEFAULTS[loss], **p}
+
+    def default(name: str):   # the preset's, else the config's own
+        return d.get(name, field_default(TrainConfig, name))
+
     k = f"{loss}_{preset}"  # each (loss, preset) keeps its own edits
     # The live fields for this loss (lambda for WGAN-GP, clip for WGAN) last, as core.gan.live says.
     specs = sorted(live_params.for_loss(loss), key=lambda spec: spec.losses != live_params.ALL_LOSSES)
     h = st.columns(2 + len(specs))
     with h[0]:
-        state.seed(f"gan_steps_{k}", int(d.get("steps", 1000)))
-        steps = st.number_input("Steps", 1, 1_000_000, key=f"gan_steps_{k}")
+        state.seed(f"gan_steps_{k}", int(default("steps")))
+        steps = st.number_input("Steps", *field_range(TrainConfig, "steps"), key=f"gan_steps_{k}")
     with h[1]:
-        state.seed(f"gan_batch_{k}", int(d.get("batch_size", 16)))
-        batch = st.number_input("Batch size", 1, 1024, key=f"gan_batch_{k}")
+        state.seed(f"gan_batch_{k}", int(default("batch_size")))
+        batch = st.number_input("Batch size", *field_range(TrainConfig, "batch_size"),
+                                key=f"gan_batch_{k}")
     live_values = {}
     for col, spec in zip(h[2:], specs):
         with col:
@@ -74,20 +81,23 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
                    if small else {}))
     a = st.columns([1, 1, 1, 2])  # the toggle's label needs two columns' width
     with a[0]:
-        state.seed(f"gan_log_every_{k}", int(d.get("log_every", 10)))
-        log_every = st.number_input("Log every", 1, 10_000, key=f"gan_log_every_{k}",
+        state.seed(f"gan_log_every_{k}", int(default("log_every")))
+        log_every = st.number_input("Log every", *field_range(TrainConfig, "log_every"),
+                                    key=f"gan_log_every_{k}",
                                     help="Steps between two points on the charts")
     with a[1]:
-        state.seed(f"gan_sample_every_{k}", int(d.get("sample_every", 100)))
-        sample_every = st.number_input("Grid every", 1, 100_000, key=f"gan_sample_every_{k}",
+        state.seed(f"gan_sample_every_{k}", int(default("sample_every")))
+        sample_every = st.number_input("Grid every", *field_range(TrainConfig, "sample_every"),
+                                       key=f"gan_sample_every_{k}",
                                        help="Steps between two fixed-z sample grids (and "
                                             "held-out checks)")
     with a[2]:
-        state.seed("gan_holdout_pct", 5)
+        state.seed("gan_holdout_pct", round(field_default(TrainConfig, "holdout") * 100))
         # A slider: a typed 90 in a number box stayed on screen while the run used the last
         # valid value.
         holdout_pct = st.slider(
-            "Held out (%)", 0, 45, key="gan_holdout_pct",
+            "Held out (%)", *(round(v * 100) for v in field_range(TrainConfig, "holdout")),
+            key="gan_holdout_pct",
             help="Patients kept out of training (at most 256 images; none when that would be "
                  "fewer than 8). With each sample grid the critic scores them against training "
                  "images: on the *Held-out check* chart, seen pulling away above unseen "

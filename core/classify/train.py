@@ -54,7 +54,7 @@ PRESETS: dict[str, dict] = {
 class ClassifierTrainConfig:
     epochs: int = ranged(1, 100_000, 20)
     batch_size: int = ranged(1, 65_536, 32)
-    lr: float = 1e-3                 # Adam, as in the report
+    lr: float = ranged(1e-6, 1.0, 1e-3)   # Adam, as in the report
     weight_decay: float = 0.0
     patience: int = 6                # early stopping: epochs without a lower validation loss
     # The patient split (core.data.splits.PatientSplit, whose defaults these are); keep it fixed
