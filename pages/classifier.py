@@ -20,8 +20,7 @@ from core.classify.train import (
 from core.config import field_range, to_dict
 from core.data.config import DataConfig
 from core.errors import UserError
-from core.runs.queue import is_waiting
-from core.runs.store import RunStore, list_runs, runs_root
+from core.runs.store import ACTIVE_STATES, RunStore, list_runs, runs_root
 from ui import cache, evaluation, jobs, live, plots, state
 from ui.errors import attempt
 
@@ -40,7 +39,7 @@ def _classifier_runs() -> list[RunStore]:
 
 def _start(cfg: DataConfig, arch: str, epochs: int, batch: int, lr: float, augment: bool,
            per_class: int, synthetic: dict[str, str], synthetic_n: int,
-           batchnorm: bool = False, preset: str | None = None) -> RunStore:
+           batchnorm: bool = False, preset: str | None = None, request: str | None = None) -> RunStore:
     """Queue a classifier run built as the command line builds it (the preset, then the form's
     choices over it); its config.json holds the configs, the Augmentor settings among them."""
     data = jobs.data_overrides(cfg)
@@ -56,7 +55,7 @@ def _start(cfg: DataConfig, arch: str, epochs: int, batch: int, lr: float, augme
     configs = build_configs(preset, {"data": data, "model": model, "train": train})
     aug = st.session_state["augment_config"] if augment else None
     return jobs.start("train-classifier", [], f"classifier-{preset or arch}",
-                      header=header(*configs, aug))
+                      header=header(*configs, aug), request=request)
 
 
 state.init()
@@ -174,13 +173,16 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
             help="Not in the report's CNN (so off by default); the ResNet always has it. On "
                  "300 phantoms per class (the default data) at 64 px, 20 epochs: 94% test "
                  "accuracy with it (one seed), 89-92% without (two seeds).")
-    if st.button("Start training", key="clf_start", type="primary", icon=":material/play_arrow:",
+    start_key, request = jobs.start_key("clf_start")
+    if st.button("Start training", key=start_key, type="primary", icon=":material/play_arrow:",
                  disabled=ds is None or bool(leaks),
                  help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue."):
         run = attempt(_start, data_cfg, arch, int(epochs), int(batch), float(lr), augment, target,
                       synthetic, int(synthetic_n), batchnorm and arch == "report-cnn",
-                      preset="cxr" if recipe else None, what="starting the classifier run")
+                      preset="cxr" if recipe else None, request=request,
+                      what="starting the classifier run")
         if run is not None:
+            jobs.started("clf_start")
             st.session_state.pop("clf_open_form", None)
             st.session_state["clf_run"] = run.name
             st.session_state.pop("clf_run_pick", None)
@@ -206,14 +208,9 @@ def _wide(status: dict) -> pd.DataFrame:
     return runstore.wide(long)
 
 
-@st.fragment(run_every=1.0)
-def _live() -> None:
-    """Progress and curves of an active run, redrawn every second; a full rerun once it ends,
-    so the evaluation below appears."""
-    status = store.status()
+def _live(status: dict) -> None:
+    """Progress and curves of an active run (jobs.watch redraws it in place)."""
     s = status.get("state")
-    if s not in ("queued", "running", "paused") or is_waiting(status) != waiting_at_render:
-        st.rerun()   # it ended, or left the queue: the page above changes
     epoch, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
     phase = status.get("phase") or ("starting" if s == "queued" else s)
     frac = min(epoch / total, 1.0) if total else 0.0
@@ -228,13 +225,12 @@ def _live() -> None:
 
 status = store.status()
 s = status.get("state")
-waiting_at_render = is_waiting(status)
-if s in ("queued", "running", "paused"):
+if s in ACTIVE_STATES:
     if not live.queue_notice(store, "clf_cancel"):
         st.info(f"**{store.name}** is still training. The evaluation appears here when it "
                 "finishes.", icon=":material/hourglass_top:")
         live.stop_button(store, "clf_stop", "Asked the run to stop; it saves its best model first.")
-    _live()
+    jobs.watch(store, _live)
     _done()
 
 if s == "failed":
@@ -268,11 +264,11 @@ if meta and meta.get("training_data"):
                f"{td.get('n_test', 0):,} test images.")
 
 # ---- evaluation -----------------------------------------------------------------------------------
-eval_path = store.path / "eval.json"
-if not eval_path.exists():
+if not store.stamp("eval.json"):
     st.warning("This run has no evaluation (eval.json): it stopped before its first epoch ended.")
     _done()
-results = attempt(cache.json_file, str(eval_path), eval_path.stat().st_mtime_ns, what="reading eval.json")
+results = attempt(cache.json_file, str(store.evaluation_path), store.stamp("eval.json"),
+                  what="reading eval.json")
 if not results:
     _done()
 evaluation.evaluation(results)

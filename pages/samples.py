@@ -129,10 +129,8 @@ st.caption("Each sample of the grid above beside the training image nearest to i
            "a near-copy. The *Held-out check* on Train GAN asks the same of the critic.")
 nn_key = (str(ckpt), mtime, int(seed), int(n))
 if st.button("Find the nearest training images", key="samples_nn", icon=":material/image_search:"):
-    config_path = store.path / "config.json"
     with st.spinner("Loading the images the run trained on..."):
-        loaded_images = attempt(cache.run_images, str(store.path),
-                                config_path.stat().st_mtime_ns if config_path.exists() else 0,
+        loaded_images = attempt(cache.run_images, str(store.path), store.stamp("config.json"),
                                 what="loading the run's training images")
     found = loaded_images and attempt(copy_check, images, *loaded_images,
                                       what="comparing with the training images")

@@ -360,8 +360,8 @@ def test_dashboard_end_to_end(server, tmp_path):
 
         _wait(three_stamps, 120, "three refreshes of the live panel", every=0.2)
         assert new_runs() == [ours], new_runs()   # the second click made nothing
-        later = _wait(lambda: (s := _chart_state(page)) and s["points"] > first["points"] and s,
-                      60, "the live chart to gain points")
+        _wait(lambda: (s := _chart_state(page)) and s["points"] > first["points"], 60,
+              "the live chart to gain points")
         probe = page.evaluate("() => { const p = window.__e2e; p.done = true; return {frames: "
                               "p.frames, blank: p.blank, svgs: p.svgs.size, heights: [...p.heights]}; }")
         print("live panel:", len(stamps), "distinct stamps; frames", probe)
@@ -426,8 +426,8 @@ def test_dashboard_end_to_end(server, tmp_path):
         tag = control["by"]["gp_lambda"].split(" ", 1)[1][:6]
         _wait(lambda: any(f"({tag})" in t for t in page.evaluate(labels)), 60, "C's marker in A")
         c.context.close()
-        later = _wait(lambda: (s := _chart_state(page)) and s["markers"] >= 1 and s, 60,
-                      "the change markers on A's chart")
+        _wait(lambda: (s := _chart_state(page)) and s["markers"] >= 1, 60,
+              "the change markers on A's chart")
         _grid_ok(page, runs / ours)   # after a steer, the grid still matches its caption
         _shot(page, "train_gan_steered", out_dirs)
 

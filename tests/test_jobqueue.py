@@ -15,7 +15,7 @@ import pytest
 
 from core.runs import queue as jobqueue
 from core.errors import UserError
-from core.runs.store import RunStore, runs_root
+from core.runs.store import QUEUE_FILE, RunStore, runs_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,6 +61,17 @@ def test_oldest_first_one_slot(fake_launch, monkeypatch):
     argv, env = fake_launch[1]
     assert argv[:3] == ["train-classifier", "--data", "phantom"] and argv[-2] == "--run-dir"
     assert env["OMP_NUM_THREADS"] == "2"   # alone on 2 cores with one slot: both threads
+
+
+def test_a_repeated_request_is_one_job(fake_launch, monkeypatch):
+    """A double click, or a page rerun that repeats the first click, submits the same request
+    id again: one job, whoever asks how often; another request is another job."""
+    _slots(monkeypatch, "cpu", 1)
+    first = jobqueue.submit("train-gan", ["--data", "phantom:8"], "gan", request="a1b2c3")
+    again = jobqueue.submit("train-gan", ["--data", "phantom:8"], "gan", request="a1b2c3")
+    other = jobqueue.submit("train-gan", ["--data", "phantom:8"], "gan", request="d4e5f6")
+    assert again.path == first.path and other.path != first.path
+    assert len(fake_launch) == 1 and len([p for p in runs_root().iterdir() if p.is_dir()]) == 2
 
 
 def test_cpu_jobs_up_to_the_cores_each_its_share(fake_launch, monkeypatch):
@@ -113,7 +124,7 @@ def test_the_queue_survives_a_restart(monkeypatch):
                          cwd=REPO, capture_output=True, text=True, env=os.environ, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str([a.name])
-    entry = json.loads((a.path / jobqueue.QUEUE_FILE).read_text())
+    entry = json.loads((a.path / QUEUE_FILE).read_text())
     assert entry["argv"][:3] == ["train-gan", "--steps", "3"]
 
 
@@ -126,7 +137,7 @@ def test_the_queue_survives_a_restart(monkeypatch):
 def test_a_broken_or_foreign_queue_file_is_not_a_job(fake_launch, monkeypatch, text):
     _slots(monkeypatch, "cpu", 0)
     a = jobqueue.submit("train-gan", [], "gan")
-    (a.path / jobqueue.QUEUE_FILE).write_bytes(text)
+    (a.path / QUEUE_FILE).write_bytes(text)
     assert jobqueue.waiting() == []
     _slots(monkeypatch, "cpu", 1)
     assert jobqueue.schedule() == [] and not fake_launch

@@ -29,6 +29,11 @@ from core.runs.store import RunStore, runs_root  # noqa: E402
 PAGE = str(REPO / "pages" / "classifier.py")
 
 
+
+def _start_button(at, name: str):
+    """A start button: its key changes after each start that went through (ui.jobs.start_key)."""
+    return next(b for b in at.button if b.key.startswith(name + "_"))
+
 def _app() -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.session_state["data_config"] = DataConfig(source="phantom", size=32, phantom_per_class=12)
@@ -77,7 +82,7 @@ def test_no_runs_is_a_clear_message():
     at = _app().run()
     assert not at.exception and not at.error
     assert any("No classifier runs yet" in i.value for i in at.info)
-    assert at.button(key="clf_start") is not None
+    assert _start_button(at, "clf_start") is not None
     assert any("No ablation result yet" in c.value for c in at.caption)
 
 
@@ -201,7 +206,7 @@ def test_start_launches_with_data_and_augmentation(monkeypatch):
 
     calls = []
 
-    def fake_start(command, args, kind, header=None):
+    def fake_start(command, args, kind, header=None, request=None):
         calls.append((command, header, kind))
         store = RunStore(runs_root() / "20260101-000000-classifier-resnet-new", create=True)
         store.write_header(header)
@@ -215,7 +220,7 @@ def test_start_launches_with_data_and_augmentation(monkeypatch):
     at.radio(key="clf_arch").set_value("resnet")
     at.toggle(key="clf_augment").set_value(True)
     at.number_input(key="clf_epochs").set_value(3)
-    at.button(key="clf_start").click().run()
+    _start_button(at, "clf_start").click().run()
     assert not at.exception and not at.error
     (command, header, kind), = calls
     assert command == "train-classifier" and kind == "classifier-resnet"
@@ -237,11 +242,11 @@ def test_the_real_xray_recipe_is_offered(monkeypatch):
 
     calls = []
     monkeypatch.setattr(ui.jobs, "start",
-                        lambda command, args, kind, header=None: calls.append((header, kind)))
+                        lambda command, args, kind, header=None, request=None: calls.append((header, kind)))
     at = _app().run()
     at.toggle(key="clf_recipe").set_value(True).run()
     assert at.radio(key="clf_arch").disabled and at.number_input(key="clf_epochs").disabled
-    at.button(key="clf_start").click().run()
+    _start_button(at, "clf_start").click().run()
     assert not at.exception
     (header, kind), = calls
     cxr = PRESETS["cxr"]
@@ -256,13 +261,13 @@ def test_batchnorm_option_reaches_the_report_cnn_only(monkeypatch, arch, expecte
 
     calls = []
     monkeypatch.setattr(ui.jobs, "start",
-                        lambda command, args, kind, header=None: calls.append(header))
+                        lambda command, args, kind, header=None, request=None: calls.append(header))
     at = _app().run()
     assert at.toggle(key="clf_batchnorm").value is False  # the report's CNN has none
     at.toggle(key="clf_batchnorm").set_value(True).run()
     at.radio(key="clf_arch").set_value(arch).run()  # the ResNet disables the toggle, left on
     assert at.toggle(key="clf_batchnorm").disabled == (arch == "resnet")
-    at.button(key="clf_start").click().run()
+    _start_button(at, "clf_start").click().run()
     assert not at.exception
     model = calls[0].section("model")
     assert model["arch"] == arch and model["batchnorm"] == (expected == "true")
@@ -286,7 +291,7 @@ def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
     assert not at.exception
     assert any("trained on all of phantom" in e.value and "--data-split train" in e.value
                for e in at.error)
-    assert at.button(key="clf_start").disabled
+    assert _start_button(at, "clf_start").disabled
     # The pick survives a visit to another page (the whole app, as in a browser), and a run
     # deleted meanwhile falls back to "(none)" instead of an error.
     app = str(REPO / "streamlit_app.py")
@@ -359,7 +364,7 @@ def test_an_ablation_is_started_from_the_page(monkeypatch):
 
     calls = []
 
-    def fake_start(command, args, kind, header=None):
+    def fake_start(command, args, kind, header=None, request=None):
         calls.append((command, header, kind))
         store = RunStore(runs_root() / "261203-0000-ablation-1", create=True)
         store.set_status("queued", command=["ablation"])
@@ -371,7 +376,7 @@ def test_an_ablation_is_started_from_the_page(monkeypatch):
     at.multiselect(key="abl_fractions").set_value([0.5, 1.0])
     at.multiselect(key="abl_arms").set_value(["real", "augmentor"])
     at.number_input(key="abl_epochs").set_value(2)
-    at.button(key="abl_start").click().run()
+    _start_button(at, "abl_start").click().run()
     assert not at.exception and not at.error
     (command, header, kind), = calls
     abl = header.section("ablation")

@@ -178,7 +178,8 @@ def _start_form(data_cfg) -> None:
         n_runs = len(fractions) * len(all_arms) * int(seeds)
         st.caption(f"{n_runs} classifier runs of at most {int(epochs)} epochs, one after another "
                    f"(patience {ClassifierTrainConfig().patience}).")
-        if st.button("Start the ablation", key="abl_start", icon=":material/play_arrow:",
+        start_key, request = jobs.start_key("abl_start")
+        if st.button("Start the ablation", key=start_key, icon=":material/play_arrow:",
                      disabled=n_runs == 0,
                      help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue."):
             train = {"epochs": int(epochs)}
@@ -187,26 +188,23 @@ def _start_form(data_cfg) -> None:
             abl = AblationConfig(fractions=tuple(fractions), seeds=tuple(range(int(seeds))),
                                  arms=tuple(all_arms),
                                  runs=tuple(f"{gans[n][0]}={runs_root() / n}" for n in picked))
-            if attempt(_start_ablation, data_cfg, train, abl, what="starting the ablation"):
+            if attempt(_start_ablation, data_cfg, train, abl, request, what="starting the ablation"):
+                jobs.started("abl_start")
                 st.rerun()
 
 
-def _start_ablation(data_cfg, train: dict, abl):
+def _start_ablation(data_cfg, train: dict, abl, request: str | None = None):
     """Queue an ablation built as the command line builds it (the classifier's defaults, the
     data chosen on the Data page, the form's choices); its config.json holds them all."""
     from core.studies.ablation import header
     from core.classify.train import build_configs
 
     configs = build_configs(None, {"data": jobs.data_overrides(data_cfg), "train": train})
-    return jobs.start("ablation", [], "ablation", header=header(*configs, abl))
+    return jobs.start("ablation", [], "ablation", header=header(*configs, abl), request=request)
 
 
-@st.fragment(run_every=2.0)
-def _running(store) -> None:
-    """A queued or running ablation: where it is, refreshed in place."""
-    status = store.status()
-    if status.get("state") not in ("queued", "running", "paused"):
-        st.rerun()   # it ended: the table below appears
+def _running(store, status: dict) -> None:
+    """A queued or running ablation: where it is (jobs.watch redraws it in place)."""
     if not live.queue_notice(store, f"abl_cancel_{store.name}"):
         step = int(status.get("step") or 0)
         eta = status.get("eta_s")
@@ -224,7 +222,7 @@ def ablation(data_cfg=None) -> None:
         _start_form(data_cfg)
     for store in jobs.active_runs():
         if jobs.run_command(store) == "ablation":
-            _running(store)
+            jobs.watch(store, lambda status, store=store: _running(store, status))
     found = sorted((p for p in runs_root().glob("*/ablation*") if p.suffix in (".csv", ".json")),
                    key=lambda p: p.stat().st_mtime, reverse=True)
     if not found:

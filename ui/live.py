@@ -268,7 +268,7 @@ def heldout_summary(status: dict, wide: pd.DataFrame) -> str:
 
 
 def render(run_path: str) -> None:
-    """One refresh of the live panel; panel() wraps it in st.fragment(run_every=REFRESH_S) while
+    """One refresh of the live panel; panel() wraps it in st.fragment(run_every=jobs.REFRESH_S) while
     the run is active."""
     store = RunStore(run_path)
     if not store.path.is_dir():   # deleted or moved in another session: the page picks again
@@ -326,11 +326,6 @@ def render(run_path: str) -> None:
                                             f"Fixed-z samples, step {step:,}"))
 
 
-# The fragment timer's period. A refresh takes 0.05-0.2 s on the server plus the browser's
-# redraw, so a 1.0 s timer updated the panel only 0.75-1 times a second on a busy 2-core machine.
-REFRESH_S = 0.5
-
-
 # An ended run's page looks again this often: was the run deleted, or resumed from elsewhere?
 WATCH_S = 2.0
 
@@ -347,7 +342,7 @@ def panel(store: RunStore) -> None:
     """The live panel, refreshed about twice a second while the run is active; an ended run's is
     drawn once and then only watched (a cheap look every WATCH_S)."""
     if store.is_active():
-        @st.fragment(run_every=REFRESH_S)
+        @st.fragment(run_every=jobs.REFRESH_S)
         def live_panel() -> None:
             render(str(store.path))
 

@@ -609,7 +609,7 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
         results = {"val": evaluate(cpu_model, meta, dataset, ts.parts["val"])}
         if len(ts.parts.get("test", [])):
             results["test"] = evaluate(cpu_model, meta, dataset, ts.parts["test"])
-        save_json(store.path / "eval.json", results)
+        save_json(store.evaluation_path, results)
         final = {f"{split}/{k}": results[split][k] for split in results
                  for k in ("accuracy", "macro_f1", "ece", "ece_scaled")
                  if results[split].get(k) is not None}

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from core.atomic import file_lock
 from core.commands import COMMANDS
-from core.config import save_json
 from core.errors import UserError
 from core.runs.header import RunHeader
 from core.runs.store import (
@@ -30,7 +29,6 @@ from core.runs.store import (
     runs_root,
 )
 
-QUEUE_FILE = "queue.json"
 COMMAND_LINE = "command line"
 
 
@@ -75,12 +73,7 @@ def _entry(store: RunStore) -> dict | None:
     """A run's queue.json when it is a job this queue may start: a list of strings naming one of
     the CLI's training or evaluation commands (a file from elsewhere never runs anything else),
     and a numeric submission time."""
-    try:
-        entry = json.loads((store.path / QUEUE_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(entry, dict):
-        return None
+    entry = store.queue_entry()
     argv, submitted = entry.get("argv"), entry.get("submitted")
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)
             and argv[0] in COMMANDS and argv[0] != "queue"
@@ -112,13 +105,7 @@ def running(root: str | Path | None = None) -> list[RunStore]:
 
 def _requested(root: Path, request: str) -> RunStore | None:
     """The run an earlier submit with this request id made, if any (called under the lock)."""
-    for store in list_runs(root):
-        try:
-            if json.loads((store.path / QUEUE_FILE).read_text()).get("request") == request:
-                return store
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            continue
-    return None
+    return next((s for s in list_runs(root) if s.queue_entry().get("request") == request), None)
 
 
 def submit(command: str, args: list[str], kind: str, owner: str = COMMAND_LINE,
@@ -140,12 +127,11 @@ def submit(command: str, args: list[str], kind: str, owner: str = COMMAND_LINE,
             store.write_header(header)
             args = [*args, "--from-config"]
         now = time.time()
-        save_json(run_dir / QUEUE_FILE, {"argv": [command, *args, "--run-dir", str(run_dir)],
-                                         "submitted": now, "owner": owner, "kind": kind,
-                                         **({"request": request} if request else {})})
-        save_json(run_dir / "status.json", {"state": "queued", "reason": "waiting for a free slot",
-                                            "owner": owner, "created": now, "heartbeat": now,
-                                            "command": [command]})
+        store.write_queue_entry({"argv": [command, *args, "--run-dir", str(run_dir)],
+                                 "submitted": now, "owner": owner, "kind": kind,
+                                 **({"request": request} if request else {})})
+        store.write_status({"state": "queued", "reason": "waiting for a free slot", "owner": owner,
+                            "created": now, "heartbeat": now, "command": [command]})
         _schedule_locked(root)
     return RunStore(run_dir)
 
@@ -164,10 +150,8 @@ def _schedule_locked(root: Path) -> list[RunStore]:
                "XRAY_QUEUED": "1"}
         launch(entry["argv"], store.path, env=env)
         # launch() wrote a fresh status; keep who asked and when it was queued.
-        status = store._read_status()
-        save_json(store.path / "status.json",
-                  {**status, "owner": entry.get("owner"), "queued_at": entry.get("submitted"),
-                   "threads": threads, "resource": resource})
+        store.update_status(owner=entry.get("owner"), queued_at=entry.get("submitted"),
+                            threads=threads, resource=resource)
         started.append(store)
     return started
 

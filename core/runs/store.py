@@ -29,6 +29,7 @@ from core.runs.header import RunHeader
 LEGACY_METRICS = {"lambda": "live/gp_lambda", "n_critic": "live/n_critic",
                   "lr/critic": "live/lr_critic", "lr/gen": "live/lr_gen"}
 ACTIVE_STATES = ("queued", "running", "paused")
+QUEUE_FILE = "queue.json"   # a queued job's command line (core.runs.queue)
 STATES = ACTIVE_STATES + ("finished", "stopped", "failed")
 HEARTBEAT_EVERY_S = 1.0
 # Ballast a job writes when it starts and frees when the disk fills, so that its last words (a
@@ -248,6 +249,38 @@ class RunStore:
 
     def _read_status(self) -> dict:
         return _read_object(self.path / "status.json")
+
+    def write_status(self, status: dict) -> None:
+        """Replace status.json: for the queue, which speaks for a job that has no process yet."""
+        save_json(self.path / "status.json", status)
+
+    def update_status(self, **fields) -> None:
+        """Merge `fields` into status.json as it is, state and heartbeat untouched."""
+        save_json(self.path / "status.json", {**self._read_status(), **fields})
+
+    # ---- the queue's entry and the evaluation -----------------------------------------------
+    def queue_entry(self) -> dict:
+        """queue.json as written ({} when missing or unreadable): the command a queued job runs."""
+        return _read_object(self.path / QUEUE_FILE)
+
+    def write_queue_entry(self, entry: dict) -> None:
+        save_json(self.path / QUEUE_FILE, entry)
+
+    @property
+    def evaluation_path(self) -> Path:
+        """eval.json: a classifier run's evaluation on its validation and test patients."""
+        return self.path / "eval.json"
+
+    def evaluation(self) -> dict:
+        return _read_object(self.evaluation_path)
+
+    def stamp(self, name: str) -> int:
+        """The modification time (ns) of the run's file `name`, 0 when it is missing: a cache
+        key that changes when the file does."""
+        try:
+            return (self.path / name).stat().st_mtime_ns
+        except OSError:
+            return 0
 
     def status(self) -> dict:
         """status.json as the app should show it: an active run whose process is gone is

@@ -6,7 +6,6 @@ COVID-19 sensitivity, overall and by source."""
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -146,7 +145,9 @@ def run_ablation(data_config, model_config: ClassifierConfig, train_config: Clas
         summary = train_classifier(store, data_config, model_config, tc, augment, dataset=dataset)
         if summary.get("state") != "finished":
             raise UserError(f"ablation run {name} did not finish: {summary.get('reason')}")
-        evaluation = json.loads((store.path / "eval.json").read_text())
+        evaluation = store.evaluation()
+        if not evaluation:
+            raise UserError(f"ablation run {name} finished without an evaluation (eval.json)")
         split = "test" if "test" in evaluation else "val"
         rows += _rows(evaluation[split], arm, float(fraction), int(seed), split, summary)
     table = pd.DataFrame(rows)
