@@ -9,7 +9,7 @@ from core import CLASSES
 from core.runs import store as runstore
 from core.data.augment import AugmentConfig
 from core.checkpoint import read_meta
-from core.classify.model import ARCH_NAMES, ARCHS
+from core.classify.model import ARCH_NAMES, ARCHS, BEST
 from core.classify.train import (
     PRESETS,
     ClassifierTrainConfig,
@@ -252,7 +252,7 @@ if not wide.empty:
     st.plotly_chart(plots.epoch_curves(wide), key="clf_curves")
 
 # What the model was trained on (from its checkpoint, so a CLI run shows it too).
-ckpt = store.checkpoints_dir / "best.safetensors"
+ckpt = store.checkpoints_dir / BEST
 meta = attempt(read_meta, ckpt, what="reading the checkpoint") if ckpt.exists() else None
 if meta and meta.get("training_data"):
     td = meta["training_data"]

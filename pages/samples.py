@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import CLASSES
 from core.checkpoint import read_meta
+from core.gan.losses import LOSS_LABELS
 from core.gan.runs import run_class
 from core.gan.nearest import copy_check
 from core.runs.store import runs_root
@@ -82,7 +83,7 @@ if not loaded:
 model, meta = loaded
 latent_dim, size = int(model.config.latent_dim), int(model.config.size)
 label = run_class(meta) or "synthetic"
-loss = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (clipping)", "gan": "GAN"}.get(meta.get("loss"), "?")
+loss = LOSS_LABELS.get(meta.get("loss"), "?")
 trained_on = label if label != "synthetic" else ", ".join(meta.get("classes") or []) or "?"
 right.caption(f"{loss} generator at step {meta.get('step', '?')} · {size}x{size} px · "
               f"trained on: {trained_on}")

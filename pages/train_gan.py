@@ -10,7 +10,7 @@ from core.gan import live as live_params
 from core.config import field_default, field_range
 from core.data.config import DataConfig
 from core.gan.trainer import TrainConfig
-from core.gan.losses import LOSS_DEFAULTS
+from core.gan.losses import LOSS_DEFAULTS, LOSS_LABELS
 from core.runs.store import RunStore
 from ui import jobs, live, nav, state
 from ui.errors import attempt
@@ -18,7 +18,6 @@ from ui.errors import attempt
 state.init()
 st.title("Train GAN")
 
-LOSS_NAMES = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (weight clipping)", "gan": "GAN"}
 SIZES = [32, 64, 128, 256]
 data_cfg: DataConfig = st.session_state["data_config"]
 runs = jobs.gan_runs()
@@ -34,7 +33,7 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
     c = st.columns([2, 1, 1, 1.4])  # "Train on" shows "COVID-19" whole at 1024 px
     with c[0]:
         state.seed("gan_loss", "wgan-gp")
-        loss = st.radio("Loss", list(LOSS_NAMES), format_func=LOSS_NAMES.get, horizontal=True,
+        loss = st.radio("Loss", list(LOSS_LABELS), format_func=LOSS_LABELS.get, horizontal=True,
                         key="gan_loss")
     with c[1]:
         state.seed("gan_preset", "cpu-tiny")

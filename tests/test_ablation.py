@@ -83,8 +83,8 @@ def test_classifier_refuses_gan_runs_that_saw_held_out_patients(tmp_path, data, 
 
 def test_parse_runs(wgan_gp_run):
     assert parse_runs([str(wgan_gp_run)]) == {"wgan-gp": [str(wgan_gp_run)]}  # arm from its meta
-    assert parse_runs([f"wgan-clip:COVID-19={wgan_gp_run}"]) == {"wgan-clip": [f"COVID-19={wgan_gp_run}"]}
-    assert parse_runs([f"wgan:{wgan_gp_run}"]) == {"wgan-clip": [str(wgan_gp_run)]}
+    assert parse_runs([f"wgan:COVID-19={wgan_gp_run}"]) == {"wgan": [f"COVID-19={wgan_gp_run}"]}
+    assert parse_runs([f"wgan-clip:{wgan_gp_run}"]) == {"wgan": [str(wgan_gp_run)]}   # its old name
     with pytest.raises(UserError):
         parse_runs([f"augmentor:{wgan_gp_run}"])
 

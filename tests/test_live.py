@@ -1,6 +1,7 @@
 """core.gan.live: the one definition of the live hyperparameters, and what is generated from it."""
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -39,8 +40,12 @@ def test_loss_specific_fields_and_control_flags():
     assert [s.name for s in live.for_loss("gan")] == ["n_critic", "lr_critic", "lr_gen"]
     parser = argparse.ArgumentParser()
     live.add_flags(parser)
-    args = parser.parse_args(["--lambda", "5", "--n-critic", "2"])
+    args = parser.parse_args(["--gp-lambda", "5", "--n-critic", "2"])
     assert (args.gp_lambda, args.n_critic, args.lr_gen) == (5.0, 2, None)
+    # The flag train-gan has for the same field; the first name still works.
+    assert {s.flag for s in live.SPECS} <= {f"--{f.name.replace('_', '-')}" for f in
+                                            dataclasses.fields(TrainConfig)}
+    assert parser.parse_args(["--lambda", "7"]).gp_lambda == 7.0
 
 
 def test_in_force_reads_the_published_values_only_when_whole_and_valid():

@@ -325,7 +325,7 @@ def probabilities(probs: dict[str, float], predicted: str, muted: bool = False) 
 
 
 _ARM_COLORS = {"real": "#9d9d9d", "augmentor": "#f58518", "wgan-gp": "#4c78a8", "gan": "#e45756",
-               "wgan-clip": "#72b7b2"}
+               "wgan": "#72b7b2"}
 
 
 def ablation_bars(summary: pd.DataFrame, metric: str, title: str) -> go.Figure:

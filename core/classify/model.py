@@ -22,8 +22,9 @@ ARCH_NAMES = {"report-cnn": "The report's CNN (32/64/128 filters)",
               "resnet": "Small ResNet (from scratch)"}
 # State-dict keys under this prefix hold the OOD statistics, not model weights (see ood_stats).
 OOD_PREFIX = "ood."
-
-
+# A classifier run's snapshot with the lowest validation loss, in RUN/checkpoints/: what
+# evaluate, predict, Diagnose and the model cards load from a run.
+BEST = "best.safetensors"
 
 
 @dataclass
@@ -308,7 +309,7 @@ def find_checkpoint(path: str | Path) -> Path:
     """A classifier file from a file path or a run directory (its checkpoints/best, else latest)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.safetensors", "latest.safetensors"):
+        for name in (BEST, "latest.safetensors"):
             for cand in (path / "checkpoints" / name, path / name):
                 if cand.is_file():
                     return cand

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from core.runs import header as runheader
 from core.budget import mapped, resident_limit
 from core.classify.model import (
+    BEST,
     ClassifierConfig,
     build_classifier,
     ood_features,
@@ -501,7 +502,7 @@ def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, 
             best = {"loss": val_loss, "epoch": epoch, "acc": val_acc,
                     "state": copy.deepcopy(model.state_dict())}
             stale = 0
-            save_classifier(ckpt_dir / "best.safetensors", model, snapshot)
+            save_classifier(ckpt_dir / BEST, model, snapshot)
         else:
             stale += 1
         save_classifier(ckpt_dir / "latest.safetensors", model, snapshot)
@@ -604,7 +605,7 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
 
         report.status("running", phase="calibrating", step=epoch)
         temperature = _calibrate(model, ts, mc, meta, best, device,
-                                 store.checkpoints_dir / "best.safetensors")
+                                 store.checkpoints_dir / BEST)
         cpu_model = model.cpu()
         results = {"val": evaluate(cpu_model, meta, dataset, ts.parts["val"])}
         if len(ts.parts.get("test", [])):
@@ -627,7 +628,7 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
                 "test": {k: results["test"][k] for k in ("accuracy", "macro_f1",
                                                          "covid_sensitivity")
                          if k in results["test"]} if "test" in results else None,
-                "checkpoint": str(store.checkpoints_dir / "best.safetensors")}
+                "checkpoint": str(store.checkpoints_dir / BEST)}
     except Exception as exc:
         reason = str(exc) if isinstance(exc, UserError) else \
             environment_reason(exc, str(store.path)) or f"{type(exc).__name__}: {exc}"
@@ -692,7 +693,7 @@ def build_configs(preset: str | None = None, overrides: dict | None = None
     return replace(data_config, size=model_config.size), model_config, train_config
 
 
-def configs(args: argparse.Namespace) -> tuple[DataConfig, ClassifierConfig, ClassifierTrainConfig]:
+def configs_from_args(args: argparse.Namespace) -> tuple[DataConfig, ClassifierConfig, ClassifierTrainConfig]:
     """The run's configs: the preset's (if any), then every flag the user gave."""
     overrides = {"data": given(args, DataConfig, "data_"), "model": given(args, ClassifierConfig),
                  "train": given(args, ClassifierTrainConfig)}
@@ -746,7 +747,7 @@ def main(args: argparse.Namespace) -> int:
                                    _print_progress, download=False)
         print(json.dumps(summary, indent=1))
         return 0
-    data_config, model_config, train_config = configs(args)
+    data_config, model_config, train_config = configs_from_args(args)
     if args.synthetic:
         train_config = replace(train_config,
                                synthetic_runs=tuple(train_config.synthetic_runs) + tuple(args.synthetic))

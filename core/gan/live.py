@@ -44,7 +44,7 @@ class LiveParams:
 
     gp_lambda: float = _param(
         0.0, 1000.0, {"gan": 0.0, "wgan": 0.0, "wgan-gp": 10.0}, label="lambda (GP)",
-        title="Gradient penalty lambda", flag="--lambda", marker="λ",
+        title="Gradient penalty lambda", flag="--gp-lambda", marker="λ",
         losses=("wgan-gp",), stops=(0.0, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0),
         help="gradient-penalty weight")
     clip: float = _param(
@@ -154,6 +154,8 @@ def in_force(status: dict) -> dict | None:
 
 
 def add_flags(parser) -> None:
-    """The `control` command's flags, one per field (--lambda, --n-critic, ...)."""
+    """The `control` command's flags, one per field, named as train-gan's (--gp-lambda,
+    --n-critic, ...); --lambda, its first name, still works in scripts that use it."""
     for s in SPECS:
-        parser.add_argument(s.flag, dest=s.name, type=int if s.integer else float, help=s.help)
+        old = ("--lambda",) if s.name == "gp_lambda" else ()
+        parser.add_argument(s.flag, *old, dest=s.name, type=int if s.integer else float, help=s.help)

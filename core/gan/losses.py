@@ -23,6 +23,8 @@ LOSS_DEFAULTS = {
     "wgan-gp": {"optimizer": "adam", "betas": (0.0, 0.9), **live.defaults("wgan-gp")},
 }
 LOSSES = tuple(LOSS_DEFAULTS)
+# How a page names each loss (radio buttons, headers, the sample browser).
+LOSS_LABELS = {"wgan-gp": "WGAN-GP", "wgan": "WGAN (weight clipping)", "gan": "GAN"}
 
 
 def gan_critic_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:

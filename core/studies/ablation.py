@@ -23,8 +23,10 @@ from core.config import given, ranged, refuse_beside, save_json, to_dict
 from core.errors import UserError
 
 # Arm name -> the GAN loss whose runs feed it (None: no generated images).
-ARMS = {"real": None, "augmentor": None, "wgan-gp": "wgan-gp", "gan": "gan", "wgan-clip": "wgan"}
-ALIASES = {"wgan": "wgan-clip"}
+# arm -> the loss of the GAN runs whose samples it adds (None: no samples). A GAN arm is named
+# after its loss; "wgan-clip", the WGAN arm's first name, is still read (flags, old tables).
+ARMS = {"real": None, "augmentor": None, "wgan-gp": "wgan-gp", "gan": "gan", "wgan": "wgan"}
+ALIASES = {"wgan-clip": "wgan"}
 METRICS = ("accuracy", "macro_f1", "covid_sensitivity")
 
 
@@ -65,7 +67,7 @@ def parse_runs(specs: list[str]) -> dict[str, list[str]]:
             arm = next((a for a, l in ARMS.items() if l == loss), None)
             if arm is None:
                 raise UserError(f"cannot tell which arm GAN run {run} belongs to (its loss is "
-                                f"{loss!r}); write it as wgan-gp:{spec}, gan:{spec} or wgan-clip:{spec}")
+                                f"{loss!r}); write it as wgan-gp:{spec}, gan:{spec} or wgan:{spec}")
         if ARMS[arm] is None:
             raise UserError(f"the {arm} arm takes no GAN runs ({spec})")
         out.setdefault(arm, []).append(body)
@@ -100,6 +102,7 @@ def run_ablation(data_config, model_config: ClassifierConfig, train_config: Clas
     from core.runs.store import RunStore
 
     runs = runs or {}
+    arms = tuple(ALIASES.get(a, a) for a in arms)   # an old config.json may name "wgan-clip"
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise UserError(f"unknown arm(s) {', '.join(unknown)}; choose from {', '.join(ARMS)}")
@@ -166,6 +169,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     ("<metric>", "<metric>_sd", population sd; NaN with one seed) of every metric the table has.
     Ordered by fraction, then arm in ARMS order, then "all" before the sources."""
     table = table.copy()
+    table["arm"] = table["arm"].replace(ALIASES)   # tables written before the rename
     if "source" not in table:
         table["source"] = "all"
     metrics = [m for m in METRICS if m in table]
@@ -219,7 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", help="training seeds, e.g. 0,1,2 (default 0)")
     parser.add_argument("--arms", help=f"arms to run (default {','.join(ARMS)})")
     parser.add_argument("--runs", nargs="*", default=[], metavar="[ARM:][CLASS=]RUN_DIR",
-                        help="GAN runs for the generated arms (wgan-gp, gan, wgan-clip)")
+                        help="GAN runs for the generated arms (wgan-gp, gan, wgan)")
     parser.add_argument("--augment", metavar="CONFIG.json", help="Augmentor settings for that arm")
     # --synthetic-per-class (generated images per GAN run's class) defaults to 200 here.
     parser.add_argument("--out", "--run-dir", dest="out",
