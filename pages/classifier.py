@@ -21,7 +21,7 @@ from core.config import field_range, to_dict
 from core.data.config import DataConfig
 from core.errors import UserError
 from core.runs.store import ACTIVE_STATES, RunStore, list_runs, runs_root
-from ui import cache, evaluation, jobs, live, plots, state
+from ui import cache, controls, evaluation, jobs, plots, state
 from ui.errors import attempt
 
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
@@ -215,7 +215,7 @@ def _live(status: dict) -> None:
     phase = status.get("phase") or ("starting" if s == "queued" else s)
     frac = min(epoch / total, 1.0) if total else 0.0
     st.progress(frac, text=f"{s}: {phase}" + (f" · epoch {epoch} of {total}" if total else "")
-                + (f" · {live.eta_text(status)}" if s == "running" and phase == "training" else ""))
+                + (f" · {controls.eta_text(status)}" if s == "running" and phase == "training" else ""))
     wide = _wide(status)
     if wide.empty:
         st.caption("Waiting for the first epoch to finish...")
@@ -226,10 +226,10 @@ def _live(status: dict) -> None:
 status = store.status()
 s = status.get("state")
 if s in ACTIVE_STATES:
-    if not live.queue_notice(store, "clf_cancel"):
+    if not controls.queue_notice(store, "clf_cancel"):
         st.info(f"**{store.name}** is still training. The evaluation appears here when it "
                 "finishes.", icon=":material/hourglass_top:")
-        live.stop_button(store, "clf_stop", "Asked the run to stop; it saves its best model first.")
+        controls.stop_button(store, "clf_stop", "Asked the run to stop; it saves its best model first.")
     jobs.watch(store, _live)
     _done()
 

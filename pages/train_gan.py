@@ -6,13 +6,13 @@ only reads and writes its run directory."""
 import streamlit as st
 
 from core import CLASSES
-from core.gan import live as live_params
+from core.gan import live
 from core.config import field_default, field_range
 from core.data.config import DataConfig
 from core.gan.trainer import TrainConfig
 from core.gan.losses import LOSS_DEFAULTS, LOSS_LABELS
 from core.runs.store import RunStore
-from ui import jobs, live, nav, state
+from ui import gan_view, jobs, nav, state
 from ui.errors import attempt
 
 state.init()
@@ -59,7 +59,7 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
 
     k = f"{loss}_{preset}"  # each (loss, preset) keeps its own edits
     # The live fields for this loss (lambda for WGAN-GP, clip for WGAN) last, as core.gan.live says.
-    specs = sorted(live_params.for_loss(loss), key=lambda spec: spec.losses != live_params.ALL_LOSSES)
+    specs = sorted(live.for_loss(loss), key=lambda spec: spec.losses != live.ALL_LOSSES)
     h = st.columns(2 + len(specs))
     with h[0]:
         state.seed(f"gan_steps_{k}", int(default("steps")))
@@ -153,6 +153,6 @@ if store.status().get("state") in ("finished", "stopped") and any(s > 0 for s, _
             state.preset(f"clf_syn_{klass[0]}", store.name)
         st.session_state["clf_open_form"] = True
         st.switch_page(nav.path("pages/classifier.py"))
-live.controls(store)
-live.steering(store)
-live.panel(store)
+gan_view.buttons(store)
+gan_view.steering(store)
+gan_view.panel(store)

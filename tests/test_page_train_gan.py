@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data.config import DataConfig
 from core.runs.store import RunStore, runs_root
-from ui.live import steer_key
+from ui.gan_view import steer_key
 
 PAGE = str(REPO / "pages" / "train_gan.py")
 
@@ -185,7 +185,7 @@ def test_quick_moves_of_ones_own_slider_are_all_sent():
 def test_every_value_the_form_accepts_the_slider_shows_and_can_set_back():
     """lambda 1000 from the form showed a 0-1000 slider, then 0-100 after one move."""
     from core.gan import live as live_params
-    from ui.live import slider_options
+    from ui.gan_view import slider_options
 
     for spec in live_params.SPECS:
         if spec.stops:
@@ -356,7 +356,7 @@ def test_the_new_run_form_is_open_before_the_first_run():
 def test_heldout_summary_says_what_the_chart_shows():
     import pandas as pd
 
-    from ui.live import heldout_summary
+    from ui.gan_view import heldout_summary
 
     on = {"heldout_images": 14, "training_images": 28}
     unseen = [0.0, 1.0, 1.2, 0.8, 0.6, 0.1, 0.0]
@@ -378,12 +378,12 @@ def test_heldout_summary_says_what_the_chart_shows():
 def test_thinning_a_long_history_keeps_every_held_out_check():
     import pandas as pd
 
-    from ui import live
+    from ui import gan_view
 
     rows = [(s, "loss/critic", 1.0) for s in range(1, 4001)]
     rows += [(s, m, 1.0) for s in range(50, 4001, 50) for m in ("heldout/w_train", "heldout/w_heldout")]
-    wide = live._wide(pd.DataFrame(rows, columns=["step", "name", "value"]))
-    assert len(wide) <= live.MAX_POINTS
+    wide = gan_view._wide(pd.DataFrame(rows, columns=["step", "name", "value"]))
+    assert len(wide) <= gan_view.MAX_POINTS
     assert wide["heldout/w_train"].notna().sum() == 80 and wide.index[-1] == 4000
 
 
@@ -420,7 +420,7 @@ def test_the_controls_keep_their_place_when_a_run_ends():
 
 
 def test_values_in_force_of_an_old_or_odd_run_come_from_its_logs_config_or_defaults():
-    from ui import live
+    from ui import gan_view
 
     store = RunStore(runs_root() / "20260101-000009-gan-wgan-gp-odd", create=True)
     # A run from before the job published its values, and from elsewhere: lambda 1e9 in its
@@ -428,7 +428,7 @@ def test_values_in_force_of_an_old_or_odd_run_come_from_its_logs_config_or_defau
     store.write_config({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 1e9, "n_critic": 5,
                                                  "lr_gen": "fast"}})
     store.log_metrics(3, {"n_critic": 2.0})
-    values = live.current_values(store)
+    values = gan_view.current_values(store)
     assert values == {"gp_lambda": 10.0, "clip": 0.0, "n_critic": 2, "lr_critic": 1e-4, "lr_gen": 1e-4}
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.studies.ablation import AblationConfig, summarise
 from core.runs.store import runs_root
-from ui import cache, jobs, live, plots, state
+from ui import cache, controls, jobs, plots, state
 from ui.errors import attempt
 
 ABLATION_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
@@ -205,7 +205,7 @@ def _start_ablation(data_cfg, train: dict, abl, request: str | None = None):
 
 def _running(store, status: dict) -> None:
     """A queued or running ablation: where it is (jobs.watch redraws it in place)."""
-    if not live.queue_notice(store, f"abl_cancel_{store.name}"):
+    if not controls.queue_notice(store, f"abl_cancel_{store.name}"):
         step = int(status.get("step") or 0)
         eta = status.get("eta_s")
         st.progress(min(step, 100) / 100, text=f"Ablation `{store.name}`: {status.get('phase') or 'starting'}"

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.gan import live as live_params
+from core.gan import live
 from core.runs import store as runstore
 from core.runs.queue import is_waiting
 from core.gan.losses import LOSS_DEFAULTS
 from core.runs.store import ACTIVE_STATES, RunStore
-from ui import cache, identity, jobs, plots
+from ui import cache, controls, identity, jobs, plots
 
 PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
-    "wgan/grad_norm_std", "time/step_s", "throughput/img_s", *(s.metric for s in live_params.SPECS)]
+    "wgan/grad_norm_std", "time/step_s", "throughput/img_s", *(s.metric for s in live.SPECS)]
 MAX_POINTS = 1500  # per trace in the browser; longer histories are thinned evenly
 BADGE = {"queued": "gray", "running": "green", "paused": "orange", "finished": "blue",
          "stopped": "gray", "failed": "red"}
@@ -34,14 +34,14 @@ def run_loss(store: RunStore) -> str:
 def current_values(store: RunStore) -> dict:
     """The live values in force, as the job publishes them in status.json ("live"); for a run
     from before it did, its latest logged values over its config over the paper defaults."""
-    published = live_params.in_force(store.status())
+    published = live.in_force(store.status())
     if published is not None:
         return published
-    defaults = live_params.defaults(run_loss(store))
+    defaults = live.defaults(run_loss(store))
     train = store.header().section("train")
-    last = store.metrics([s.metric for s in live_params.SPECS]).groupby("name")["value"].last()
+    last = store.metrics([s.metric for s in live.SPECS]).groupby("name")["value"].last()
     values = {}
-    for s in live_params.SPECS:   # a value out of range (a run from elsewhere) shows the default
+    for s in live.SPECS:   # a value out of range (a run from elsewhere) shows the default
         for candidate in (last.get(s.metric), train.get(s.name)):
             try:
                 values[s.name] = s.check(candidate)
@@ -53,73 +53,26 @@ def current_values(store: RunStore) -> dict:
     return values
 
 
-# ---- buttons -----------------------------------------------------------------------------------------
-def _send(store: RunStore, message: str, **changes) -> None:
-    store.send_control(by=identity.owner(), **changes)
-    st.toast(message)
-
-
-def _cancel(store: RunStore) -> None:
-    from core.runs.queue import cancel
-
-    cancel(store)
-    st.toast(f"{store.name} left the queue")
-
-
-def queue_notice(store: RunStore, key: str) -> bool:
-    """For a run waiting in the queue: where it stands and a Cancel button; True when waiting."""
-    line = jobs.queue_line(store)
-    if line is None:
-        return False
-    row = st.container(horizontal=True, vertical_alignment="center")
-    row.info(line, icon=":material/schedule:")
-    row.button("Cancel", key=key, icon=":material/cancel:", on_click=_cancel, args=(store,),
-               help="Take it out of the queue; it never starts.")
-    return True
-
-
-def guarded_button(store: RunStore, label: str, icon: str, key: str, message: str,
-                   changes: dict, disabled: bool = False, where=st) -> None:
-    """A button that sends `changes` to the run; for a run another browser (or the command line)
-    started, a popover first says whose it is and asks to confirm (Pause and Resume as Stop)."""
-    note = jobs.owner_note(store)
-    if note is None:
-        where.button(label, key=key, icon=icon, disabled=disabled, on_click=_send,
-                     args=(store, message), kwargs=changes)
-        return
-    # A popover whether enabled or not: the same element in the same place as the run changes
-    # state (a button swapped for a popover shifted what follows).
-    with where.popover(label, icon=icon, disabled=disabled):
-        st.markdown(f"**{store.name}** was started by {note}. {label} it anyway? Its owner may be "
-                    "watching it.")
-        st.button(f"{label} their run", key=key, type="primary", on_click=_send,
-                  args=(store, message), kwargs=changes)
-
-
-def stop_button(store: RunStore, key: str, message: str, disabled: bool = False, where=st) -> None:
-    guarded_button(store, "Stop", ":material/stop:", key, message, {"stop": True}, disabled, where)
-
-
-def controls(store: RunStore) -> None:
+def buttons(store: RunStore) -> None:
     """Pause, Resume, Stop, Sample now; for a queued run its place and Cancel instead. One
     container either way, so what follows keeps its place (no stale doubles in the browser)."""
     with st.container():
-        _controls(store)
+        _buttons(store)
 
 
-def _controls(store: RunStore) -> None:
+def _buttons(store: RunStore) -> None:
     s = store.status().get("state")
-    if queue_notice(store, "gan_cancel"):
+    if controls.queue_notice(store, "gan_cancel"):
         return
     cols = st.columns(4)
-    guarded_button(store, "Pause", ":material/pause:", "gan_pause", "Pausing at the next step",
+    controls.guarded_button(store, "Pause", ":material/pause:", "gan_pause", "Pausing at the next step",
                    {"paused": True}, disabled=s != "running", where=cols[0])
-    guarded_button(store, "Resume", ":material/play_arrow:", "gan_resume", "Resuming",
+    controls.guarded_button(store, "Resume", ":material/play_arrow:", "gan_resume", "Resuming",
                    {"paused": False}, disabled=s != "paused", where=cols[1])
-    stop_button(store, "gan_stop", "Stopping after this step; a checkpoint is kept",
+    controls.stop_button(store, "gan_stop", "Stopping after this step; a checkpoint is kept",
                 disabled=s not in ACTIVE_STATES, where=cols[2])
     cols[3].button("Sample now", key="gan_sample_now", icon=":material/photo_camera:",
-                   disabled=s not in ("running", "paused"), on_click=_send,
+                   disabled=s not in ("running", "paused"), on_click=controls.send,
                    args=(store, "A sample grid is coming"), kwargs={"sample_now": True})
 
 
@@ -132,7 +85,7 @@ def _controls(store: RunStore) -> None:
 # undid each other's steering.
 def _steer(store: RunStore, field: str, key: str, drawn: float) -> None:
     value = st.session_state[key]
-    spec = live_params.BY_NAME[field]
+    spec = live.BY_NAME[field]
     now = current_values(store)[field]
     # The values this session sent on this slider: the value in force may be one of them
     # (applied before the page redrew), which is no reason to refuse the next move.
@@ -145,13 +98,13 @@ def _steer(store: RunStore, field: str, key: str, drawn: float) -> None:
         return
     if float(value) == float(now):
         return
-    checked = live_params.check(field, value)
+    checked = live.check(field, value)
     mine.append(float(checked))
     store.send_control(by=identity.owner(), **{field: checked})
     st.toast(f"Sent {spec.label} = {value:g} to the run")
 
 
-def slider_options(spec: live_params.Spec, value: float) -> list[float]:
+def slider_options(spec: live.Spec, value: float) -> list[float]:
     """A select-slider's stops for `spec`, with the value in force among them (a value typed
     in the form that is no stop still shows, and stays reachable)."""
     return sorted(set(spec.stops) | {float(value)})
@@ -177,7 +130,7 @@ def _steering(store: RunStore) -> None:
                 "**Steer the running process**" if note is None else
                 f"**Steer the running process** · started by {note}: your changes apply to "
                 "their run, and the charts mark who made each one")
-    specs = live_params.for_loss(loss)
+    specs = live.for_loss(loss)
     cols = st.columns(len(specs))
     for col, spec in zip(cols, specs):
         value = now[spec.name]
@@ -233,15 +186,8 @@ def _eta(status: dict, wide: pd.DataFrame) -> str:
     if "throughput/img_s" in wide and wide["throughput/img_s"].notna().any():
         parts.append(f"{wide['throughput/img_s'].dropna().iloc[-1]:,.0f} images/s")
     if total:
-        parts.append(eta_text(status))
+        parts.append(controls.eta_text(status))
     return " · ".join(parts)
-
-
-def eta_text(status: dict) -> str:
-    """"about 3 min left" from the job's smoothed rate (status "eta_s"), "estimating the time
-    left…" until it has one."""
-    eta = status.get("eta_s")
-    return "estimating the time left…" if eta is None else f"about {jobs.format_duration(eta)} left"
 
 
 def heldout_summary(status: dict, wide: pd.DataFrame) -> str:
