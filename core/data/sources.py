@@ -554,7 +554,8 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None,
     next to class folders); a MedMNIST ".npz" path or "medmnist:PATH"; and, through
     core.data.natural, "digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "folder:PATH".
     Unreadable files are skipped into `dataset.skipped`; a missing or empty source raises
-    UserError (one class is valid: a GAN needs no second; train-classifier asks for two). `progress(fraction, message)` reports decoding.
+    UserError (one class is valid: a GAN needs no second; train-classifier asks for two).
+    `progress(fraction, message)` reports decoding.
     `download`: fetch MNIST, Fashion-MNIST or CIFAR-10 when absent; only for a spec the user
     gave just now, never for one read from a checkpoint or a run (a file must not choose what
     to download, or where to).
