@@ -506,7 +506,7 @@ def test_diagnose_at_1440x900(server, tmp_path):
         assert _in_view(page, metric, 900), metric.bounding_box()
         assert _in_view(page, main.locator('[data-testid="stImage"]').first, 900)
         main.locator('input[type="file"]').set_input_files(str(photo))
-        flagged = main.get_by_text("This X-ray is unlike the images this model learned from")
+        flagged = main.get_by_text("This image is unlike the X-rays this model learned from")
         _wait(lambda: flagged.count() > 0, 120, "the flag for a colour photo")
         _idle(page, 60)
         _no_exception(page, "diagnose, photo")
