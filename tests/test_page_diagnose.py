@@ -6,7 +6,6 @@ st.error, never an exception."""
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import sys
 from pathlib import Path

@@ -35,8 +35,6 @@ def attempt(fn: Callable[..., Any], *args, what: str = "that", **kwargs) -> Any:
     return None
 
 
-
-
 def public(text: str) -> str:
     """`text` with each path of an upload on the server (runs/uploads/zip-.../...) put in the
     user's words ("the uploaded ZIP 'mydata'", ui.state.source_label): where the server keeps
@@ -61,6 +59,7 @@ def _existing(match: str) -> str:
         if Path(bare).exists():
             return " ".join([_upload_label(Path(bare)) + path[len(bare):], *words[n:]])
     return " ".join([_upload_label(Path(words[0])), *words[1:]])
+
 
 def _upload_label(path: Path) -> str:
     """source_label for an upload's data folder; "'set/metadata.csv' in the uploaded ZIP" for a
