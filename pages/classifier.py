@@ -22,7 +22,7 @@ from core.data.config import DataConfig
 from core.errors import UserError
 from core.runs.store import ACTIVE_STATES, RunStore, list_runs, runs_root
 from ui import cache, controls, evaluation, jobs, plots, state
-from ui.errors import attempt
+from ui.errors import attempt, public
 
 CURVES = ("train/loss", "val/loss", "train/acc", "val/acc")
 _CXR = PRESETS["cxr"]
@@ -80,6 +80,11 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
         counts = ds.class_counts()
         st.caption("Images per class: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
                    + f" · {len(set(ds.patients)):,} patients")
+    one_class = ds is not None and len(ds.classes) < 2
+    if one_class:   # the Data page loads one class for a GAN; a classifier tells classes apart
+        st.error(f"This data has one class ({ds.classes[0]}): a classifier needs at least two. "
+                 "Choose data with two or more classes on *Data & augmentation*.",
+                 icon=":material/block:")
     state.seed("clf_recipe", False)
     recipe = st.toggle(f"Real-X-ray recipe ({CXR_SUMMARY})", key="clf_recipe",
                        help="The `cxr` preset of `train-classifier`, the strongest setting "
@@ -175,7 +180,7 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
                  "accuracy with it (one seed), 89-92% without (two seeds).")
     start_key, request = jobs.start_key("clf_start")
     if st.button("Start training", key=start_key, type="primary", icon=":material/play_arrow:",
-                 disabled=ds is None or bool(leaks),
+                 disabled=ds is None or one_class or bool(leaks),
                  help="Starts at once when a CPU (or GPU) slot is free, else waits in the queue."):
         run = attempt(_start, data_cfg, arch, int(epochs), int(batch), float(lr), augment, target,
                       synthetic, int(synthetic_n), batchnorm and arch == "report-cnn",
@@ -234,7 +239,8 @@ if s in ACTIVE_STATES:
     _done()
 
 if s == "failed":
-    st.error(f"This run failed: {status.get('reason') or 'no reason given'}", icon=":material/error:")
+    st.error(f"This run failed: {public(status.get('reason') or 'no reason given')}",
+             icon=":material/error:")
     tail = store.tail_log(3000)
     if tail:
         st.caption("Last lines of its log (job.log):")

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import CLASSES
-from core.data.archive import extract_zip
+from core.data.archive import data_folder, extract_zip
 from core.data.augment import AugmentConfig, build_pipeline
 from core.data.deid import deidentify, deidentify_uploads
 from core.config import to_dict
@@ -20,7 +20,7 @@ from core.errors import ImageReadError
 from core.data.imageio import read_image
 from core.runs.store import prune_uploads, runs_root
 from ui import cache, plots, state
-from ui.errors import attempt
+from ui.errors import attempt, public
 from ui.images import tile, upscale
 
 state.init()
@@ -52,8 +52,7 @@ def _zip_source(upload) -> str | None:
     digest = hashlib.sha256(upload.getvalue()).hexdigest()[:12]
     dest = _uploads() / f"zip-{digest}"
     if dest.is_dir() and any(dest.iterdir()):
-        entries = list(dest.iterdir())
-        return str(entries[0] if len(entries) == 1 and entries[0].is_dir() else dest)
+        return str(data_folder(dest))
     with st.spinner("Checking and extracting the ZIP file..."):
         folder = attempt(extract_zip, upload, dest, what="extracting the ZIP file")
     return str(folder) if folder else None
@@ -160,7 +159,8 @@ new_cfg = DataConfig(source=source, size=int(size), channels=1, phantom_per_clas
                      keep_extra_classes=bool(keep_extra), seed=cfg.seed)
 bar = st.empty()
 with st.spinner("Loading images..."):
-    ds = attempt(cache.dataset, new_cfg, lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg),
+    ds = attempt(cache.dataset, new_cfg,
+                 lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=public(msg)),
                  what="loading the data")
 bar.empty()
 if ds is None:
@@ -176,8 +176,12 @@ m[0].metric("Images", f"{info['n_images']:,}")
 m[1].metric("Classes", len(info["classes"]))
 m[2].metric("Patients", f"{info['n_patients']:,}")
 m[3].metric("Skipped files", info["n_skipped"])
+if len(ds.classes) == 1:   # a GAN learns one class; the classifier compares classes
+    st.info(f"One class: **{ds.classes[0]}**. Enough to train a GAN on it (*Train GAN*); the "
+            "*Classifier* needs at least two classes.", icon=":material/info:")
 if info.get("cache"):   # folders only: decoded once, then read from runs/cache/
-    st.caption(f"Images {info['cache']}.")
+    # Without the entry's folder on the server (data-info on the command line prints it).
+    st.caption(f"Images {re.sub(r' [(]/[^()]*[)]', '', info['cache'])}.")
 
 c_chart, c_grid = st.columns([1, 2])
 with c_chart:

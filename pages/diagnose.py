@@ -25,7 +25,7 @@ DISPLAY_MAX = 512          # images are shown at most this many pixels on their 
 EXAMPLE_SEED = 20_260_101  # not the seed of the phantom training data, so these are unseen
 GENERATED_SEEDS = (11, 12, 13)  # generated examples: fixed latents, so a demo is repeatable
 DISCLAIMER = "Research and teaching tool, not a medical device: do not use for diagnosis."
-FLAGGED = "This X-ray is unlike the images this model learned from"
+FLAGGED = "This image is unlike the X-rays this model learned from"
 
 
 def check_upload(data: bytes, name: str) -> str | None:
@@ -75,7 +75,9 @@ def _trained_on(meta: dict) -> str:
     # The folder's name, not its path on the server (and nothing for phantoms: "phantom:300" is
     # the command line's spelling, not a clinician's).
     source = str(td.get("source") or "")
-    where = f" (`{Path(source).name or source}`)" if td.get("real") and source else ""
+    label = state.source_label(source) if source else ""   # an upload: as the user knows it
+    where = f" (`{Path(source).name or source}`)" if label == source else f" ({label})"
+    where = where if td.get("real") and source else ""
     acc = meta.get("val_acc")
     return (f"Trained on {kind}{where}: {counts} training images"
             + (f" (including {', '.join(extra)})" if extra else "")
@@ -85,13 +87,31 @@ def _trained_on(meta: dict) -> str:
                if acc is not None else "."))
 
 
-def _card(meta: dict, path: str) -> None:
-    """What the model is, what it learned from and how well it did on patients it never saw:
-    the shipped models carry a `card` in their meta (written when they were shipped). Only a
-    card of a file in this repository's checkpoints/ is shown as written: a checkpoint from
-    elsewhere could put links or remote images in it."""
+def _shipped_card(meta: dict, path: str) -> dict:
+    """The `card` in a shipped model's meta (written when it was shipped), {} for any other. Only
+    a card of a file in this repository's checkpoints/ is used: a checkpoint from elsewhere could
+    put links or remote images in it, or claim results it never had."""
     card = meta.get("card") if Path(path).resolve().parent == SHIPPED.resolve().parent else None
-    card = card if isinstance(card, dict) else {}
+    return card if isinstance(card, dict) else {}
+
+
+def _cautions(meta: dict, path: str, predicted: str) -> list[str]:
+    """What the model's own card says it mostly misses, for an answer of another class: a
+    NORMAL answer from a model that finds 38% of the COVID-19 films of hospitals it never saw
+    does not rule COVID-19 out (an image cannot tell us which hospital it is from)."""
+    out = []
+    for m in _shipped_card(meta, path).get("misses") or []:
+        if m["class"] != predicted and m["found"] < m["of"] / 2:
+            out.append(f"**This model misses most {m['class']} films from {m['where']}**: in "
+                       f"testing it found {m['found']} of {m['of']} ({m['found'] / m['of']:.1%}). "
+                       f"A {predicted} answer does not rule {m['class']} out.")
+    return out
+
+
+def _card(meta: dict, path: str) -> None:
+    """What the model is, what it learned from and how well it did on patients it never saw
+    (_shipped_card; the training data a run's checkpoint records otherwise)."""
+    card = _shipped_card(meta, path)
     with st.container(border=True):
         st.markdown("**About this model**")
         st.markdown(str(card.get("summary") or _trained_on(meta)))
@@ -206,55 +226,64 @@ with result_col:
     # ---- the answer, in plain words ----------------------------------------------------------
     ood = result.get("ood") or {}
     flagged = bool(ood.get("flag"))
+    notes = result.get("notes") or []
+    h, w = result["input_shape"]
+    caption = f"{source} · {w}x{h} px"
     if flagged:
-        # No class in headline type: a photo called "COVID-19 99.9%" in large print misleads.
-        st.warning(f"**{FLAGGED}.** Its answer is not meaningful here: this may be another "
+        # Only the flag and why: no class in headline type, no heatmap "for COVID-19" and no bars
+        # (a photo shown at "COVID-19 94.6%" misleads, whatever the caption says).
+        why = ("the file itself says it is no frontal chest X-ray (below)" if ood.get("by_file")
+               else "it looks more like the built-in phantoms than like any patient's film"
+               if ood.get("like_known_outlier") else
+               "it is far from every class the model learned (the distance is under *Details*)")
+        st.warning(f"**{FLAGGED}.** The model gives no answer for it: {why}. It may be another "
                    "kind of image (a photo, a CT, another body part, a side view) or a film "
                    "unlike those it was trained on.", icon=":material/report:")
     else:
-        st.metric("Predicted", result["predicted"],
-                  help="The most likely of the model's classes; the bars show all of them.")
-    notes = result.get("notes") or []
+        with st.container(border=True):   # the answer and what it cannot rule out, together
+            st.metric("Predicted", result["predicted"],
+                      help="The most likely of the model's classes; the bars show all of them.")
+            for line in _cautions(meta, ckpt, result["predicted"]):
+                st.warning(line, icon=":material/warning:")
     if notes:  # what the file itself says (DICOM header, colour, size), whatever the OOD score
         st.warning("**About this file:**\n" + "".join(f"\n- {n[0].upper()}{n[1:]}." for n in notes),
                    icon=":material/info:")
 
     left, right = st.columns([1, 1])
     with left:
-        state.seed("diagnose_gradcam", True)
-        show_cam = st.toggle("Grad-CAM", key="diagnose_gradcam",
-                             help="Where the model looked for a class (red: most).")
-        h, w = result["input_shape"]
-        caption = f"{source} · {w}x{h} px"
-        empty = result.get("empty_maps") or []
-        if show_cam:
-            overlays = result["overlays"]
-            options = [c for c in overlays if c not in empty] or list(overlays)
-            # A select box, not buttons: three class names did not fit beside the chart at 1024 px.
-            cam_class = st.selectbox("Heatmap for", options,
-                                     index=options.index(result["heatmap_class"])
-                                     if result["heatmap_class"] in options else 0,
-                                     key=f"diagnose_cam_{hashlib.sha256(data).hexdigest()[:8]}")
-            st.image(overlays[cam_class], caption=f"{caption} · Grad-CAM for {cam_class}")
-            if result["predicted"] in empty:
-                st.caption(f"The heatmap for {result['predicted']} is empty: nothing in this "
-                           "image raised that score at the model's last layer, so there is no "
-                           f"region to show. Shown instead: {result['heatmap_class']}, the next "
-                           "most likely class.")
-        else:
-            st.image(result["display"], caption=caption)
-    with right:
-        fig = plots.probabilities(result["probabilities"], result["predicted"], flagged)
-        if flagged:  # "Class probabilities (not meaningful for this image)" was cut at 1024 px
-            fig.update_layout(title=dict(text="Class probabilities",
-                                         subtitle=dict(text="not meaningful for this image")),
-                              margin=dict(t=60))
-        st.plotly_chart(fig, key="diagnose_probs")
         if flagged:
-            st.caption(f"Closest class: {result['predicted']} ({result['confidence']:.0%}), "
-                       "shown only to say what the model does with an image it does not know.")
+            st.image(result["display"], caption=caption)
+        else:
+            state.seed("diagnose_gradcam", True)
+            show_cam = st.toggle("Grad-CAM", key="diagnose_gradcam",
+                                 help="Where the model looked for a class (red: most).")
+            empty = result.get("empty_maps") or []
+            if show_cam:
+                overlays = result["overlays"]
+                options = [c for c in overlays if c not in empty] or list(overlays)
+                # A select box, not buttons: three class names did not fit beside the chart at
+                # 1024 px.
+                cam_class = st.selectbox("Heatmap for", options,
+                                         index=options.index(result["heatmap_class"])
+                                         if result["heatmap_class"] in options else 0,
+                                         key=f"diagnose_cam_{hashlib.sha256(data).hexdigest()[:8]}")
+                st.image(overlays[cam_class], caption=f"{caption} · Grad-CAM for {cam_class}")
+                if result["predicted"] in empty:
+                    st.caption(f"The heatmap for {result['predicted']} is empty: nothing in this "
+                               "image raised that score at the model's last layer, so there is "
+                               f"no region to show. Shown instead: {result['heatmap_class']}, "
+                               "the next most likely class.")
+            else:
+                st.image(result["display"], caption=caption)
+    with right:
+        if not flagged:
+            st.plotly_chart(plots.probabilities(result["probabilities"], result["predicted"]),
+                            key="diagnose_probs")
     _card(meta, ckpt)
     with st.expander("Details: distance to the training data, temperature", icon=":material/tune:"):
+        if ood.get("by_file"):
+            st.markdown("Flagged by the file itself: its header or its colours say it is no "
+                        "frontal chest radiograph (see *About this file*).")
         if ood.get("score") is not None:
             st.markdown(f"Out-of-distribution distance **{ood['score']:.1f}** (Mahalanobis, to the "
                         f"nearest class of the training images); images above **"
@@ -263,7 +292,9 @@ with result_col:
                         "held-out images' distances).")
         elif ood.get("note"):
             st.markdown(f"Out-of-distribution check: {ood['note']}.")
-        st.markdown(f"Probabilities are temperature-scaled (T = {result.get('temperature', 1.0):.3g}, "
-                    "fitted on the validation images). The model saw the image at "
-                    f"{meta['model']['size']}x{meta['model']['size']} px.")
+        if not flagged:
+            st.markdown(f"Probabilities are temperature-scaled (T = "
+                        f"{result.get('temperature', 1.0):.3g}, fitted on the validation images). "
+                        f"The model saw the image at {meta['model']['size']}x"
+                        f"{meta['model']['size']} px.")
         st.caption(_trained_on(meta))

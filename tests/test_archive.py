@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from core.data.archive import extract_zip
+from core.data.archive import data_folder, extract_zip
 from core.errors import UserError
 
 
@@ -35,8 +35,19 @@ def test_extracts_class_folders(tmp_path):
 def test_single_wrapping_folder_is_returned(tmp_path):
     src = _zip({"mydata/COVID-19/a.png": b"1", "mydata/NORMAL/b.png": b"2"})
     out = extract_zip(src, tmp_path / "up")
-    assert out == tmp_path / "up" / "mydata"
+    assert out == tmp_path / "up" / "mydata" == data_folder(tmp_path / "up")
     assert sorted(p.name for p in out.iterdir()) == ["COVID-19", "NORMAL"]
+
+
+@pytest.mark.parametrize("entries", [
+    {"COVID-19/a.png": b"1", "COVID-19/b.png": b"2"},             # a class folder
+    {"tb/a.png": b"1", "tb/notes.txt": b"2"},                     # images directly inside
+    {"Normal/images/a.png": b"1", "Normal/masks/a.png": b"2"},    # Kaggle's one class
+])
+def test_a_lone_class_folder_is_the_data_not_a_wrapper(tmp_path, entries):
+    out = extract_zip(_zip(entries), tmp_path / "up")
+    assert out == tmp_path / "up"
+    assert data_folder(out) == out   # as the dashboard finds it again on the next upload
 
 
 @pytest.mark.parametrize("name, words", [

@@ -122,11 +122,15 @@ _H1 = """() => [...document.querySelectorAll('h1')]
     .filter(e => e.getBoundingClientRect().height > 0).map(e => e.innerText)[0] || ''"""
 
 
+# The app's own sidebar menu (streamlit_app.py; Streamlit's page list is off, see config.toml).
+_MENU = '[data-testid="stSidebar"] [data-testid="stPageLink"] a'
+
+
 def _nav(page, title: str) -> None:
     """Open a page through the sidebar, and wait until it is the page shown: on a loaded machine
     the old page can still look idle for a moment after the click, before the new one runs."""
     name = next(k for k, v in TITLES.items() if v == title)
-    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.locator(_MENU, has_text=title).first.click()
     _wait(lambda: page.evaluate(_H1).startswith(H1[name]), 60, f"the {title} page")
 
 
@@ -541,6 +545,40 @@ def _in_view(page, locator, height: int) -> bool:
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
 
 
+def test_a_fresh_server_shows_the_app_not_a_bare_page_list(server, tmp_path):
+    """The first page view of a fresh server: Streamlit's page list of pages/ ("streamlit app,
+    classifier, data...") over an empty page was drawn before the app. Watched from the request
+    until the app is drawn, with a screenshot of the first two seconds every half second."""
+    from playwright.sync_api import sync_playwright
+
+    base, _ = server
+    shots = tmp_path / "first_load"
+    shots.mkdir()
+    bare = """() => { const nav = document.querySelector('[data-testid="stSidebarNav"]');
+        const side = document.querySelector('[data-testid="stSidebar"]');
+        return (nav ? nav.innerText : '') + '|' + (side ? side.innerText : ''); }"""
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        t0 = time.monotonic()
+        page.goto(base + "/", wait_until="commit")
+        seen, n_shots = [], 0
+        while not page.evaluate(_H1).startswith(H1["home"]):   # until the app is drawn
+            seen.append(page.evaluate(bare))
+            if time.monotonic() - t0 < 2.0 and time.monotonic() - t0 >= 0.5 * n_shots:
+                page.screenshot(path=str(shots / f"{n_shots * 0.5:.1f}s.png"))
+                n_shots += 1
+            assert time.monotonic() - t0 < 180, "the app never appeared"
+            time.sleep(0.05)
+        bare_list = [s for s in seen if "streamlit app" in s or s.split("|")[0]]
+        assert not bare_list, f"drawn before the app: {bare_list[0]!r}"
+        assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+        _wait(lambda: page.locator(_MENU).count() == len(TITLES) + 2, 60, "the app's menu")
+        menu = [t.split("\n")[-1] for t in page.locator(_MENU).all_inner_texts()]   # after the icon
+        assert menu[:2] == ["Home", "Data & augmentation"], menu
+        browser.close()
+
+
 def test_diagnose_at_1440x900(server, tmp_path):
     """A clinician's view at 1440x900: the answer is in view without scrolling, in plain words;
     a colour photo is flagged in plain words with no class in headline type."""
@@ -576,7 +614,7 @@ def test_diagnose_at_1440x900(server, tmp_path):
         assert _in_view(page, metric, 900), metric.bounding_box()
         assert _in_view(page, main.locator('[data-testid="stImage"]').first, 900)
         main.locator('input[type="file"]').set_input_files(str(photo))
-        flagged = main.get_by_text("This X-ray is unlike the images this model learned from")
+        flagged = main.get_by_text("This image is unlike the X-rays this model learned from")
         _wait(lambda: flagged.count() > 0, 120, "the flag for a colour photo")
         _idle(page, 60)
         _no_exception(page, "diagnose, photo")

@@ -138,6 +138,15 @@ def test_bad_balance_fails_cleanly(tmp_path):
                          dataset=toy_dataset())
 
 
+def test_one_class_is_refused_in_one_line(tmp_path):
+    from core.data.sources import select_classes
+
+    one = select_classes(toy_dataset(), ["COVID-19"])
+    store = RunStore(tmp_path / "run", create=True)
+    with pytest.raises(UserError, match="one class .COVID-19, 12 images.; a classifier needs at least two"):
+        train_classifier(store, DataConfig(), TINY, ClassifierTrainConfig(epochs=1), dataset=one)
+
+
 def test_group_balanced_weights_give_every_cell_the_same_total():
     # source a: 6 COVID-19, 1 NORMAL; source b: 3 NORMAL (the confound, in miniature)
     labels = np.array([0] * 6 + [1] + [1] * 3)

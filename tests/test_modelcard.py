@@ -13,7 +13,8 @@ from core.errors import UserError
 from core.classify.modelcard import read_card
 
 CARD = {"label": "a test model", "summary": "Trained on nothing.", "results": ["accuracy 1"],
-        "limits": "none known", "file": "test.md"}
+        "limits": "none known", "file": "test.md",
+        "misses": [{"class": "COVID-19", "found": 1, "of": 4, "where": "other hospitals"}]}
 
 
 def test_stamp_keeps_the_model_and_adds_the_card(tmp_path):
@@ -39,6 +40,9 @@ def test_stamp_keeps_the_model_and_adds_the_card(tmp_path):
     ('{"label": "x", "run": "y"}', "a card is a JSON object"),
     ('{"results": "one line"}', "'results' must be a list of strings"),
     ('{"summary": 3}', "'summary' must be a string"),
+    ('{"misses": {"class": "COVID-19"}}', "'misses' must be a list"),
+    ('{"misses": [{"class": "COVID-19", "found": 5, "of": 4, "where": "x"}]}', "found <= of"),
+    ('{"misses": [{"class": "COVID-19", "found": "1", "of": 4, "where": "x"}]}', "found <= of"),
 ])
 def test_bad_cards_are_refused(tmp_path, text, needle):
     path = tmp_path / "card.json"

@@ -184,6 +184,33 @@ def test_failed_run_shows_reason_and_log():
     assert any("boom at the end" in c.value for c in at.code)
 
 
+def test_one_class_data_is_refused_plainly(tmp_path):
+    from PIL import Image
+
+    for i in range(3):   # a folder of one class, as a one-class ZIP loads on the Data page
+        (tmp_path / "COVID-19").mkdir(exist_ok=True)
+        Image.fromarray(np.full((24, 24), 40 * i + 20, np.uint8)).save(tmp_path / "COVID-19" / f"{i}.png")
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["data_config"] = DataConfig(source=str(tmp_path), size=32)
+    at.run()
+    assert not at.exception
+    assert any("one class (COVID-19): a classifier needs at least two" in e.value for e in at.error)
+    assert at.button(key="clf_start").disabled
+
+
+def test_a_failed_run_names_an_upload_as_the_user_knows_it():
+    upload = runs_root() / "uploads" / "zip-0123abcd" / "my set"
+    upload.mkdir(parents=True)
+    store = RunStore(runs_root() / "20260101-000000-classifier-report-cnn-gone", create=True)
+    store.write_config({"command": "train-classifier"})
+    store.set_status("failed", reason=f"No usable images found in {upload}; 2 files skipped")
+    at = _app().run()
+    assert not at.exception
+    shown = [e.value for e in at.error]
+    assert any("No usable images found in the uploaded ZIP 'my set'; 2 files" in e for e in shown)
+    assert not any("uploads" in e for e in shown), shown
+
+
 def test_running_run_shows_progress_and_stops():
     store = RunStore(runs_root() / "20260101-000000-classifier-report-cnn-live", create=True)
     store.write_config({"command": "train-classifier"})

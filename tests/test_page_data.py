@@ -115,6 +115,38 @@ def test_zip_upload_is_extracted_and_loaded():
     assert any("skipped" in e.label for e in at.expander)
 
 
+def _shown(at: AppTest) -> list[str]:
+    """Every text the page shows: messages, captions, markdown, metric labels, table cells."""
+    texts = [el.value for kind in ("error", "warning", "info", "caption", "markdown")
+             for el in getattr(at, kind)]
+    texts += [str(m.label) for m in at.metric] + [e.label for e in at.expander]
+    texts += [df.value.to_csv() for df in at.dataframe]
+    return texts
+
+
+def test_a_zip_of_one_class_folder_loads():
+    entries = {f"COVID-19/{i}.png": _png(30 * i + 20) for i in range(4)}
+    at = _app().run()
+    at.radio(key="data_kind").set_value("zip").run()
+    at.file_uploader(key="data_zip").set_value(("covid.zip", _zip(entries), "application/zip")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [m.value for m in at.metric] == ["4", "1", "4", "0"]
+    assert any("One class: **COVID-19**" in i.value and "at least two" in i.value for i in at.info)
+    assert at.session_state["data_config"].source.startswith(str(runs_root() / "uploads" / "zip-"))
+    assert not any(str(runs_root()) in t for t in _shown(at)), _shown(at)
+
+
+def test_a_zip_with_nothing_usable_names_it_as_the_user_knows_it():
+    entries = {"my set/COVID-19/a.png": b"junk", "my set/NORMAL/b.png": b"junk"}
+    at = _app().run()
+    at.radio(key="data_kind").set_value("zip").run()
+    at.file_uploader(key="data_zip").set_value(("bad.zip", _zip(entries), "application/zip")).run()
+    assert not at.exception
+    assert any("No usable images found in the uploaded ZIP 'my set'; 2 files skipped" in e.value
+               for e in at.error), [e.value for e in at.error]
+    assert not any(str(runs_root()) in t or "uploads/" in t for t in _shown(at)), _shown(at)
+
+
 def test_malicious_zip_is_refused_with_a_message():
     at = _app().run()
     at.radio(key="data_kind").set_value("zip").run()

@@ -72,6 +72,20 @@ def test_classifier_card_matches_evaluate(real_data_v2):
     assert _pct(cells[2]) == pytest.approx(r["accuracy"], abs=5e-4)
 
 
+def test_what_diagnose_says_the_model_misses_is_its_cards_unseen_number():
+    """The card's `misses` (shown beside a NORMAL or PNEUMONIA answer) is the COVID-19
+    sensitivity of the model card's unseen table, and the counts the card's text gives."""
+    miss = read_meta(CLASSIFIER)["card"]["misses"]
+    assert [m["class"] for m in miss] == ["COVID-19"]
+    card = REPO / "checkpoints" / "classifier-cxr.md"
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in card.read_text().splitlines() if line.startswith("| all |")]
+    unseen = rows[1]   # the second table: patients it never trained or validated on
+    assert miss[0]["found"] / miss[0]["of"] == pytest.approx(_pct(unseen[4]), abs=5e-4)
+    assert f"Of the {miss[0]['of']} COVID-19 images among these" in card.read_text()
+    assert f"it found {miss[0]['found']} ({_pct(unseen[4]):.1%})" in " ".join(card.read_text().split())
+
+
 @pytest.mark.skipif(not GENERATOR.is_file(), reason="no shipped generator in this copy")
 def test_shipped_generator_loads_and_samples():
     from core.gan.models import load_generator

@@ -18,6 +18,7 @@ from core.runs.queue import is_waiting
 from core.gan.losses import LOSS_DEFAULTS
 from core.runs.store import ACTIVE_STATES, RunStore
 from ui import cache, controls, identity, jobs, plots
+from ui.errors import public
 
 PANEL_METRICS = [name for name, _ in plots.TRAINING_PANELS] + [m for m, _, _ in plots.HELDOUT_LINES] + [
     "wgan/grad_norm_std", "time/step_s", "throughput/img_s", *(s.metric for s in live.SPECS)]
@@ -243,7 +244,7 @@ def render(run_path: str) -> None:
     st.progress(frac, text=_eta(status, wide))
     notice = st.container()  # one element whatever it holds, so the charts keep their place
     if state == "failed":
-        notice.error(f"The run failed: {status.get('reason') or 'no reason given'}")
+        notice.error(f"The run failed: {public(status.get('reason') or 'no reason given')}")
         with notice.expander("End of the job's log", expanded=True):
             st.code(store.tail_log(3000) or "(empty log)", language=None)
     elif state == "queued" and not waiting and status.get("age_s", 0) > 30:

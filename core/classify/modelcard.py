@@ -11,12 +11,17 @@ from pathlib import Path
 from core.checkpoint import load_model, save_model
 from core.errors import UserError
 
-CARD_FIELDS = ("label", "summary", "results", "limits", "file")
+CARD_FIELDS = ("label", "summary", "results", "limits", "file", "misses")
+# One class the model mostly misses on images unlike its training set, measured: `found` of
+# `of` such images called that class, on images from `where` ("hospitals it never trained
+# on"). Diagnose says it beside any other answer, where a reader cannot miss it.
+MISS_FIELDS = {"class": str, "found": int, "of": int, "where": str}
 
 
 def read_card(path: str | Path) -> dict:
-    """A card JSON file: {"label", "summary", "results": [lines], "limits", "file"}; only these
-    keys, each a string (results: a list of strings)."""
+    """A card JSON file: {"label", "summary", "results": [lines], "limits", "file", "misses":
+    [{"class", "found", "of", "where"}]}; only these keys, each a string (results: a list of
+    strings; misses: a list of MISS_FIELDS objects, 0 <= found <= of, of > 0)."""
     try:
         card = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -24,12 +29,27 @@ def read_card(path: str | Path) -> dict:
     if not isinstance(card, dict) or set(card) - set(CARD_FIELDS):
         raise UserError(f"{path}: a card is a JSON object with the keys {', '.join(CARD_FIELDS)}")
     for key, value in card.items():
+        if key == "misses":
+            _check_misses(path, value)
+            continue
         ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)) \
             if key == "results" else isinstance(value, str)
         if not ok:
             raise UserError(f"{path}: {key!r} must be " +
                             ("a list of strings" if key == "results" else "a string"))
     return card
+
+
+def _check_misses(path, misses) -> None:
+    shape = ", ".join(MISS_FIELDS)
+    if not isinstance(misses, list):
+        raise UserError(f"{path}: 'misses' must be a list of objects with {shape}")
+    for m in misses:
+        if not (isinstance(m, dict) and set(m) == set(MISS_FIELDS)
+                and all(type(m[k]) is t for k, t in MISS_FIELDS.items())
+                and 0 <= m["found"] <= m["of"] and m["of"] > 0):
+            raise UserError(f"{path}: each of 'misses' is an object with {shape} "
+                            f"(0 <= found <= of, of > 0), not {m!r}")
 
 
 def stamp(checkpoint: str | Path, card: dict, out: str | Path) -> Path:

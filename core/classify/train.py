@@ -323,6 +323,9 @@ def _training_set(dataset, tc: ClassifierTrainConfig, augment_config, device,
     from core.data.augment import balance
 
     classes = list(dataset.classes)
+    if len(classes) < 2:
+        raise UserError(f"the data has one class ({classes[0]}, {len(dataset):,} images); a "
+                        "classifier needs at least two")
     parts = PatientSplit.of_classifier(tc).parts(dataset)
     train_idx = parts["train"]
     if len(parts["val"]) == 0:

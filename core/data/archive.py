@@ -10,7 +10,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from core.data.dataset import IMAGE_SUFFIXES
 from core.data.deid import deidentify_tree
+from core.data.sources import canonical_class
 from core.errors import UserError
 
 MAX_FILES = 20_000
@@ -69,13 +71,11 @@ def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = M
     Every member is checked before anything is written; while writing, bytes are counted again
     (the sizes in a ZIP header can lie). DICOM files are then de-identified in place, and one
     that cannot be is deleted (core.data.deid.deidentify_tree). On any refusal `dest` is removed
-    and UserError raised.
-    Returns the folder holding the data: `dest`, or its single top-level folder when the archive
-    wraps everything in one (as zipping a folder does).
+    and UserError raised. Returns the folder holding the data (see data_folder).
     """
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
-        raise UserError(f"The upload folder {dest} already exists and is not empty.")
+        raise UserError(f"The folder to extract into ({dest.name}) already exists and is not empty.")
     try:
         zf = zipfile.ZipFile(src)
     except zipfile.BadZipFile:
@@ -121,10 +121,21 @@ def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = M
         # RuntimeError: encrypted members; NotImplementedError: unsupported compression
         shutil.rmtree(dest, ignore_errors=True)
         raise UserError(f"The ZIP file is damaged or unsupported ({exc}).") from None
-    entries = [p for p in dest.iterdir()]
-    if not entries:
+    if not any(dest.iterdir()):
         shutil.rmtree(dest, ignore_errors=True)
         raise UserError("The ZIP file holds no files.")
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return dest
+    return data_folder(dest)
+
+
+def data_folder(dest: str | Path) -> Path:
+    """The folder of an extracted ZIP that holds its data: its single top-level folder when that
+    only wraps the data (zipping a folder of class folders), else `dest` itself. A lone class
+    folder (`COVID-19/`, or any folder with images directly inside) is data, not a wrapper:
+    unwrapped, its images would lie outside any class folder."""
+    dest = Path(dest)
+    entries = list(dest.iterdir())
+    if len(entries) != 1 or not entries[0].is_dir():
+        return dest
+    inner = entries[0]
+    holds_images = any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in inner.iterdir())
+    return dest if canonical_class(inner.name) or holds_images else inner

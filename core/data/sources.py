@@ -115,10 +115,8 @@ def _build(images, labels, metas, skipped, config, name: str, where: str) -> Ima
         detail = (f"; {len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]}"
                   if skipped else "")
         raise UserError(f"No usable images found in {where}{detail}.")
+    # One class is a data set too: a GAN learns one class (train-classifier refuses it).
     classes = _class_order(labels)
-    if len(classes) < 2:
-        raise UserError(f"{where} has only one class ({classes[0]}, {len(images)} images); "
-                        f"training a classifier or comparing classes needs at least two.")
     index = {c: k for k, c in enumerate(classes)}
     # A memory-mapped cache entry stays mapped; a list of decoded images is stacked once.
     arr = images if isinstance(images, np.ndarray) else np.stack(images)  # (N, S, S) uint8
@@ -522,8 +520,9 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None,
     covid-chestxray-dataset metadata.csv + images/; a metadata.csv with file,class,... columns
     next to class folders); a MedMNIST ".npz" path or "medmnist:PATH"; and, through
     core.data.natural, "digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "folder:PATH".
-    Unreadable files are skipped into `dataset.skipped`; a missing or empty source, or one with
-    fewer than two classes, raises UserError. `progress(fraction, message)` reports decoding.
+    Unreadable files are skipped into `dataset.skipped`; a missing or empty source raises
+    UserError (one class is valid: a GAN needs no second; train-classifier asks for two).
+    `progress(fraction, message)` reports decoding.
     `download`: fetch MNIST, Fashion-MNIST or CIFAR-10 when absent; only for a spec the user
     gave just now, never for one read from a checkpoint or a run (a file must not choose what
     to download, or where to).
