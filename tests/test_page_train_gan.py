@@ -184,10 +184,10 @@ def test_quick_moves_of_ones_own_slider_are_all_sent():
 
 def test_every_value_the_form_accepts_the_slider_shows_and_can_set_back():
     """lambda 1000 from the form showed a 0-1000 slider, then 0-100 after one move."""
-    from core.gan import live as live_params
+    from core.gan import live
     from ui.gan_view import slider_options
 
-    for spec in live_params.SPECS:
+    for spec in live.SPECS:
         if spec.stops:
             assert min(spec.stops) <= spec.form_low * 1.0001 and max(spec.stops) == spec.high, spec
     store = _fake_run("20260101-000000-gan-wgan-gp-wide", "running", steps=3)
@@ -201,7 +201,7 @@ def test_every_value_the_form_accepts_the_slider_shows_and_can_set_back():
     at.run()
     slider = at.select_slider(key=steer_key(store, "gp_lambda"))
     assert slider.value == 50.0 and "1000" in slider.options
-    assert 7.0 in slider_options(live_params.BY_NAME["gp_lambda"], 7.0)
+    assert 7.0 in slider_options(live.BY_NAME["gp_lambda"], 7.0)
 
 
 def _datasets(chart) -> list:
