@@ -195,7 +195,7 @@ def test_one_class_data_is_refused_plainly(tmp_path):
     at.run()
     assert not at.exception
     assert any("one class (COVID-19): a classifier needs at least two" in e.value for e in at.error)
-    assert at.button(key="clf_start").disabled
+    assert _start_button(at, "clf_start").disabled
 
 
 def test_a_failed_run_names_an_upload_as_the_user_knows_it():

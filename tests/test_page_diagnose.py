@@ -307,7 +307,6 @@ def test_a_dicoms_patient_is_never_shown_logged_or_kept(app_with_run, trained_ru
     at.file_uploader(key="diagnose_upload").set_value(
         ("film.dcm", film.read_bytes(), "application/dicom")).run()
     assert not at.exception and not at.error
-    assert sum(_bars(at).values()) == pytest.approx(1.0, abs=1e-6)
     ckpt = trained_run / "checkpoints" / "best.safetensors"
     assert cli.main(["predict", "--checkpoint", str(ckpt), str(film),
                      "--heatmap-dir", str(tmp_path / "maps")]) == 0

@@ -191,13 +191,13 @@ def test_every_value_the_form_accepts_the_slider_shows_and_can_set_back():
         if spec.stops:
             assert min(spec.stops) <= spec.form_low * 1.0001 and max(spec.stops) == spec.high, spec
     store = _fake_run("20260101-000000-gan-wgan-gp-wide", "running", steps=3)
-    live = {"gp_lambda": 1000.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
-    store.set_status("running", live=live)
+    values = {"gp_lambda": 1000.0, "n_critic": 5, "lr_critic": 1e-4, "lr_gen": 1e-4, "clip": 0.0}
+    store.set_status("running", live=values)
     at = _app().run()
     slider = at.select_slider(key=steer_key(store, "gp_lambda"))
     assert slider.value == 1000.0 and max(slider.options, key=float) in ("1000", "1000.0")
     slider.set_value(50.0).run()
-    store.set_status("running", live={**live, "gp_lambda": 50.0})
+    store.set_status("running", live={**values, "gp_lambda": 50.0})
     at.run()
     slider = at.select_slider(key=steer_key(store, "gp_lambda"))
     assert slider.value == 50.0 and "1000" in slider.options
