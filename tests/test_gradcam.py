@@ -45,7 +45,7 @@ def test_the_map_shows_the_region_the_class_depends_on():
     top_left, bottom_right = np.s_[: S // 2, : S // 2], np.s_[S // 2:, S // 2:]
     logits, cam, feats = gradcam(model, x, target=0)
     assert logits.shape == (2, 2) and cam.shape == (2, S, S) and feats.shape == (2, 0)
-    assert torch.all(cam[:, top_left[0], top_left[1]] > 0.99)
+    assert torch.all(cam[:, top_left[0], top_left[1]] > 0.99) and cam.max() <= 1
     assert torch.all(cam[:, bottom_right[0], bottom_right[1]] < 0.01)
     assert cam[:, : S // 2, S // 2:].max() < 0.01   # the other quarters stay cold too
     _, cam1, _ = gradcam(model, x, target=torch.tensor([1, 1]))
@@ -54,7 +54,7 @@ def test_the_map_shows_the_region_the_class_depends_on():
 
 
 def test_shape_range_and_prediction_on_a_tiny_classifier():
-    torch.manual_seed(0)
+    torch.manual_seed(1)   # a seed whose maps are not all zero (seed 0's are)
     model = build_classifier(ClassifierConfig(size=16, width=0.25))
     x = torch.rand(3, 1, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -66,8 +66,8 @@ def test_shape_range_and_prediction_on_a_tiny_classifier():
     assert torch.allclose(logits, expected, atol=1e-5)
     assert cam.shape == (3, 16, 16) and not cam.requires_grad
     assert cam.min() >= 0 and cam.max() <= 1
-    peaks = cam.flatten(1).max(1).values
-    assert torch.all((peaks == 0) | torch.isclose(peaks, torch.ones(3)))
+    assert torch.allclose(cam.flatten(1).max(1).values, torch.ones(3))   # scaled to max 1 each
+    assert cam.flatten(1).std(1).min() > 0
     assert feats.shape[0] == 3 and feats.shape[1] > 0
     assert all(p.grad is None for p in model.parameters())
 
