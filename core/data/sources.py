@@ -149,9 +149,6 @@ def _build(images, labels, metas, skipped, config, name: str, where: str) -> Ima
                   if skipped else "")
         raise UserError(f"No usable images found in {where}{detail}.")
     classes = _class_order(labels)
-    if len(classes) < 2:
-        raise UserError(f"{where} has only one class ({classes[0]}, {len(images)} images); "
-                        f"training a classifier or comparing classes needs at least two.")
     index = {c: k for k, c in enumerate(classes)}
     # A memory-mapped cache entry stays mapped; a list of decoded images is stacked once.
     arr = images if isinstance(images, np.ndarray) else np.stack(images)  # (N, S, S) uint8
@@ -547,7 +544,7 @@ def _load_phantom(per_class: int, config: DataConfig) -> ImageDataset:
 
 
 def load_dataset(config: DataConfig | str, progress: Progress | None = None,
-                 download: bool = False) -> ImageDataset:
+                 download: bool = False, one_class: bool = False) -> ImageDataset:
     """Load a data source into memory at `config.size`.
 
     Specs: "phantom" (config.phantom_per_class per class) or "phantom:N"; a folder (class
@@ -559,7 +556,8 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None,
     fewer than two classes, raises UserError. `progress(fraction, message)` reports decoding.
     `download`: fetch MNIST, Fashion-MNIST or CIFAR-10 when absent; only for a spec the user
     gave just now, never for one read from a checkpoint or a run (a file must not choose what
-    to download, or where to).
+    to download, or where to). `one_class`: an X-ray source of a single class is fine (real
+    images to score one class's GAN against); the natural sources always accept one.
     """
     if isinstance(config, str):
         config = DataConfig(source=config)
@@ -567,6 +565,11 @@ def load_dataset(config: DataConfig | str, progress: Progress | None = None,
         raise UserError("split_train_fraction applies to the training split only "
                         "(--data-split train).")
     dataset = _load_source(config, progress, download)
+    natural_source = str(config.source).strip().lower().startswith(NATURAL_PREFIXES)
+    if not one_class and not natural_source and len(dataset.classes) < 2:
+        raise UserError(f"{dataset.name} has only one class ({dataset.classes[0]}, "
+                        f"{len(dataset):,} images); training a classifier or comparing classes "
+                        f"needs at least two.")
     rules = parse_where(config.where)
     if rules:  # folders filter before decoding; this catches every other source
         keep = [i for i, m in enumerate(dataset.metas) if matches(m, rules)]
