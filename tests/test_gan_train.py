@@ -317,6 +317,7 @@ def test_resume_continues_the_weight_average_exactly(tmp_path):
     ema = dict(ema_decay=0.5, ema_rampup=0.0, sample_every=1)
     assert run(tmp_path / "straight", steps=3, **ema)[0] == "finished"
     assert run(tmp_path / "split", steps=2, **ema)[0] == "finished"
+    RunStore(tmp_path / "split").raw_sample_path(5).write_bytes(b"")   # past the checkpoint
     state, split = run(tmp_path / "split", resume=True, steps=3, **ema)
     assert state == "finished"
     straight = RunStore(tmp_path / "straight")

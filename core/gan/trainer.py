@@ -198,9 +198,13 @@ class GanTrainer:
         # memory-mapped from the decoded-data cache, of which images[rows] train (a set larger
         # than memory allows, read batch by batch; core.gan.job.training_images).
         self.images, self.rows = images, rows
-        # "auto" becomes the DiffAugment this data size calls for, so config.json says which.
+        # "auto" becomes the DiffAugment this data size calls for, so config.json says which;
+        # counted over all processes, whose shards may differ by one image, so all agree.
+        total = torch.tensor(self.n_images, device=device)
+        if world > 1:
+            dist.all_reduce(total)
         self.config = config = dataclasses.replace(
-            config, diffaugment=choose_policy(config.diffaugment, self.n_images * world))
+            config, diffaugment=choose_policy(config.diffaugment, int(total)))
         self.loss = config.loss
         self.gp_on = config.loss == "wgan-gp"
         torch.manual_seed(config.seed)           # identical initial weights on every rank
