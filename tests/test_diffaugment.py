@@ -64,3 +64,30 @@ def test_trainer_step_with_diffaugment(monkeypatch):
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     assert seen and all(p == ("color", "cutout") for p in seen)
     assert len(seen) == 2 * 3  # per step: real and fake for the critic, fake for the generator
+
+
+def test_auto_is_on_below_the_threshold_and_a_users_choice_wins(monkeypatch):
+    from core.gan import diffaugment
+
+    assert gtr.TrainConfig().diffaugment == "auto"
+    n = diffaugment.AUTO_BELOW
+    assert diffaugment.choose_policy("auto", n - 1) == diffaugment.AUTO_POLICY
+    assert diffaugment.choose_policy("auto", n) == ""
+    for explicit, means in (("", ""), ("off", ""), ("cutout", "cutout")):
+        assert diffaugment.choose_policy(explicit, n - 1) == means
+        assert diffaugment.choose_policy(explicit, 10 * n) == means
+    gen = GeneratorConfig(latent_dim=8, size=16, filters=(8,))
+    critic = CriticConfig(size=16, filters=(8,))
+    images = torch.randint(0, 255, (8, 1, 16, 16), dtype=torch.uint8)
+
+    def trainer(setting):
+        config = gtr.TrainConfig(batch_size=4, n_critic=1, diffaugment=setting)
+        return gtr.GanTrainer(gen, critic, config, images, torch.device("cpu"))
+
+    auto = trainer("auto")           # 8 images
+    assert auto.augment == parse_policy(diffaugment.AUTO_POLICY)
+    assert auto.config.diffaugment == diffaugment.AUTO_POLICY
+    assert trainer("off").augment == trainer("").augment == ()
+    monkeypatch.setattr(diffaugment, "AUTO_BELOW", 8)
+    assert trainer("auto").augment == () and trainer("auto").config.diffaugment == ""
+    assert trainer("translation").augment == ("translation",)   # above it, chosen by the user

@@ -99,3 +99,42 @@ def test_cli_on_tiny_run(tiny_run, tmp_path):
         assert m[key] is not None and math.isfinite(m[key]), key
     # An untrained generator is far from the phantoms: further than real-vs-real.
     assert m["relative_fd"] > 1.0
+
+
+def _xrays(folder, n, seed):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (24, 24), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_one_class_real_data_and_real_class(tiny_run, tmp_path, capsys):
+    clf = build_classifier(ClassifierConfig(size=32, width=0.25)).eval()
+    ckpt = save_classifier(tmp_path / "clf.safetensors", clf,
+                           {"classes": ["COVID-19", "NORMAL", "PNEUMONIA"]})
+    _xrays(tmp_path / "covid-only" / "COVID-19", 10, seed=1)        # a folder of one class
+    _xrays(tmp_path / "mixed" / "covid", 10, seed=2)
+    _xrays(tmp_path / "mixed" / "normal", 12, seed=3)
+
+    def metrics(real, *extra):
+        out = tmp_path / "m.json"
+        out.unlink(missing_ok=True)
+        rc = cli.main(["gan-metrics", "--run-dir", str(tiny_run), "--real", str(real),
+                       "--classifier", str(ckpt), "--json", str(out), "--n", "16",
+                       "--kid-subsets", "3", *extra])
+        return rc, (json.loads(out.read_text()) if rc == 0 else capsys.readouterr().err)
+
+    rc, m = metrics(tmp_path / "covid-only")
+    assert rc == 0 and m["real_class"] == "COVID-19" and m["n_real"] == 10
+    assert math.isfinite(m["fid"]) and m["gan_weights"] == "raw"
+    rc, m = metrics(tmp_path / "mixed")                  # the GAN's own class of two
+    assert rc == 0 and m["real_class"] == "COVID-19" and m["n_real"] == 10
+    rc, m = metrics(tmp_path / "mixed", "--real-class", "normal")   # the user's choice wins
+    assert rc == 0 and m["real_class"] == "NORMAL" and m["n_real"] == 12
+    rc, err = metrics(tmp_path / "covid-only", "--real-class", "PNEUMONIA")
+    assert rc == 2 and "--real-class 'PNEUMONIA' is not in" in err and "COVID-19" in err
+    _xrays(tmp_path / "normal-only" / "NORMAL", 6, seed=4)
+    rc, err = metrics(tmp_path / "normal-only")          # only another class: said so
+    assert rc == 2 and "the GAN's class 'COVID-19' is not in" in err and "--real-class" in err

@@ -309,6 +309,82 @@ def test_class_filter_trains_on_the_chosen_class(tmp_path, monkeypatch):
         gt.train(store, DataConfig(size=SIZE, classes=("PNEUMONIA",)), gen, critic, train)
 
 
+# ---- the generator's weight average and the DiffAugment default ------------------------------
+
+def _tensors(path, raw=False):
+    return load_generator(path, raw=raw)[0].state_dict()
+
+
+def test_resume_continues_the_weight_average_exactly(tmp_path):
+    # decay 0.5 without warm-up: after 3 steps the average is far from both ends.
+    ema = dict(ema_decay=0.5, ema_rampup=0.0, sample_every=1)
+    assert run(tmp_path / "straight", steps=3, **ema)[0] == "finished"
+    assert run(tmp_path / "split", steps=2, **ema)[0] == "finished"
+    RunStore(tmp_path / "split").raw_sample_path(5).write_bytes(b"")   # past the checkpoint
+    state, split = run(tmp_path / "split", resume=True, steps=3, **ema)
+    assert state == "finished"
+    straight = RunStore(tmp_path / "straight")
+    a, b = (s.checkpoints_dir / "latest.safetensors" for s in (straight, split))
+    assert read_meta(a)["weights"] == "ema" and read_meta(a)["ema_decay"] == 0.5
+    for raw in (False, True):
+        for key, value in _tensors(a, raw).items():
+            torch.testing.assert_close(_tensors(b, raw)[key], value, rtol=0, atol=0)
+    trained = load_training_state(a.parent / gt.STATE_FILE)
+    assert trained["generator_ema"]["updates"] == 3
+    # The snapshot samples with the average, not with the raw weights.
+    assert not torch.equal(_tensors(a)["fc.weight"], _tensors(a, raw=True)["fc.weight"])
+    assert torch.equal(_tensors(a, raw=True)["fc.weight"], trained["generator"]["fc.weight"])
+    # Grids: the average's at sample_path, the raw generator's beside it, listed apart.
+    assert [s for s, _ in split.samples()] == [0, 1, 2, 3]
+    assert [s for s, _ in split.raw_samples()] == [0, 1, 2, 3]
+    assert straight.raw_sample_path(3).read_bytes() == split.raw_sample_path(3).read_bytes()
+    assert straight.sample_path(3).read_bytes() == split.sample_path(3).read_bytes()
+    assert split.sample_path(3).read_bytes() != split.raw_sample_path(3).read_bytes()
+
+
+def test_a_state_without_the_average_still_resumes(tmp_path):
+    assert run(tmp_path / "old", steps=1)[0] == "finished"
+    store = RunStore(tmp_path / "old")
+    path = store.checkpoints_dir / gt.STATE_FILE
+    state = load_training_state(path)
+    del state["generator_ema"]                         # as saved before the average existed
+    torch.save(state, path)
+    assert run(tmp_path / "old", resume=True, steps=2)[0] == "finished"
+    assert load_training_state(path)["generator_ema"]["updates"] == 1   # restarted at step 1
+
+
+def test_decay_zero_trains_without_an_average(tmp_path):
+    state, store = run(tmp_path / "raw", steps=2, ema_decay=0.0)
+    assert state == "finished" and store.raw_samples() == []
+    latest = store.checkpoints_dir / "latest.safetensors"
+    assert read_meta(latest)["weights"] == "raw"
+    assert "generator_ema" not in load_training_state(store.checkpoints_dir / gt.STATE_FILE)
+    # raw=True on a snapshot without an average: the same (raw) weights.
+    assert torch.equal(_tensors(latest)["fc.weight"], _tensors(latest, raw=True)["fc.weight"])
+
+
+def test_a_run_from_before_the_average_resumes_without_one(tmp_path):
+    assert run(tmp_path / "old", steps=1, ema_decay=0.0, diffaugment="")[0] == "finished"
+    store = RunStore(tmp_path / "old")
+    header = store.header()
+    for key in ("ema_decay", "ema_rampup", "diffaugment"):   # as written before they existed
+        del header.configs["train"][key]
+    store.write_config({"kind": "gan", **header.configs, **header.info})
+    *_, train = gan_runs.saved_configs(RunStore(tmp_path / "old").header())
+    assert train.ema_decay == 0.0 and train.diffaugment == ""
+
+
+def test_diffaugment_auto_records_its_choice(tmp_path, monkeypatch):
+    from core.gan import diffaugment
+
+    state, store = run(tmp_path / "small", steps=1)     # 24 images, the default "auto"
+    assert state == "finished"
+    assert store.header().configs["train"]["diffaugment"] == diffaugment.AUTO_POLICY
+    monkeypatch.setattr(diffaugment, "AUTO_BELOW", 24)   # 24 training images: not below it
+    state, store = run(tmp_path / "large", steps=1)
+    assert store.header().configs["train"]["diffaugment"] == ""
+
+
 # ---- CLI and DDP ------------------------------------------------------------------------------
 
 def _parse(argv):

@@ -191,11 +191,18 @@ class _HeldOutCheck:
 
 
 def _write_grid(store: RunStore, trainer: GanTrainer, fixed_z: Tensor, step: int) -> None:
-    images = trainer.generate(fixed_z).cpu()                         # (n, C, S, S) in [-1, 1]
-    grid = make_grid(images, nrow=math.ceil(math.sqrt(len(images))), normalize=True,
-                     value_range=(-1, 1), padding=2)
-    with atomic_path(store.sample_path(step)) as tmp:   # the app never reads half a PNG
-        save_image(grid, tmp, format="PNG")
+    """The fixed-z grid of what the run samples (the weight average when there is one) and,
+    with an average, the raw generator's beside it (RunStore.raw_sample_path)."""
+    paths = [(store.sample_path(step), True)]
+    if trainer.G_ema is not None:
+        store.raw_sample_path(step).parent.mkdir(exist_ok=True)
+        paths.append((store.raw_sample_path(step), False))
+    for path, average in paths:
+        images = trainer.generate(fixed_z, average=average).cpu()    # (n, C, S, S) in [-1, 1]
+        grid = make_grid(images, nrow=math.ceil(math.sqrt(len(images))), normalize=True,
+                         value_range=(-1, 1), padding=2)
+        with atomic_path(path) as tmp:   # the app never reads half a PNG
+            save_image(grid, tmp, format="PNG")
 
 
 def _prune(store: RunStore, keep: int, after_step: int | None = None) -> None:
@@ -205,7 +212,7 @@ def _prune(store: RunStore, keep: int, after_step: int | None = None) -> None:
         for p in snaps:
             if int(p.stem.split("_")[1]) > after_step:
                 p.unlink(missing_ok=True)
-        for step, p in store.samples():
+        for step, p in store.samples() + store.raw_samples():
             if step > after_step:
                 p.unlink(missing_ok=True)
         return
@@ -325,9 +332,15 @@ class _Run:
         if not self.report.rank0:
             return
         ckdir, meta = self.store.checkpoints_dir, {**self.meta, "step": step}
-        save_generator(ckdir / "latest.safetensors", self.trainer.G, self.gen_config, meta)
+        # The snapshot samples with the weight average, the raw generator beside it.
+        ema = self.trainer.G_ema
+        sampled, raw = (ema.module, self.trainer.G) if ema is not None else (self.trainer.G, None)
+        if ema is not None:
+            meta.update(ema_decay=ema.decay, ema_rampup=ema.rampup)
+        save_generator(ckdir / "latest.safetensors", sampled, self.gen_config, meta, raw=raw)
         if step % self.config.checkpoint_every == 0:
-            save_generator(ckdir / f"step_{step:07d}.safetensors", self.trainer.G, self.gen_config, meta)
+            save_generator(ckdir / f"step_{step:07d}.safetensors", sampled, self.gen_config, meta,
+                           raw=raw)
             _prune(self.store, self.config.keep_checkpoints)
         save_training_state(ckdir / STATE_FILE, {
             "step": step, "fixed_z": self.fixed_z, "rng": rng_state(self.device),
@@ -373,6 +386,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
         images = images.to(device)
     trainer = GanTrainer(gen_config, critic_config, config, images, device, ctx.world,
                          ctx.local_rank, rows=rows)
+    config = trainer.config   # diffaugment "auto" resolved for this data size: config.json says which
     check = _HeldOutCheck(trainer, held, config.seed) if report.rank0 and len(held) else None
     if config.compile == "on" or (config.compile == "auto" and device.type == "cuda"):
         report.status("running", reason="compiling (first step)", step=0, total_steps=config.steps)
@@ -389,7 +403,8 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
     report.event(start, "start", {"path": trainer.path, "device": describe(device),
                                   "resume": bool(resume), "compile_error": trainer.compile_error,
                                   "heldout_images": len(held),
-                                  "training_images": trainer.n_images * ctx.world})
+                                  "training_images": trainer.n_images * ctx.world,
+                                  "diffaugment": config.diffaugment or "off"})
     status = {"total_steps": config.steps, "path": trainer.path, "device": describe(device),
               "loss": config.loss, "world_size": ctx.world, "compile_error": trainer.compile_error,
               "heldout_images": len(held), "training_images": trainer.n_images * ctx.world,
@@ -401,7 +416,8 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
         run.sample(0)
     report.say(f"training {config.loss} on {describe(device)} ({trainer.path}, {ctx.world} "
                f"process(es)), {trainer.n_images} images/process ({len(held)} held out), "
-               f"steps {start + 1}..{config.steps}")
+               f"steps {start + 1}..{config.steps}, DiffAugment {config.diffaugment or 'off'}, "
+               f"weight average {config.ema_decay or 'off'}")
     return _loop(run, _LiveControl(store, trainer, ctx), start, progress, ctx.world)
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from core.checkpoint import build_checked, load_into, load_model, save_model
 from core.config import ranged, to_dict
-from core.errors import UserError
+from core.errors import CheckpointError, UserError
 
 MIN_SIZE, MAX_SIZE = 16, 512
 CRITIC_NORMS = ("none", "layer", "instance")
@@ -151,19 +151,35 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+# Keys of the raw generator's tensors in a snapshot that holds its weight average too.
+RAW_PREFIX = "raw/"
+
+
 def save_generator(path: str | Path, generator: Generator, config: GeneratorConfig,
-                   meta: dict | None = None) -> Path:
+                   meta: dict | None = None, raw: Generator | None = None) -> Path:
     """Write an inference snapshot of `generator` (kind "generator"); `meta` should hold the data
-    config and classes, loss and step so the Samples page can describe the file alone."""
-    return save_model(path, generator.state_dict(),
-                      {**(meta or {}), "kind": "generator", "generator": to_dict(config)})
+    config and classes, loss and step so the Samples page can describe the file alone. With
+    `raw`, `generator` is the weight average (meta "weights": "ema") and the raw generator's
+    tensors go beside it under RAW_PREFIX, for load_generator(raw=True)."""
+    state = dict(generator.state_dict())
+    if raw is not None:
+        state.update({RAW_PREFIX + k: v for k, v in raw.state_dict().items()})
+    return save_model(path, state, {**(meta or {}), "kind": "generator", "generator": to_dict(config),
+                                    "weights": "ema" if raw is not None else "raw"})
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
-    """(Generator in eval mode, meta) rebuilt from a snapshot written by save_generator."""
+def load_generator(path: str | Path, device: torch.device | str = "cpu",
+                   raw: bool = False) -> tuple[Generator, dict]:
+    """(Generator in eval mode, meta) rebuilt from a snapshot written by save_generator: the
+    weights it samples with (its weight average, when meta["weights"] is "ema"), or with `raw`
+    the raw generator's (the same weights in a snapshot without an average)."""
     state, meta = load_model(path, kind="generator")
     name = Path(path).name
     _, generator = build_checked(GeneratorConfig, meta.get("generator"), Generator, name,
                                  "generator")
-    load_into(generator, state, name)
+    main = {k: v for k, v in state.items() if not k.startswith(RAW_PREFIX)}
+    beside = {k[len(RAW_PREFIX):]: v for k, v in state.items() if k.startswith(RAW_PREFIX)}
+    if raw and meta.get("weights") == "ema" and not beside:
+        raise CheckpointError(f"{name} holds a weight average without the raw generator beside it")
+    load_into(generator, beside if raw and meta.get("weights") == "ema" else main, name)
     return generator.to(device).eval(), meta

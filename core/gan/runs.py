@@ -112,9 +112,11 @@ def saved_configs(header: RunHeader) -> tuple[DataConfig, GeneratorConfig, Criti
                      ("train", TrainConfig)):
         value = header.configs.get(key, {} if key == "critic" else None)
         try:
-            # A run saved before the held-out check trained on every image: keep it that way.
-            parts[key] = checked(cls, {"holdout": 0.0, **value} if key == "train" and
-                                 isinstance(value, dict) else value)
+            # A run saved before the held-out check trained on every image, before the weight
+            # average and DiffAugment without either: keep it that way.
+            parts[key] = checked(cls, {"holdout": 0.0, "ema_decay": 0.0, "diffaugment": "",
+                                       **value} if key == "train" and isinstance(value, dict)
+                                 else value)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"'{key}' in config.json: {exc}") from None
     return parts["data"], parts["generator"], parts["critic"], parts["train"]
@@ -161,13 +163,14 @@ def resize_u8(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def sample_run(run: str | Path, n: int, seed: int = 0, size: int | None = None
+def sample_run(run: str | Path, n: int, seed: int = 0, size: int | None = None, raw: bool = False
                ) -> tuple[np.ndarray, dict, str | None]:
     """n images of a GAN run (or generator file) as uint8 (n, C, S, S), resized to `size` when
-    given; returns (images, generator meta, the run's class or None)."""
+    given; returns (images, generator meta, the run's class or None). The snapshot's sampling
+    weights (its weight average when it has one), or with `raw` the raw generator's."""
     from core.gan.models import load_generator
 
-    gen, meta = load_generator(run_checkpoint(run))
+    gen, meta = load_generator(run_checkpoint(run), raw=raw)
     g = torch.Generator().manual_seed(int(seed))
     parts = [to_u8(gen.sample(min(256, n - i), generator=g)) for i in range(0, n, 256)]
     images = np.concatenate(parts) if parts else np.zeros((0, gen.config.channels, gen.config.size,

@@ -19,7 +19,8 @@ from core.gan import live as live_params
 from core.gan import losses
 from core.checkpoint import load_into
 from core.config import checked, ranged, to_dict
-from core.gan.diffaugment import diff_augment, parse_policy
+from core.gan.ema import GeneratorEMA
+from core.gan.diffaugment import choose_policy, diff_augment, parse_policy
 from core.errors import UserError
 from core.gan.models import Critic, CriticConfig, Generator, GeneratorConfig
 
@@ -55,8 +56,15 @@ class TrainConfig:
     # overfitting", Gulrajani et al. 2017). 0 = off.
     holdout: float = ranged(0.0, 0.49, 0.05)
     # DiffAugment policies (core/gan/diffaugment.py), comma-separated, e.g. "color,translation,cutout":
-    # for a few hundred training images, where the critic otherwise memorises them. "" = off.
-    diffaugment: str = ""
+    # for a few hundred training images, where the critic otherwise memorises them. "" or "off"
+    # = off; "auto" = core.gan.diffaugment.AUTO_POLICY below AUTO_BELOW training images, else off.
+    diffaugment: str = "auto"
+    # Generator weights averaged over steps (core/gan/ema.py): the average's weight per
+    # generator step (0 = no average; 0.999 as progressive GAN, a half-life of 693 steps) and its
+    # warm-up (the half-life is at most this share of the steps so far, StyleGAN2's ema_rampup;
+    # 0 = none). Grids, snapshots and everything sampled from a run use the average.
+    ema_decay: float = ranged(0.0, 0.99999, 0.999)
+    ema_rampup: float = ranged(0.0, 1.0, 0.05)
     seed: int = 0
     device: str = "auto"           # auto | cpu | cuda | mps
     compile: str = "auto"          # auto (on for CUDA only) | on | off
@@ -91,7 +99,7 @@ def resolved(config: TrainConfig) -> TrainConfig:
         if not ok:
             raise UserError(message)
     try:
-        parse_policy(config.diffaugment)
+        parse_policy(choose_policy(config.diffaugment, 0))   # "auto" is checked as its policy
     except ValueError as exc:
         raise UserError(str(exc)) from None
     return config
@@ -190,6 +198,13 @@ class GanTrainer:
         # memory-mapped from the decoded-data cache, of which images[rows] train (a set larger
         # than memory allows, read batch by batch; core.gan.job.training_images).
         self.images, self.rows = images, rows
+        # "auto" becomes the DiffAugment this data size calls for, so config.json says which;
+        # counted over all processes, whose shards may differ by one image, so all agree.
+        total = torch.tensor(self.n_images, device=device)
+        if world > 1:
+            dist.all_reduce(total)
+        self.config = config = dataclasses.replace(
+            config, diffaugment=choose_policy(config.diffaugment, int(total)))
         self.loss = config.loss
         self.gp_on = config.loss == "wgan-gp"
         torch.manual_seed(config.seed)           # identical initial weights on every rank
@@ -198,6 +213,9 @@ class GanTrainer:
         # 2x on the generator's forward on CPU, neutral for the critic (docs/performance.md).
         self.G.to(memory_format=torch.channels_last)
         self.D.to(memory_format=torch.channels_last)
+        # The generator's weight average (what grids and snapshots sample); None when off.
+        self.G_ema = (GeneratorEMA(self.G, config.ema_decay, config.ema_rampup)
+                      if config.ema_decay > 0 else None)
         self.G_train, self.D_train = self.G, self.D
         if world > 1:
             ids = [local_rank] if device.type == "cuda" else None
@@ -366,6 +384,8 @@ class GanTrainer:
         for _ in range(self.n_critic):
             self._critic_step()
         self._generator_step()
+        if self.G_ema is not None:
+            self.G_ema.update(self.G)
 
     # ---- live values, statistics, state -----------------------------------------------
     # How each field of core.gan.live.LiveParams is read and applied: a new live field needs its
@@ -403,9 +423,12 @@ class GanTrainer:
         return {n: v for n, v in zip(STAT_NAMES, values) if n in names}
 
     def state_dict(self) -> dict:
-        return {"generator": self.G.state_dict(), "critic": self.D.state_dict(),
-                "opt_gen": self.opt_g.state_dict(), "opt_critic": self.opt_d.state_dict(),
-                "live": self.live(), "sums": self.sums.detach().cpu(), "counts": list(self.counts)}
+        state = {"generator": self.G.state_dict(), "critic": self.D.state_dict(),
+                 "opt_gen": self.opt_g.state_dict(), "opt_critic": self.opt_d.state_dict(),
+                 "live": self.live(), "sums": self.sums.detach().cpu(), "counts": list(self.counts)}
+        if self.G_ema is not None:
+            state["generator_ema"] = self.G_ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         load_into(self.G, state["generator"], "the generator state")
@@ -416,6 +439,11 @@ class GanTrainer:
             self.set_live(key, value)
         self.sums.copy_(state["sums"].to(self.device))
         self.counts = [int(c) for c in state["counts"]]
+        if self.G_ema is not None:
+            if "generator_ema" in state:
+                self.G_ema.load_state_dict(state["generator_ema"])
+            else:   # saved before the average existed: it starts at the resumed weights
+                self.G_ema.reset(self.G)
 
     def mean_score(self, images: Tensor, chunk: int = 128) -> float:
         """The critic's mean score over uint8 (N, C, S, S) or float [-1, 1] images, without
@@ -429,8 +457,13 @@ class GanTrainer:
                 total += float(self.D(x.contiguous(memory_format=torch.channels_last)).float().sum())
         return total / max(len(images), 1)
 
-    def generate(self, z: Tensor) -> Tensor:
-        """Images for fixed z, in eval mode (BatchNorm running statistics), without gradients."""
+    def generate(self, z: Tensor, average: bool = False) -> Tensor:
+        """Images for fixed z, in eval mode (BatchNorm running statistics), without gradients:
+        of the raw generator (the one the critic trains against), or with `average` of its
+        weight average when there is one."""
+        if average and self.G_ema is not None:
+            with torch.no_grad():
+                return self.G_ema.module(z.to(self.device)).float()
         self.G.eval()
         with torch.no_grad():
             out = self.G(z.to(self.device)).float()

@@ -442,6 +442,22 @@ class RunStore:
                 continue
         return sorted(out)
 
+    def raw_sample_path(self, step: int) -> Path:
+        """The grid of the raw generator at `step`, written beside sample_path's (which then
+        shows the generator's weight average) in samples/raw/; samples() does not list it."""
+        return self.samples_dir / "raw" / f"step_{int(step):07d}.png"
+
+    def raw_samples(self) -> list[tuple[int, Path]]:
+        """(step, path) of the raw generator's grids, by step (none for a run without a weight
+        average, or from before it)."""
+        out = []
+        for p in (self.samples_dir / "raw").glob("step_*.png"):
+            try:
+                out.append((int(p.stem.split("_")[1]), p))
+            except (IndexError, ValueError):
+                continue
+        return sorted(out)
+
     def checkpoints(self) -> list[Path]:
         """Inference snapshots (*.safetensors), newest step first, `latest` first of all."""
         files = list(self.checkpoints_dir.glob("*.safetensors"))

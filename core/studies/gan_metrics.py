@@ -154,15 +154,31 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor, config: GanMetricsCo
     }
 
 
+def _real_class(name: str, classes: list[str], source: str, chosen: bool) -> str:
+    """The class of the real data that `name` means: itself, another case of it, or its
+    canonical X-ray name ("covid" -> "COVID-19"); UserError naming the classes there are."""
+    from core.data.sources import canonical_class
+
+    for c in classes:
+        if c == name or c.lower() == name.lower() or c == canonical_class(name):
+            return c
+    what = f"--real-class {name!r}" if chosen else f"the GAN's class {name!r}"
+    hint = "" if chosen else "; give --real-class to compare with one of them anyway"
+    raise UserError(f"{what} is not in {source} ({', '.join(classes)}){hint}")
+
+
 def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
                 config: GanMetricsConfig | None = None, progress=None,
-                real_where: tuple[str, ...] = (), real_split: tuple[str, ...] = ()) -> dict:
+                real_where: tuple[str, ...] = (), real_split: tuple[str, ...] = (),
+                real_class: str | None = None, raw: bool = False) -> dict:
     """Metrics of a GAN run against the real images of its class (all classes when the run does
     not name one), on `classifier`'s penultimate features. Both sets go through the same resize
     (real images are loaded at the generator's size, then both are resized to the classifier's).
-    `real_where` filters the real source (DataConfig.where); `real_split` keeps only those parts
-    of its default patient split ("val", "test"), e.g. the patients a GAN trained with
-    --data-split train never saw."""
+    The real source may hold that class alone (a folder of COVID-19 X-rays). `real_class`
+    compares with another class of it instead. `real_where` filters the real source
+    (DataConfig.where); `real_split` keeps only those parts of its default patient split
+    ("val", "test"), e.g. the patients a GAN trained with --data-split train never saw. `raw`:
+    sample the raw generator rather than its weight average (core.gan.models.load_generator)."""
     from core.classify.model import find_checkpoint, load_classifier
     from core.data.config import DataConfig
     from core.data.sources import load_dataset
@@ -170,13 +186,15 @@ def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
     c = config or GanMetricsConfig()
     model, cmeta = load_classifier(find_checkpoint(classifier))
     size = int(cmeta["model"]["size"])
-    fake, gmeta, cls = sample_run(run, c.n, c.seed)
+    fake, gmeta, cls = sample_run(run, c.n, c.seed, raw=raw)
     gen_size = int(fake.shape[-1])
     if progress:
         progress(0.3, f"generated {len(fake)} images at {gen_size} px")
     real_config = DataConfig(source=real_source, size=gen_size, channels=int(fake.shape[1]),
                              where=tuple(real_where))
-    real_ds = load_dataset(real_config, download=True)   # the user's --real
+    # The user's --real; one class is fine (the class is chosen after the patient split, which
+    # is defined on the whole source).
+    real_ds = load_dataset(real_config, download=True)
     idx = np.arange(len(real_ds))
     if real_split:
         from core.data.splits import PatientSplit
@@ -186,11 +204,13 @@ def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
         if unknown:
             raise UserError(f"unknown split {', '.join(unknown)}; choose from {', '.join(parts)}")
         idx = np.sort(np.concatenate([parts[p] for p in real_split]))
-    if cls is not None:
-        if cls not in real_ds.classes:
-            raise UserError(f"the GAN's class {cls!r} is not in {real_ds.name} "
-                            f"({', '.join(real_ds.classes)})")
-        idx = idx[real_ds.labels[idx] == real_ds.classes.index(cls)]
+    wanted = real_class or cls
+    if wanted is not None:
+        wanted = _real_class(wanted, real_ds.classes, real_ds.name, chosen=bool(real_class))
+        idx = idx[real_ds.labels[idx] == real_ds.classes.index(wanted)]
+        if len(idx) == 0:
+            raise UserError(f"no real {wanted} images are left in {real_ds.name} after "
+                            f"--real-where/--real-split")
     idx = np.random.default_rng(c.seed).permutation(idx)[: 4 * c.n]
     real = resize_u8(real_ds.images[idx], size)
     fake = resize_u8(fake, size)
@@ -199,6 +219,7 @@ def gan_metrics(run: str | Path, real_source: str, classifier: str | Path,
     result = feature_metrics(features(model, real), features(model, fake), c)
     result.update(run=str(run), real=real_source, real_where=list(real_where),
                   real_split=list(real_split), classifier=str(classifier), gan_class=cls,
+                  real_class=wanted, gan_weights="raw" if raw else gmeta.get("weights", "raw"),
                   gan_loss=gmeta.get("loss"), gan_step=gmeta.get("step"),
                   generator_size=gen_size, classifier_size=size, config=to_dict(c),
                   classifier_trained_on=(cmeta.get("training_data") or {}).get("source"))
@@ -216,6 +237,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--real-split", default="", help="keep only these parts of the real "
                         "source's default patient split, comma-separated (e.g. val,test: the "
                         "patients a GAN trained with --data-split train never saw)")
+    parser.add_argument("--real-class", default="", help="compare with this class of the real "
+                        "source (default: the GAN's own class, or all when it names none)")
+    parser.add_argument("--raw", action="store_true", help="sample the raw generator instead "
+                        "of its weight average (runs trained with ema_decay > 0)")
     parser.add_argument("--json", help="write the result here")
     add_config_arguments(parser, GanMetricsConfig)
 
@@ -227,7 +252,8 @@ def _listed(text: str) -> tuple[str, ...]:
 def main(args: argparse.Namespace) -> int:
     config = override(GanMetricsConfig(), args)
     result = gan_metrics(args.run_dir, args.real, args.classifier, config,
-                         real_where=_listed(args.real_where), real_split=_listed(args.real_split))
+                         real_where=_listed(args.real_where), real_split=_listed(args.real_split),
+                         real_class=args.real_class.strip() or None, raw=args.raw)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         save_json(args.json, result)
