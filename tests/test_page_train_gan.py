@@ -469,3 +469,18 @@ def test_pause_and_resume_of_another_browsers_run_ask_first():
     assert "paused" not in store.control()
     pause.click().run()
     assert store.control()["paused"] is True and store.control()["by"]["paused"] == _owner(at)
+
+
+def test_the_weight_average_and_the_raw_generator_side_by_side():
+    from PIL import Image
+
+    store = _fake_run("20260101-000000-gan-wgan-gp-ema", "finished", steps=3)
+    Image.new("L", (8, 8)).save(store.sample_path(3))
+    at = _app().run()
+    html = " ".join(e.proto.body for e in at.get("html"))
+    assert "Fixed-z samples, step 3" in html and "Raw generator" not in html   # a run without
+    store.raw_sample_path(3).parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (8, 8)).save(store.raw_sample_path(3))
+    at.run()
+    html = " ".join(e.proto.body for e in at.get("html"))
+    assert "Fixed-z samples (weight average), step 3" in html and "Raw generator, step 3" in html

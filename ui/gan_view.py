@@ -269,8 +269,15 @@ def render(run_path: str) -> None:
     grids = store.samples()
     if grids:
         step, path = grids[-1]
-        rows[0][3].html(cache.sample_figure(str(path), path.stat().st_mtime_ns,
-                                            f"Fixed-z samples, step {step:,}"))
+        raw = dict(store.raw_samples()).get(step)
+        # With a weight average the grid shows it, and the raw generator's grid of the same step
+        # sits below the caption: the average is smoother; the raw one is what the critic sees.
+        rows[0][3].html(cache.sample_figure(
+            str(path), path.stat().st_mtime_ns,
+            f"Fixed-z samples{' (weight average)' if raw else ''}, step {step:,}"))
+        if raw is not None:
+            rows[1][3].html(cache.sample_figure(str(raw), raw.stat().st_mtime_ns,
+                                                f"Raw generator, step {step:,}"))
 
 
 # An ended run's page looks again this often: was the run deleted, or resumed from elsewhere?
