@@ -85,7 +85,7 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
         st.error(f"This data has one class ({ds.classes[0]}): a classifier needs at least two. "
                  "Choose data with two or more classes on *Data & augmentation*.",
                  icon=":material/block:")
-    state.seed("clf_recipe", False)
+    state.keep("clf_recipe", False)
     recipe = st.toggle(f"Real-X-ray recipe ({CXR_SUMMARY})", key="clf_recipe",
                        help="The `cxr` preset of `train-classifier`, the strongest setting "
                             "measured on real chest X-rays within 20 minutes of 2-core CPU "
@@ -93,26 +93,26 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
                             "settings below.")
     c = st.columns([2, 1, 1])
     with c[0]:
-        state.seed("clf_arch", "report-cnn")
+        state.keep("clf_arch", "report-cnn")
         arch = st.radio("Architecture", ARCHS, format_func=ARCH_NAMES.get, key="clf_arch",
                         horizontal=True, disabled=recipe)
     with c[1]:
         # 20, as on the command line: on the default data 15 stopped while validation accuracy
         # was still rising (79.1% test at 15, 89.1% at 20; docs/results.md).
-        state.seed("clf_epochs", ClassifierTrainConfig().epochs)
+        state.keep("clf_epochs", ClassifierTrainConfig().epochs)
         epochs = st.number_input("Epochs (at most)", *field_range(ClassifierTrainConfig, "epochs"),
                                  key="clf_epochs", disabled=recipe,
                                  help="Early stopping ends the run when the validation loss has "
                                       f"not improved for {ClassifierTrainConfig().patience} "
                                       "epochs.")
     with c[2]:
-        state.seed("clf_batch", ClassifierTrainConfig().batch_size)
+        state.keep("clf_batch", ClassifierTrainConfig().batch_size)
         batch = st.number_input("Batch size", *field_range(ClassifierTrainConfig, "batch_size"),
                                 key="clf_batch", disabled=recipe)
 
     a = st.columns([1, 2])
     with a[0]:
-        state.seed("clf_augment", False)
+        state.keep("clf_augment", False)
         augment = st.toggle("Augmentor copies", key="clf_augment",
                             help="Grow each training class with the augmentation set on the Data "
                                  "page (probabilities and magnitudes there).")
@@ -139,14 +139,14 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
                     + [n for n, (k, _, _) in gans.items() if k is None])
             with g[i]:
                 key = f"clf_syn_{klass}"
-                state.seed(key, NONE)  # kept when the user comes back from another page
+                state.keep(key, NONE)  # kept when the user comes back from another page
                 if st.session_state[key] not in fits:  # that run was deleted meanwhile
                     st.session_state[key] = NONE
                 pick = st.selectbox(f"GAN run for {klass}", [NONE, *fits], key=key)
             if pick != NONE:
                 synthetic[klass] = pick
         with g[-1]:
-            state.seed("clf_syn_n", 100)
+            state.keep("clf_syn_n", 100)
             synthetic_n = st.number_input("Generated images per class", 1, 20000,
                                           key="clf_syn_n", disabled=not synthetic)
         resized = sorted({f"{gans[run][1]} px" for run in synthetic.values()
@@ -168,11 +168,11 @@ with st.expander("Train a classifier", expanded=not runs or st.session_state.get
                  "with the same data chosen on *Data & augmentation*.", icon=":material/block:")
 
     with st.popover("More settings", icon=":material/tune:"):
-        state.seed("clf_lr", ClassifierTrainConfig().lr)
+        state.keep("clf_lr", ClassifierTrainConfig().lr)
         lr = st.number_input("Learning rate (Adam)", *field_range(ClassifierTrainConfig, "lr"),
                              format="%.1e", step=1e-4,
                              key="clf_lr", disabled=recipe)
-        state.seed("clf_batchnorm", False)
+        state.keep("clf_batchnorm", False)
         batchnorm = st.toggle(
             "BatchNorm after each conv", key="clf_batchnorm", disabled=arch != "report-cnn" or recipe,
             help="Not in the report's CNN (so off by default); the ResNet always has it. On "

@@ -77,11 +77,11 @@ def _add_files(files, label: str) -> None:
 
 
 # ---- source ------------------------------------------------------------------------------------
-state.seed("data_kind", "phantom" if cfg.source.startswith("phantom") else "folder")
-state.seed("data_size", cfg.size)
-state.seed("data_phantom_n", cfg.phantom_per_class)
-state.seed("data_folder", "" if cfg.source.startswith("phantom") else cfg.source)
-state.seed("data_keep_extra", cfg.keep_extra_classes)
+state.keep("data_kind", "phantom" if cfg.source.startswith("phantom") else "folder")
+state.keep("data_size", cfg.size)
+state.keep("data_phantom_n", cfg.phantom_per_class)
+state.keep("data_folder", "" if cfg.source.startswith("phantom") else cfg.source)
+state.keep("data_keep_extra", cfg.keep_extra_classes)
 
 left, right = st.columns([3, 1])
 with left:
@@ -219,14 +219,14 @@ for i, (title, p_field, mags, rng) in enumerate(OPS):
         cols = st.columns(4)
     with cols[i % 4].container(border=True, height="stretch"):
         st.markdown(f"**{title}**")
-        state.seed(f"aug_{p_field}", float(getattr(aug, p_field)))
+        state.keep(f"aug_{p_field}", float(getattr(aug, p_field)))
         values[p_field] = st.slider("probability", 0.0, 1.0, step=0.05, key=f"aug_{p_field}")
         for field, label, lo, hi, step in mags:
-            state.seed(f"aug_{field}", type(lo)(getattr(aug, field)))
+            state.keep(f"aug_{field}", type(lo)(getattr(aug, field)))
             values[field] = st.slider(label, lo, hi, step=step, key=f"aug_{field}")
         if rng:
             lo_f, hi_f, lo, hi = rng
-            state.seed(f"aug_{lo_f}", (float(getattr(aug, lo_f)), float(getattr(aug, hi_f))))
+            state.keep(f"aug_{lo_f}", (float(getattr(aug, lo_f)), float(getattr(aug, hi_f))))
             values[lo_f], values[hi_f] = st.slider("factor range", lo, hi, step=0.05, key=f"aug_{lo_f}")
 new_aug = AugmentConfig(**{**to_dict(aug), **values})
 if attempt(build_pipeline, new_aug, what="checking the augmentation settings") is not None:
@@ -256,7 +256,7 @@ if len(members):
 # ---- balancing -----------------------------------------------------------------------------------
 st.header("Balance classes")
 counts = ds.class_counts()
-state.seed("bal_per_class", int(st.session_state["balance_per_class"] or max(counts.values())))
+state.keep("bal_per_class", int(st.session_state["balance_per_class"] or max(counts.values())))
 b1, b2 = st.columns([1, 3])
 with b1:
     target = st.number_input("Images per class", 1, 20000, step=50, key="bal_per_class",

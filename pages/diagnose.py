@@ -254,7 +254,7 @@ with result_col:
         if flagged:
             st.image(result["display"], caption=caption)
         else:
-            state.seed("diagnose_gradcam", True)
+            state.keep("diagnose_gradcam", True)
             show_cam = st.toggle("Grad-CAM", key="diagnose_gradcam",
                                  help="Where the model looked for a class (red: most).")
             empty = result.get("empty_maps") or []

@@ -87,18 +87,18 @@ def _init_state() -> None:
 
 def _seed_widgets() -> None:
     """Every run, before the widgets: their values from the trainers' configs at first, then
-    the user's. state.seed writes them back each run, because Streamlit drops them when the page
+    the user's. state.keep writes them back each run, because Streamlit drops them when the page
     is left (the trainers stay) and the browser drops slot b's when "Compare" is off."""
     ss = st.session_state
     cfg = ss.toy_trainers["a"].config
     for field in SHARED:
-        state.seed(_key(field), getattr(cfg, field))
+        state.keep(_key(field), getattr(cfg, field))
     for slot in SLOTS:
         for field in PER_SLOT:
-            state.seed(_key(field, slot), getattr(ss.toy_trainers[slot].config, field))
+            state.keep(_key(field, slot), getattr(ss.toy_trainers[slot].config, field))
     for key, value in (("toy_compare", True), ("toy_speed", 100), ("toy_heatmap", True),
                        ("toy_arrows", True)):
-        state.seed(key, value)
+        state.keep(key, value)
 
 
 def _apply(slots: tuple[str, ...], field: str) -> None:

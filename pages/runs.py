@@ -110,7 +110,7 @@ if "runs_compare" in st.session_state:  # a deleted run must leave the selection
 # By default the newest runs of the newest run's kind: a classifier run has no W estimate, and
 # mixing it into a GAN chart only added "Not logged by ...".
 kind = jobs.run_command(runs[0])
-state.seed("runs_compare", [r.name for r in runs if jobs.run_command(r) == kind][:3])
+state.keep("runs_compare", [r.name for r in runs if jobs.run_command(r) == kind][:3])
 chosen = st.multiselect("Runs", names, key="runs_compare")
 metric_names = sorted({m for n in chosen for m in summaries[n]["names"]})
 if chosen and metric_names:

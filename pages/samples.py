@@ -90,10 +90,10 @@ right.caption(f"{loss} generator at step {meta.get('step', '?')} · {size}x{size
 
 g1, g2 = right.columns([1, 1])
 with g1:
-    state.seed("samples_n", 32)
+    state.keep("samples_n", 32)
     n = st.slider("How many", 8, 64, step=8, key="samples_n")
 with g2:
-    state.seed("samples_seed", 0)
+    state.keep("samples_seed", 0)
     seed = st.number_input("Seed", 0, 10**6, key="samples_seed")
 images = attempt(cache.generate, str(ckpt), mtime, latents(int(seed), n, latent_dim),
                  what="generating samples")
@@ -108,13 +108,13 @@ right.image(upscale(grid, scale), output_format="PNG", caption=f"{n} samples, se
 st.header("Interpolation")
 i1, i2, i3 = st.columns(3)
 with i1:
-    state.seed("samples_z0", 1)
+    state.keep("samples_z0", 1)
     s0 = st.number_input("From seed", 0, 10**6, key="samples_z0")
 with i2:
-    state.seed("samples_z1", 2)
+    state.keep("samples_z1", 2)
     s1 = st.number_input("To seed", 0, 10**6, key="samples_z1")
 with i3:
-    state.seed("samples_interp_steps", 8)
+    state.keep("samples_interp_steps", 8)
     k = st.slider("Steps", 3, 12, key="samples_interp_steps")
 path_z = slerp(latents(int(s0), 1, latent_dim)[0], latents(int(s1), 1, latent_dim)[0], k)
 between = attempt(cache.generate, str(ckpt), mtime, path_z, what="interpolating")
@@ -176,7 +176,7 @@ with d2:
     # the previous count (the click went out before the typed value's rerun had redrawn it).
     # Inside a form the typed count travels with the click.
     with st.form("samples_zip_form", border=False):
-        state.seed("samples_zip_n", 100)
+        state.keep("samples_zip_n", 100)
         zip_n = st.number_input("Images in the ZIP", 1, 5000, key="samples_zip_n",
                                 help="Then press *Make a ZIP*: the download button offers what "
                                      "was made (its label gives the count).")
@@ -206,7 +206,7 @@ with d2:
         st.caption("Type a count and press **Make a ZIP**: the download button for that many "
                    "samples appears here.")
 with d3:
-    state.seed("samples_export_n", 200)
+    state.keep("samples_export_n", 200)
     export_n = st.number_input("Images to export", 1, 20000, key="samples_export_n")
     options = list(dict.fromkeys([label, *CLASSES]))
     export_class = st.selectbox("As class", options, key="samples_export_class")

@@ -32,22 +32,22 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
     presets = jobs.gan_presets()
     c = st.columns([2, 1, 1, 1.4])  # "Train on" shows "COVID-19" whole at 1024 px
     with c[0]:
-        state.seed("gan_loss", "wgan-gp")
+        state.keep("gan_loss", "wgan-gp")
         loss = st.radio("Loss", list(LOSS_LABELS), format_func=LOSS_LABELS.get, horizontal=True,
                         key="gan_loss")
     with c[1]:
-        state.seed("gan_preset", "cpu-tiny")
+        state.keep("gan_preset", "cpu-tiny")
         preset = st.radio("Preset", list(presets), horizontal=True, key="gan_preset",
                           help="cpu-tiny: a small network that shows lung-like samples within "
                                "minutes on a laptop CPU; gpu: the report's networks at 128 px and up "
                                "(20,000 steps at 128 px: about 10 minutes on an H100).")
     p = presets[preset]
     with c[2]:
-        state.seed(f"gan_size_{preset}", int(p.get("size", 64)))
+        state.keep(f"gan_size_{preset}", int(p.get("size", 64)))
         size = st.select_slider("Resolution", SIZES, key=f"gan_size_{preset}")
     with c[3]:
         choices = ["all classes", *CLASSES]
-        state.seed("gan_class", "COVID-19")
+        state.keep("gan_class", "COVID-19")
         klass = st.selectbox("Train on", choices, key="gan_class",
                              help="A GAN for augmentation learns one class, e.g. the minority "
                                   "COVID-19 class as in the report.")
@@ -62,17 +62,17 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
     specs = sorted(live.for_loss(loss), key=lambda spec: spec.losses != live.ALL_LOSSES)
     h = st.columns(2 + len(specs))
     with h[0]:
-        state.seed(f"gan_steps_{k}", int(default("steps")))
+        state.keep(f"gan_steps_{k}", int(default("steps")))
         steps = st.number_input("Steps", *field_range(TrainConfig, "steps"), key=f"gan_steps_{k}")
     with h[1]:
-        state.seed(f"gan_batch_{k}", int(default("batch_size")))
+        state.keep(f"gan_batch_{k}", int(default("batch_size")))
         batch = st.number_input("Batch size", *field_range(TrainConfig, "batch_size"),
                                 key=f"gan_batch_{k}")
     live_values = {}
     for col, spec in zip(h[2:], specs):
         with col:
             key = f"gan_{spec.name}_{k}"
-            state.seed(key, (int if spec.integer else float)(d[spec.name]))
+            state.keep(key, (int if spec.integer else float)(d[spec.name]))
             small = not spec.integer and spec.high <= 1
             live_values[spec.name] = st.number_input(
                 spec.label, spec.form_low, spec.high, key=key,
@@ -80,18 +80,18 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
                    if small else {}))
     a = st.columns([1, 1, 1, 2])  # the toggle's label needs two columns' width
     with a[0]:
-        state.seed(f"gan_log_every_{k}", int(default("log_every")))
+        state.keep(f"gan_log_every_{k}", int(default("log_every")))
         log_every = st.number_input("Log every", *field_range(TrainConfig, "log_every"),
                                     key=f"gan_log_every_{k}",
                                     help="Steps between two points on the charts")
     with a[1]:
-        state.seed(f"gan_sample_every_{k}", int(default("sample_every")))
+        state.keep(f"gan_sample_every_{k}", int(default("sample_every")))
         sample_every = st.number_input("Grid every", *field_range(TrainConfig, "sample_every"),
                                        key=f"gan_sample_every_{k}",
                                        help="Steps between two fixed-z sample grids (and "
                                             "held-out checks)")
     with a[2]:
-        state.seed("gan_holdout_pct", round(field_default(TrainConfig, "holdout") * 100))
+        state.keep("gan_holdout_pct", round(field_default(TrainConfig, "holdout") * 100))
         # A slider: a typed 90 in a number box stayed on screen while the run used the last
         # valid value.
         holdout_pct = st.slider(
@@ -105,7 +105,7 @@ with st.expander("New run", expanded=form_open, icon=":material/add_circle:"):
                  "trains on 40 and holds 20 out, as in docs/results.md. With fewer than 8 "
                  "images to hold out there is no check.")
     with a[3]:
-        state.seed("gan_train_split", True)
+        state.keep("gan_train_split", True)
         train_only = st.toggle("Training patients only", key="gan_train_split",
                                help="Train on the classifier's training patients only (the same "
                                     "patient split as Train classifier), so generated images never "

@@ -34,7 +34,7 @@ def evaluation(results: dict) -> None:
     st.header("Evaluation")
     splits = [k for k in ("test", "val") if k in results]
     split_names = {"test": "held-out test patients", "val": "validation patients"}
-    # default= rather than a seeded key: the control is not drawn while a run trains, and Streamlit
+    # default= rather than a kept key: the control is not drawn while a run trains, and Streamlit
     # drops the state of widgets it did not draw.
     split = st.segmented_control("Evaluated on", splits, format_func=split_names.get,
                                  default=splits[0], key="clf_split")
@@ -145,15 +145,15 @@ def _start_form(data_cfg) -> None:
         # Two per row: three side by side cut the chips short at 1024 px.
         c = st.columns(2)
         with c[0]:
-            state.seed("abl_fractions", [0.25, 1.0])
+            state.keep("abl_fractions", [0.25, 1.0])
             fractions = st.multiselect("Shares of the training patients", FRACTIONS,
                                        format_func=lambda f: f"{f:.0%}", key="abl_fractions")
         with c[1]:
-            state.seed("abl_arms", ["real", "augmentor"])
+            state.keep("abl_arms", ["real", "augmentor"])
             arms = st.multiselect("Without a GAN", ["real", "augmentor"], key="abl_arms",
                                   format_func={"real": "real only", "augmentor": "+ Augmentor"}.get)
         gans = {n: g for n, g in jobs.gan_generators().items() if g[0] and g[2]}
-        state.seed("abl_gans", [])
+        state.keep("abl_gans", [])
         st.session_state["abl_gans"] = [n for n in st.session_state["abl_gans"] if n in gans]
         if gans:
             picked = st.multiselect("+ samples of GAN runs", list(gans), key="abl_gans",
@@ -164,13 +164,13 @@ def _start_form(data_cfg) -> None:
             st.caption("No single-class GAN run yet for a GAN arm: train one on *Train GAN*.")
         d = st.columns(3)
         with d[0]:
-            state.seed("abl_epochs", 5)
+            state.keep("abl_epochs", 5)
             epochs = st.number_input("Epochs (at most) per run", 1, 200, key="abl_epochs")
         with d[1]:
-            state.seed("abl_seeds", 1)
+            state.keep("abl_seeds", 1)
             seeds = st.number_input("Seeds", 1, 5, key="abl_seeds")
         with d[2]:
-            state.seed("abl_per_class", 200)
+            state.keep("abl_per_class", 200)
             per_class = st.number_input("Generated images per class", 1, 20000, key="abl_per_class",
                                         disabled=not picked)
         gan_arms = sorted({a for n in picked for a, loss in ARMS.items() if loss == gans[n][2]})

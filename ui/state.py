@@ -1,6 +1,6 @@
 """Session state, initialised once per browser session: the chosen data and augmentation configs
-(what training uses) and the selected runs. Widget keys are seeded from these so a page shows the
-last choice after navigating away and back."""
+(what training uses) and the selected runs; `keep` holds each widget's value, so a page shows
+the last choice after navigating away and back."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _start_queued_jobs() -> None:
         log.warning("could not start queued jobs: %s", exc)
 
 
-def seed(key: str, value: Any) -> None:
+def keep(key: str, value: Any) -> None:
     """Give widget `key` its starting value unless it already has one (set the widget's value
     here, never through both `value=` and session state). Call it before the widget, each run.
 
@@ -81,7 +81,7 @@ def seed(key: str, value: Any) -> None:
 
 
 def preset(key: str, value) -> None:
-    """Set the value a seeded widget on another page shows when that page opens (a link that
+    """Set the value a kept widget (keep) on another page shows when that page opens (a link that
     carries a choice, e.g. a GAN run picked for the classifier)."""
     st.session_state.setdefault("_kept", {})[key] = value
     st.session_state[key] = value
