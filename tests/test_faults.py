@@ -1,5 +1,5 @@
 """Faults a training job must survive (issue #17): kill -9 at random moments, a full disk, a
-non-finite loss (tests/test_gan_train.py). bench/faults.py runs the kill drill 20 times and fills
+non-finite loss (tests/test_gan_job.py). bench/faults.py runs the kill drill 20 times and fills
 a real tmpfs; here one kill and a simulated full disk keep the suite short on a busy machine."""
 
 from __future__ import annotations
