@@ -78,7 +78,7 @@ def _entry(store: RunStore) -> dict | None:
 
     try:
         entry = json.loads((store.path / QUEUE_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if not isinstance(entry, dict):
         return None

@@ -82,7 +82,7 @@ def _read_object(path: Path) -> dict:
         if path.stat().st_size > 16 * 2**20:   # ours are a few kB; a huge one is not ours
             return {}
         data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError):   # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (OSError, ValueError, RecursionError):   # not UTF-8, not JSON, nested past the parser
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -366,9 +366,9 @@ class RunStore:
         control.json; `sample_now=True` bumps a counter so repeated requests each count."""
         control = self.control()
         if changes.pop("sample_now", False):
-            control["sample_now"] = int(control.get("sample_now", 0)) + 1
+            control["sample_now"] = _count(control.get("sample_now")) + 1
         control.update({k: v for k, v in changes.items() if v is not None})
-        control["seq"] = int(control.get("seq", 0)) + 1
+        control["seq"] = _count(control.get("seq")) + 1
         save_json(self.path / "control.json", control)
         return control
 
@@ -425,6 +425,13 @@ class RunStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _count(value) -> int:
+    """A counter read from control.json (which may come from anywhere): a whole number from 0
+    up, else 0."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+    return value if ok else 0
 
 
 def _payload(text) -> dict:
