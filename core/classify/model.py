@@ -287,10 +287,36 @@ def _check_ood(model: nn.Module, ood: dict[str, torch.Tensor], name: str) -> Non
         raise CheckpointError(f"{name}: OOD statistics 'outlier_means' do not fit the model")
 
 
+def _unusable_ood(ood: dict[str, torch.Tensor]) -> str | None:
+    """Why OOD statistics of the right shapes cannot score an image (None when they can): a
+    distance needs the class means (a class missing from training is +inf: at least one must
+    be finite) and the precision, every value a number; a scale must be positive, outlier
+    means finite and at least one."""
+    if not ood:
+        return None
+    missing = [k for k in ("means", "precision") if k not in ood]
+    if missing:
+        return f"they lack {' and '.join(missing)}"
+    if any(not v.is_floating_point() for v in ood.values()):
+        return "they are not floating-point numbers"
+    means = ood["means"]
+    if torch.isnan(means).any() or not torch.isfinite(means).all(1).any():
+        return "no class mean is a finite number"
+    if not torch.isfinite(ood["precision"]).all():
+        return "the precision holds values that are not finite"
+    if "scale" in ood and not (torch.isfinite(ood["scale"]).all() and (ood["scale"] > 0).all()):
+        return "the scale is not positive and finite"
+    if "outlier_means" in ood and (len(ood["outlier_means"]) == 0 or
+                                   not torch.isfinite(ood["outlier_means"]).all()):
+        return "the outlier means are empty or not finite"
+    return None
+
+
 def load_classifier(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[nn.Module, dict]:
     """(model in eval mode, meta) from a classifier snapshot. The OOD tensors, when saved, are in
-    meta["ood_tensors"] (name -> tensor). Raises CheckpointError for a wrong or broken file."""
+    meta["ood_tensors"] (name -> tensor); statistics that cannot score an image are left out,
+    and meta["ood_note"] says why. Raises CheckpointError for a wrong or broken file."""
     state, meta = load_model(path, kind="classifier")
     name = Path(path).name
     config, model = build_checked(ClassifierConfig, meta.get("model"), build_classifier, name,
@@ -300,6 +326,11 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"
     weights = {k: v for k, v in state.items() if not k.startswith(OOD_PREFIX)}
     load_into(model, weights, name)
     _check_ood(model.eval(), ood, name)
+    why = _unusable_ood(ood)
+    if why is not None:   # the model still predicts; only the OOD flag goes, and says why
+        ood = {}
+        meta = dict(meta, ood_note=f"the OOD statistics in {name} are unusable ({why}); no OOD "
+                                   f"flag is given")
     meta = dict(meta, ood_tensors=ood)
     return model.to(device).eval(), meta
 
