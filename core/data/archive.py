@@ -70,6 +70,10 @@ def _check_sizes(infos: list[zipfile.ZipInfo], max_files: int, max_total_bytes: 
     files = [i for i in infos if not i.is_dir()]
     if len(files) > max_files:
         raise UserError(f"The ZIP file holds {len(files):,} files; the limit is {max_files:,}.")
+    # Folders count too: a 50 MB ZIP of empty folder entries makes a million folders.
+    if len(infos) - len(files) > max_files:
+        raise UserError(f"The ZIP file holds {len(infos) - len(files):,} folders; the limit is "
+                        f"{max_files:,}.")
     total = sum(i.file_size for i in files)
     if total > max_total_bytes:
         raise UserError(f"The ZIP file would unpack to {total / 2**20:,.0f} MiB; the limit is "
