@@ -196,10 +196,10 @@ def _write_grid(store: RunStore, trainer: GanTrainer, fixed_z: Tensor, step: int
 
 def _prune(store: RunStore, keep: int, after_step: int | None = None) -> None:
     """Keep the newest `keep` step snapshots; on resume, drop those past the resumed step."""
-    snaps = sorted(store.checkpoints_dir.glob("step_*.safetensors"))
+    snaps = [p for _, p in store.snapshots()]   # only names that are steps
     if after_step is not None:
-        for p in snaps:
-            if int(p.stem.split("_")[1]) > after_step:
+        for step, p in store.snapshots():
+            if step > after_step:
                 p.unlink(missing_ok=True)
         for step, p in store.samples():
             if step > after_step:

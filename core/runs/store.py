@@ -399,13 +399,11 @@ class RunStore:
 
     def samples(self) -> list[tuple[int, Path]]:
         """(step, path) of the fixed-z sample grids, by step."""
-        out = []
-        for p in self.samples_dir.glob("step_*.png"):
-            try:
-                out.append((int(p.stem.split("_")[1]), p))
-            except (IndexError, ValueError):
-                continue
-        return sorted(out)
+        return _by_step(self.samples_dir.glob("step_*.png"))
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(step, path) of the step_XXXXXXX generator snapshots in checkpoints/, by step."""
+        return _by_step(self.checkpoints_dir.glob("step_*.safetensors"))
 
     def checkpoints(self) -> list[Path]:
         """Inference snapshots (*.safetensors), newest step first, `latest` first of all."""
@@ -432,6 +430,18 @@ def _count(value) -> int:
     up, else 0."""
     ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
     return value if ok else 0
+
+
+def _by_step(paths) -> list[tuple[int, Path]]:
+    """(step, path) of files named step_<step>.*, by step; a file of another name (a run
+    directory from elsewhere may hold anything, "step_abc.png") is no step and is left out."""
+    out = []
+    for p in paths:
+        try:
+            out.append((int(p.stem.split("_")[1]), p))
+        except (IndexError, ValueError):
+            continue
+    return sorted(out)
 
 
 def _payload(text) -> dict:
