@@ -261,6 +261,10 @@ def _check_meta(meta: dict, config: ClassifierConfig, name: str) -> None:
     if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool)
                               and math.isfinite(t) and 0 < t <= 1000):
         raise CheckpointError(f"{name}: 'temperature' must be a positive number, not {t!r:.40}")
+    td = meta.get("training_data")
+    if td is not None and not _training_data_ok(td):
+        raise CheckpointError(f"{name}: 'training_data' must be an object with a text source, "
+                              f"real true or false, and whole, non-negative counts")
     ood = meta.get("ood")
     if ood is not None and not isinstance(ood, dict):
         raise CheckpointError(f"{name}: 'ood' must be an object")
@@ -268,6 +272,18 @@ def _check_meta(meta: dict, config: ClassifierConfig, name: str) -> None:
     if thr is not None and not (isinstance(thr, (int, float)) and not isinstance(thr, bool)
                                 and math.isfinite(thr) and thr > 0):
         raise CheckpointError(f"{name}: 'ood.threshold' must be a positive number, not {thr!r:.40}")
+
+
+def _training_data_ok(td) -> bool:
+    """What the pages and predict read from meta["training_data"], of the types they use."""
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    counts = td.get("counts") if isinstance(td, dict) else None
+    return isinstance(td, dict) and isinstance(td.get("source"), (str, type(None))) and \
+        isinstance(td.get("real"), (bool, type(None))) and \
+        (counts is None or (isinstance(counts, dict) and all(count(v) for v in counts.values()))) and \
+        all(count(v) for k, v in td.items() if k.startswith("n_"))
 
 
 def _check_ood(model: nn.Module, ood: dict[str, torch.Tensor], name: str) -> None:
