@@ -569,6 +569,8 @@ def _round3(case, base: Path, inp: Path, work: Path, model: str, good: Path) -> 
         "adam-eps-negative": (opt("eps", -1.0), "eps"),
         "adam-lr-1e9": (opt("lr", 1e9), "learning rate"),
         "adam-moment-shape": (exp_avg, "exp_avg"),
+        "adam-betas-tensor": (opt("betas", torch.zeros(5)), "betas"),
+        "fixed-z-nan": (lambda s: {**s, "fixed_z": torch.full_like(s["fixed_z"], float("nan"))}, "fixed_z"),
     }
     for name, (change, says) in states.items():
         run = _hostile_run(base, work / f"state-{name}", state(change))

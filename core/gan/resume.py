@@ -45,8 +45,9 @@ def checked_state(path: str | Path, trainer: GanTrainer) -> dict:
     state = load_training_state(path)
     try:
         _check(state, trainer)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}; this run cannot resume from it") from None
+    except Exception as exc:   # whatever a check meets (a tensor where a number belongs...) refuses
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: {first}; this run cannot resume from it") from None
     return state
 
 
@@ -149,7 +150,7 @@ def _optimizer(name: str, saved, optimizer: torch.optim.Optimizer) -> None:
                 except ValueError:
                     raise ValueError(f"{name}'s learning rate must be between {lr.low:g} and "
                                      f"{lr.high:g}, not {group[key]!r:.40}") from None
-            elif group[key] != own[key]:
+            elif isinstance(group[key], torch.Tensor) or group[key] != own[key]:
                 raise ValueError(f"{name}'s {key} is {group[key]!r:.40}, this run's config gives "
                                  f"{own[key]!r:.40}")
         shapes.update({i: tuple(params[offset + k].shape) for k, i in enumerate(ids)})
