@@ -668,6 +668,32 @@ def _round3(case, base: Path, inp: Path, work: Path, model: str, good: Path) -> 
             z.writestr(zipfile.ZipInfo(f"d{i}/"), b"")
         z.writestr("NORMAL/a.png", b"x")
     case("zip 20,001 folder entries", "zip", [inp / "folders.zip", work / "unzip-folders"], 2, "folders")
+    deep = _metadata_csv(inp / "deep", [])
+    (deep / "metadata.csv").unlink()
+    leaf = deep / "NORMAL"
+    for _ in range(DEEP):   # os.walk recursed, one frame a level (so does mkdir(parents=True))
+        leaf = leaf / "a"
+        leaf.mkdir()
+    _xray(leaf / "x.png", 32)
+    case("data-info a folder 1,100 deep", "cli", ["data-info", deep, "--size", "16"], 0)
+    case("data-info folder: a folder 1,100 deep", "cli", ["data-info", f"folder:{deep}", "--size", "16"], 0)
+
+
+DEEP = 1100   # folders nested in the deep case, past Python's recursion limit
+
+
+def _remove_deep(root: Path) -> None:
+    """Remove the deep case's chain of folders from the bottom up (shutil.rmtree recurses, one
+    frame a level, and pytest's clean-up would meet the same RecursionError)."""
+    for top in sorted(root.glob("*/")):
+        chain = [top]
+        while (chain[-1] / "a").is_dir():
+            chain.append(chain[-1] / "a")
+        for folder in reversed(chain):
+            for f in folder.iterdir():
+                if not f.is_dir():
+                    f.unlink()
+            folder.rmdir() if not any(folder.iterdir()) else None
 
 
 def _has_cuda() -> bool:
@@ -706,6 +732,7 @@ def results(tmp_path_factory):
     finally:
         proc.kill()
         proc.wait()
+        _remove_deep(tmp / "in" / "deep")
     after = _listing(*watched)
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     return cases, got, changed

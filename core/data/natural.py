@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import pickle
 import zlib
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from core.budget import check_fits
-from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel
+from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel, walk_files
 from core.errors import ImageReadError, UserError, shown
 from core.data.imageio import read_image, read_rgb, to_uint8
 
@@ -319,16 +318,11 @@ def load_folder(path: Path, config: DataConfig, progress: Progress | None = None
     if not path.is_dir():
         raise UserError(f"folder '{path}' not found" if not path.exists() else f"'{path}' is a file, not a folder")
     files, others = [], 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            p = Path(dirpath) / f
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(p)
-            else:
-                others += 1
+    for p in walk_files(path):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(p)
+        else:
+            others += 1
     reader = read_rgb if config.channels == 3 else read_image
 
     def one(p: Path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -22,7 +21,7 @@ from core.data import layouts
 from core.data import natural
 from core.budget import check_fits
 from core.config import ranged
-from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel  # noqa: F401
+from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel, walk_files  # noqa: F401
 from core.errors import ImageReadError, UserError, shown
 from core.data.imageio import MAX_SIDE, read_image, to_uint8
 from core.data.splits import PatientSplit
@@ -165,11 +164,7 @@ def _build(images, labels, metas, skipped, config, name: str, where: str) -> Ima
 
 def _walk(root: Path) -> list[Path]:
     """Every file under root, sorted, skipping hidden files and folders (.DS_Store, __MACOSX)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
-    return out
+    return walk_files(root)
 
 
 def _filename_patient(stem: str) -> str | None:
