@@ -11,12 +11,15 @@ import sqlite3
 import sys
 
 from core.commands import COMMANDS
-from core.errors import UserError, environment_reason
+from core.errors import SHOWN, UserError, environment_reason
 
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):   # a name that is not UTF-8 prints as \xe9, never raises
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=SHOWN)
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():

@@ -4,6 +4,7 @@ and a lock file for what two processes must not do at once."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import secrets
@@ -24,9 +25,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         tmp.replace(path)
+    except Exception as exc:
+        # Asked while the half-written file still fills the disk: removing it frees the space.
+        full = None if isinstance(exc, OSError) else full_disk(path.parent)
+        tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise OSError(full.errno, full.strerror, str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_PROBE_BYTES = 256 * 1024
+
+
+def full_disk(folder: str | Path) -> OSError | None:
+    """The error a write into `folder` meets now when the disk (or the user's quota) is full,
+    else None. A writer with its own file code reports a full disk as its own error (torch.save:
+    "[enforce fail at inline_container.cc] unexpected pos"; safetensors: an IoError): the
+    disk itself is asked, by writing a probe file beside and removing it."""
+    probe = Path(folder) / f".probe.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        with open(probe, "wb") as f:
+            f.write(bytes(_PROBE_BYTES))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
 
 
 @contextmanager

@@ -87,20 +87,23 @@ def load_training_state(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training state not found: {path}")
+    if path.stat().st_size == 0:   # a disk that filled, or a copy that failed
+        raise CheckpointError(f"{path} is empty (zero bytes); it cannot be resumed from")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types; all mean "refuse this file"
         if "Weights only load failed" in str(exc):
             raise CheckpointError(f"{path.name} was refused: it holds objects other than tensors and "
                                   "numbers, and loading it could run code") from None
-        raise CheckpointError(f"{path.name} cannot be read: {str(exc).splitlines()[0]}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} cannot be read: {first}") from None
 
 
-def build_checked(cls, data, build, name: str, what: str):
-    """(config, model) for a config read from a checkpoint that may come from anywhere: the
-    config checked against its dataclass (core.config.checked), the model's parameters counted
-    on PyTorch's meta device before anything is allocated, then built. CheckpointError naming
-    the file and the problem otherwise."""
+def checked_budget(cls, data, build, name: str, what: str):
+    """The config `data` (from a file or a form) checked against its dataclass
+    (core.config.checked), and the parameters of the model `build(config)` makes counted on
+    PyTorch's meta device, nothing allocated: CheckpointError naming `name` and the field, or
+    the size, otherwise."""
     from core.config import checked
 
     try:
@@ -110,6 +113,13 @@ def build_checked(cls, data, build, name: str, what: str):
     except (ValueError, TypeError, UserError) as exc:
         raise CheckpointError(f"{name} has no usable {what} config: {exc}") from None
     if n_params > MAX_PARAMETERS:
-        raise CheckpointError(f"{name} describes a {what} of {n_params:,} parameters, more "
-                              f"than the {MAX_PARAMETERS:,} allowed; refused")
+        raise CheckpointError(f"{name} describes a {what} of {n_params:,} parameters (its filters "
+                              f"and width), more than the {MAX_PARAMETERS:,} allowed; refused")
+    return config
+
+
+def build_checked(cls, data, build, name: str, what: str):
+    """(config, model) for a config read from a checkpoint that may come from anywhere:
+    checked_budget, then built. CheckpointError naming the file and the problem otherwise."""
+    config = checked_budget(cls, data, build, name, what)
     return config, build(config)

@@ -115,7 +115,7 @@ def test_resuming_a_run_from_before_the_check_keeps_every_image(tmp_path, monkey
     store.write_config({"kind": "gan", **header.configs, **header.info})
     seen = {}
 
-    def fake_train(store, data, gen, critic, tc, resume, download=False):
+    def fake_train(store, data, gen, critic, tc, resume, download=False, keep_control=False):
         seen["tc"] = tc
         return "finished"
 

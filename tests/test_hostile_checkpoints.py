@@ -60,6 +60,9 @@ CLASSIFIER_CASES = {
     "temperature-text": (lambda m: {**m, "temperature": "hot"}, "'temperature'"),
     "threshold-text": (lambda m: {**m, "ood": {"threshold": "x"}}, "'ood.threshold'"),
     "classes-text": (lambda m: {**m, "classes": "COVID-19"}, "'classes'"),
+    "training-data-list": (lambda m: {**m, "training_data": [1]}, "'training_data'"),
+    "training-data-counts-text": (lambda m: {**m, "training_data": {"source": "x", "counts": {"NORMAL": "many"}}},
+                                  "'training_data'"),
 }
 
 

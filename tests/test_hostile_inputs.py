@@ -13,6 +13,7 @@ are listed: nothing may appear or change there.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import select
@@ -42,11 +43,11 @@ from core.errors import UserError
 
 def library(call, args):
     """The calls the pages make, as the pages make them."""
-    if call == "data-page":          # Data page: load a source (ui.cache.dataset)
+    if call == "data-page":          # Data page: load a source (ui.cache.dataset) and show it
         from core.data.config import DataConfig
-        from core.data.sources import load_dataset
-        ds = load_dataset(DataConfig(source=args[0], size=16), download=True)
-        return f"{len(ds)} images"
+        from core.data.sources import describe, format_description, load_dataset
+        ds = load_dataset(DataConfig(source=args[0], size=16, keep_extra_classes=True), download=True)
+        return format_description(describe(ds))
     if call == "zip":                 # Data page: extract an uploaded ZIP
         from core.data.archive import extract_zip
         return str(extract_zip(args[0], args[1]))
@@ -58,18 +59,22 @@ def library(call, args):
             out = predict_file(model, meta, f.read(), name=args[1].rsplit("/", 1)[-1])
         if not out["ok"]:
             raise UserError(out["error"])
-        return out["predicted"]
+        return json.dumps(out, default=str, allow_nan=False)   # as the page's table gets it
     raise ValueError(call)
 
+def utf8_stream():
+    """Output as a UTF-8 terminal (or a page) takes it: text that cannot be encoded raises."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+
 for case in json.load(open(sys.argv[1])):
-    out, err, rc, exc = io.StringIO(), io.StringIO(), None, None
+    out, err, rc, exc = utf8_stream(), utf8_stream(), None, None
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if case["call"] == "cli":
                 rc = main(case["args"])
             else:
                 try:
-                    library(case["call"], case["args"])
+                    library(case["call"], case["args"]).encode("utf-8")   # a page sends UTF-8
                     rc = 0
                 except UserError as e:   # what the page shows in its error box
                     print(f"error: {e}", file=sys.stderr)
@@ -78,8 +83,9 @@ for case in json.load(open(sys.argv[1])):
         rc = e.code
     except BaseException:
         exc = traceback.format_exc()
-    print(json.dumps({"name": case["name"], "rc": rc, "stderr": err.getvalue(),
-                      "stdout": out.getvalue()[-2000:], "exc": exc}), flush=True)
+    text = [s.buffer.getvalue().decode("utf-8") for s in (out, err)]
+    print(json.dumps({"name": case["name"], "rc": rc, "stderr": text[1],
+                      "stdout": text[0][-2000:], "exc": exc}), flush=True)
 '''
 
 
@@ -204,6 +210,93 @@ def _edit_generator(run: Path, change) -> None:
     path = run / "checkpoints" / "latest.safetensors"
     state, meta = load_model(path)
     save_file(state, str(path), metadata={"xray_gan_studio": json.dumps(change(meta))})
+
+
+def _edit_state(run: Path, change) -> None:
+    """The run's training state replaced by `change(state)`; bytes are written as they are."""
+    import torch
+
+    path = run / "checkpoints" / "latest_state.pt"
+    state = change(torch.load(path, weights_only=True))
+    if isinstance(state, bytes):
+        path.write_bytes(state)
+    else:
+        torch.save(state, path)
+
+
+def _latin1_folder(root: Path) -> Path:
+    """Class folders whose file names, one class folder's name and the root's name hold a
+    Latin-1 byte (not UTF-8), as an older ZIP unpacked by the system's unzip leaves them."""
+    top = Path(os.fsdecode(os.fsencode(root) + b"/donn\xe9es"))
+    for cls in (b"NORMAL", b"PNEUMONIA", b"COVID-19", b"PNEUMONI\xc4"):
+        folder = Path(os.fsdecode(os.fsencode(top) + b"/" + cls))
+        folder.mkdir(parents=True)
+        for i in range(3):
+            _xray(Path(os.fsdecode(os.fsencode(folder) + b"/radiograf\xeda-%d.png" % i)), 32, seed=i)
+    return top
+
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def _npz_claiming(path: Path, shape: tuple) -> Path:
+    """An .npz whose train_images and train_labels headers claim `shape` and (N,) (uint8),
+    each followed by a few bytes of data."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, claimed in (("train_images", shape), ("train_labels", shape[:1])):
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                          "shape": claimed})
+            z.writestr(f"{name}.npy", header.getvalue() + bytes(1000))
+    return path
+
+
+def _checkpoint_tensors(path: Path, change) -> Path:
+    """A copy of the shipped phantom classifier whose tensors are `change(state)`."""
+    from safetensors.torch import save_file
+
+    from core.checkpoint import load_model
+
+    state, meta = load_model(PHANTOM_MODEL)
+    save_file({k: v.contiguous() for k, v in change(dict(state)).items()}, str(path),
+              metadata={"xray_gan_studio": json.dumps(meta)})
+    return path
+
+
+def _overlapping_zip(path: Path, n_entries: int = 300, kernel_bytes: int = 100_000) -> Path:
+    """Entries whose data overlap (D. Fifield's quoted-overlap zip bomb): entry i's DEFLATE
+    stream is a stored block quoting entry i+1's local header, then entry i+1's stream, down
+    to one shared compressed kernel. Each entry is valid, with its own name and CRC, and
+    unpacks to all the later headers plus the kernel: about 60 kB become 30 MB, while no
+    entry's own ratio looks like a bomb."""
+    plain = np.random.default_rng(0).integers(0, 4, kernel_bytes, dtype=np.uint8).tobytes()
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    kernel = co.compress(plain) + co.flush()
+    names = [f"NORMAL/{i:04d}.png".encode() for i in range(n_entries)]
+
+    def quote(header):   # a stored, non-final DEFLATE block holding `header` as it is
+        return struct.pack("<BHH", 0, len(header), len(header) ^ 0xFFFF)
+
+    outputs, datas, headers = [b""] * n_entries, [b""] * n_entries, [b""] * n_entries
+    out, data = plain, kernel
+    for i in reversed(range(n_entries)):   # back to front: entry i holds entry i+1
+        outputs[i], datas[i] = out, data
+        headers[i] = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, zlib.crc32(out),
+                                 len(data), len(out), len(names[i]), 0) + names[i]
+        out, data = headers[i] + out, quote(headers[i]) + headers[i] + data
+    body, offsets = b"", []
+    for i in range(n_entries):
+        offsets.append(len(body))
+        body += headers[i] + (quote(headers[i + 1]) if i + 1 < n_entries else kernel)
+    central = b"".join(
+        struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, zlib.crc32(outputs[i]),
+                    len(datas[i]), len(outputs[i]), len(names[i]), 0, 0, 0, 0, 0, offsets[i]) + names[i]
+        for i in range(n_entries))
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n_entries, n_entries, len(central), len(body), 0)
+    path.write_bytes(body + central + end)
+    return path
 
 
 def _hostile_run(base: Path, path: Path, edit) -> Path:
@@ -436,7 +529,172 @@ def _cases(tmp: Path) -> list[dict]:
     }
     for name, (path, rc, says) in zips.items():
         case(f"zip {name}", "zip", [path, work / f"unzip-{name}"], rc, says)
+    _round3(case, base, inp, work, model, good)
     return cases
+
+
+def _round3(case, base: Path, inp: Path, work: Path, model: str, good: Path) -> None:
+    """Issue #30's kinds: a training state from elsewhere, names that are not UTF-8, control
+    values that are not numbers, .npz arrays of the wrong shapes, unusable OOD statistics, a
+    critic too wide to allocate, overlapping ZIP entries."""
+    import torch
+
+    def state(change):
+        return lambda r: _edit_state(r, change)
+
+    def opt(key, value):
+        def change(s):
+            s["opt_gen"]["param_groups"][0][key] = value
+            return s
+        return change
+
+    def exp_avg(s):
+        s["opt_gen"]["state"][0]["exp_avg"] = torch.zeros(3)
+        return s
+
+    states = {
+        "zero-bytes": (lambda s: b"", "empty"),
+        "keys-missing": (lambda s: {"step": s["step"]}, "lacks fixed_z"),
+        "a-list": (lambda s: [1, 2], "list"),
+        "fixed-z-shape": (lambda s: {**s, "fixed_z": torch.zeros(3, 7)}, "fixed_z"),
+        "rng-length": (lambda s: {**s, "rng": {**s["rng"], "torch": s["rng"]["torch"][:100]}}, "rng.torch"),
+        "python-rng-text": (lambda s: {**s, "rng": {**s["rng"], "python": {**s["rng"]["python"],
+                                                                         "state": "abc"}}}, "rng.python"),
+        "n-critic-1e9": (lambda s: {**s, "live": {**s["live"], "n_critic": 10**9}}, "n_critic"),
+        "clip-on-wgan-gp": (lambda s: {**s, "live": {**s["live"], "clip": 0.5}}, "clip"),
+        "step-negative": (lambda s: {**s, "step": -5}, "step"),
+        "sums-shape": (lambda s: {**s, "sums": torch.zeros(3)}, "sums"),
+        "counts-text": (lambda s: {**s, "counts": "ab"}, "counts"),
+        "generator-shape": (lambda s: {**s, "generator": {**s["generator"], "fc.weight": torch.zeros(1)}},
+                            "generator"),
+        "adam-eps-negative": (opt("eps", -1.0), "eps"),
+        "adam-lr-1e9": (opt("lr", 1e9), "learning rate"),
+        "adam-moment-shape": (exp_avg, "exp_avg"),
+        "adam-betas-tensor": (opt("betas", torch.zeros(5)), "betas"),
+        "fixed-z-nan": (lambda s: {**s, "fixed_z": torch.full_like(s["fixed_z"], float("nan"))}, "fixed_z"),
+    }
+    for name, (change, says) in states.items():
+        run = _hostile_run(base, work / f"state-{name}", state(change))
+        case(f"train-gan --resume state {name}", "cli",
+             ["train-gan", "--resume", "--run-dir", run, "--steps", "3"], 2, says)
+
+    nested = "[" * 100_000 + "]" * 100_000
+    controls = {
+        "text-values": '{"n_critic": "abc", "lr_gen": [1], "seq": "x", "sample_now": "y"}',
+        "sample-now-infinity": '{"sample_now": Infinity, "seq": 1e400}',
+        "nested": nested,
+    }
+    for name, text in controls.items():
+        def write(r, t=text):
+            (r / "control.json").write_text(t)
+        run = _hostile_run(base, work / f"control-{name}", write)
+        case(f"train-gan --resume control.json {name}", "cli",
+             ["train-gan", "--resume", "--run-dir", run, "--steps", "3"], 0)
+        run = _hostile_run(base, work / f"control-cmd-{name}", write)
+        case(f"control --sample-now on control.json {name}", "cli", ["control", run, "--sample-now"], 0)
+    nested_config = _hostile_run(base, work / "config-nested",
+                                 lambda r: (r / "config.json").write_text(nested))
+    case("train-gan --resume config.json nested", "cli",
+         ["train-gan", "--resume", "--run-dir", nested_config], 2, "config.json")
+
+    for where, edit in (("config.json", lambda r: _set_config(r, critic__width=1e9)),
+                        ("config.json filters", lambda r: _set_config(r, critic__filters=[4096] * 5,
+                                                                      critic__width=16.0))):
+        run = _hostile_run(base, work / f"critic-{where.replace(' ', '-')}", edit)
+        case(f"train-gan --resume critic 1e9 wide in {where}", "cli",
+             ["train-gan", "--resume", "--run-dir", run, "--steps", "3"], 2, "critic")
+    case("train-gan --critic-width 1e9", "cli",
+         ["train-gan", "--preset", "cpu-tiny", "--data", "phantom:4", "--steps", "1",
+          "--critic-width", "1e9", "--run-dir", work / "critic-flag"], 2, "width")
+
+    # Names that are not UTF-8: a run directory, a data folder, a class folder, file names.
+    latin1 = _latin1_folder(inp)
+    case("data-info on Latin-1 names", "cli", ["data-info", latin1, "--size", "16"], 0)
+    case("data-info on Latin-1 names, extra class kept", "cli",
+         ["data-info", latin1, "--size", "16", "--keep-extra-classes"], 0)
+    case("data page on Latin-1 names", "data-page", [latin1], 0)
+    case("evaluate on Latin-1 names", "cli", ["evaluate", "--checkpoint", model, "--data", latin1], 0)
+    case("data-info folder: on Latin-1 names", "cli", ["data-info", f"folder:{latin1}", "--size", "16"], 0)
+    run = _hostile_run(base, Path(os.fsdecode(os.fsencode(work) + b"/run-\xe9t\xe9")), lambda r: None)
+    case("train-gan --resume a run named in Latin-1", "cli",
+         ["train-gan", "--resume", "--run-dir", run, "--steps", "3"], 0)
+
+    # MedMNIST .npz files of the wrong shapes, types or label values.
+    images = np.zeros((4, 28, 28), np.uint8)
+    npzs = {
+        "images-2d.npz": (dict(train_images=np.zeros((4, 28), np.uint8), train_labels=np.zeros(4, int)), "train_images"),
+        "images-float.npz": (dict(train_images=np.full((4, 28, 28), np.nan, np.float32),
+                                  train_labels=np.array([0, 1, 0, 1])), "train_images"),
+        "images-5-channels.npz": (dict(train_images=np.zeros((4, 28, 28, 5), np.uint8),
+                                       train_labels=np.array([0, 1, 0, 1])), "train_images"),
+        "labels-short.npz": (dict(train_images=images, train_labels=np.zeros(3, int)), "train_labels"),
+        "labels-text.npz": (dict(train_images=images, train_labels=np.array(["x"] * 4)), "train_labels"),
+        "labels-nan.npz": (dict(train_images=images, train_labels=np.array([0.5, 1e30, np.nan, 1])), "train_labels"),
+        "labels-0-wide.npz": (dict(train_images=images, train_labels=np.zeros((4, 0), int)), "train_labels"),
+        "pneumoniamnist.npz": (dict(train_images=images, train_labels=np.array([5, 7, -1, 0])), "between 0 and 1"),
+    }
+    for name, (arrays, says) in npzs.items():
+        (inp / "npz").mkdir(exist_ok=True)
+        path = _npz(inp / "npz" / name, **arrays)
+        case(f"data-info {name}", "cli", ["data-info", path, "--size", "16"], 2, says)
+        case(f"data page {name}", "data-page", [path], 2, says)
+    claims = _npz_claiming(inp / "npz" / "claims-78GB.npz", (100_000_000, 28, 28))
+    case("data-info claims-78GB.npz", "cli", ["data-info", claims, "--size", "16"], 2, "memory")
+
+    # A classifier whose OOD statistics cannot score an image: it predicts, without the flag.
+    oods = {
+        "means-all-infinite": lambda s: {**s, "ood.means": torch.full_like(s["ood.means"], float("inf"))},
+        "means-nan": lambda s: {**s, "ood.means": torch.full_like(s["ood.means"], float("nan"))},
+        "precision-nan": lambda s: {**s, "ood.precision": torch.full_like(s["ood.precision"], float("nan"))},
+        "scale-zero": lambda s: {**s, "ood.scale": torch.zeros_like(s["ood.scale"])},
+        "outlier-means-empty": lambda s: {**s, "ood.outlier_means": torch.zeros(0, s["ood.means"].shape[1])},
+    }
+    for name, change in oods.items():
+        path = _checkpoint_tensors(inp / f"ood-{name}.safetensors", change)
+        case(f"predict with OOD {name}", "cli", ["predict", "--checkpoint", path, good], 0)
+        case(f"diagnose with OOD {name}", "diagnose", [path, good], 0)
+
+    case("zip overlapping entries", "zip", [_overlapping_zip(inp / "overlap.zip"), work / "unzip-overlap"],
+         2, "overlap")
+
+    # Found while looking for the next kinds: a snapshot whose name is no step, and a ZIP of
+    # empty folder entries (a million of them fit in 50 MB).
+    def odd_snapshot(r):
+        (r / "checkpoints" / "step_abc.safetensors").write_bytes(b"")
+    run = _hostile_run(base, work / "run-odd-snapshot", odd_snapshot)
+    case("train-gan --resume a snapshot named step_abc", "cli",
+         ["train-gan", "--resume", "--run-dir", run, "--steps", "3"], 0)
+    with zipfile.ZipFile(inp / "folders.zip", "w") as z:
+        for i in range(20_001):
+            z.writestr(zipfile.ZipInfo(f"d{i}/"), b"")
+        z.writestr("NORMAL/a.png", b"x")
+    case("zip 20,001 folder entries", "zip", [inp / "folders.zip", work / "unzip-folders"], 2, "folders")
+    deep = _metadata_csv(inp / "deep", [])
+    (deep / "metadata.csv").unlink()
+    leaf = deep / "NORMAL"
+    for _ in range(DEEP):   # os.walk recursed, one frame a level (so does mkdir(parents=True))
+        leaf = leaf / "a"
+        leaf.mkdir()
+    _xray(leaf / "x.png", 32)
+    case("data-info a folder 1,100 deep", "cli", ["data-info", deep, "--size", "16"], 0)
+    case("data-info folder: a folder 1,100 deep", "cli", ["data-info", f"folder:{deep}", "--size", "16"], 0)
+
+
+DEEP = 1100   # folders nested in the deep case, past Python's recursion limit
+
+
+def _remove_deep(root: Path) -> None:
+    """Remove the deep case's chain of folders from the bottom up (shutil.rmtree recurses, one
+    frame a level, and pytest's clean-up would meet the same RecursionError)."""
+    for top in sorted(root.glob("*/")):
+        chain = [top]
+        while (chain[-1] / "a").is_dir():
+            chain.append(chain[-1] / "a")
+        for folder in reversed(chain):
+            for f in folder.iterdir():
+                if not f.is_dir():
+                    f.unlink()
+            folder.rmdir() if not any(folder.iterdir()) else None
 
 
 def _has_cuda() -> bool:
@@ -475,6 +733,7 @@ def results(tmp_path_factory):
     finally:
         proc.kill()
         proc.wait()
+        _remove_deep(tmp / "in" / "deep")
     after = _listing(*watched)
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     return cases, got, changed
@@ -513,3 +772,76 @@ def test_the_corpus_covers_every_entry_point(results):
     for entry in ("predict", "diagnose", "evaluate", "train-gan --resume", "gan-metrics",
                   "--synthetic", "--augment", "data-info", "data page", "zip", "control"):
         assert entry in names, entry
+
+
+# --- issue #30: a resume after a blow-up, and a disk that fills in torch.save ------------------
+
+def test_a_resume_after_a_non_finite_failure_goes_on_with_the_checkpoints_values(tmp_path, monkeypatch):
+    """Steered into a non-finite loss, a run fails and keeps its last good checkpoint; resumed,
+    it goes on with the values in force at that checkpoint (saying so), not with control.json's
+    that blew it up, unless --keep-control asks for them; a value set after the failure is the
+    user's new choice and is applied."""
+    from core.__main__ import main
+    from core.gan import losses
+    from core.runs.store import RunStore
+
+    run = _tiny_gan_run(tmp_path / "run")                      # step 2 checkpointed
+    at_checkpoint = RunStore(run).status()["live"]["lr_critic"]
+    RunStore(run).send_control(lr_critic=0.5)                 # the steering that blows it up
+    with monkeypatch.context() as m:
+        m.setattr(losses, "wgan_generator_loss", lambda scores: scores.mean() * float("nan"))
+        assert main(["train-gan", "--resume", "--run-dir", str(run), "--steps", "4"]) == 1
+    failed = RunStore(run).status()
+    assert failed["state"] == "failed" and "non-finite" in failed["reason"]
+    copies = {name: shutil.copytree(run, tmp_path / name) for name in ("keep", "new")}
+    RunStore(copies["new"]).send_control(lr_critic=5e-5)     # chosen after the failure
+
+    def resumed(path, *extra):
+        assert main(["train-gan", "--resume", "--run-dir", str(path), "--steps", "3", *extra]) == 0
+        store = RunStore(path)
+        lr = store.metrics(["live/lr_critic"]).set_index("step")["value"]
+        return store, lr.loc[3]
+
+    store, lr = resumed(run)
+    assert lr == pytest.approx(at_checkpoint)
+    assert store.control()["lr_critic"] == pytest.approx(at_checkpoint)
+    (note,) = store.events("control-reset")["payload"]
+    assert "non-finite" in note["reason"] and "--keep-control" in note["reason"]
+    store, lr = resumed(copies["keep"], "--keep-control")
+    assert lr == pytest.approx(0.5)
+    assert "as --keep-control asks" in store.events("control-reset")["payload"].iloc[0]["reason"]
+    store, lr = resumed(copies["new"])
+    assert lr == pytest.approx(5e-5) and store.events("control-reset").empty
+    assert main(["train-gan", "--run-dir", str(tmp_path / "fresh"), "--keep-control"]) == 2
+
+
+def test_a_disk_that_fills_during_torch_save_says_so(tmp_path):
+    """A real full disk (a 3 MB tmpfs in a private mount namespace): torch.save reports it as
+    its own "unexpected pos" error; the status must name the full disk, no half-written file
+    may stay, and once there is room the run resumes to the end."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare on this machine")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    job = f"{sys.executable} -m core train-gan --threads 1 --run-dir {mnt}/run"
+    first = ("--preset cpu-tiny --data phantom:4 --batch-size 4 --checkpoint-every 10 "
+             "--sample-every 10 --log-every 10 --n-samples 4 --holdout 0 --steps 2000")
+    script = (f"mount -t tmpfs -o size=3m tmpfs {mnt} || exit 99; cd {REPO}; "
+              f"{job} {first} > {tmp_path}/first.log 2>&1; echo first=$?; "
+              f"cp {mnt}/run/status.json {tmp_path}/status.json; "
+              f"find {mnt}/run -name '*.tmp' > {tmp_path}/debris.txt; "
+              f"mount -o remount,size=64m {mnt}; "
+              f"{job} --resume --steps $(( $(python3 -c \"import json; print(json.load(open('{mnt}/run/status.json'))['step'])\") + 2 )) "
+              f"> {tmp_path}/second.log 2>&1; echo second=$?")
+    env = {**os.environ, "XRAY_RUNS_DIR": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                          timeout=900, env=env)
+    if proc.returncode == 99 or "first=" not in proc.stdout:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()[:200]}")
+    first_log = (tmp_path / "first.log").read_text()
+    assert "first=1" in proc.stdout, first_log[-2000:]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "failed" and "full" in status["reason"], status["reason"]
+    assert "Traceback" not in first_log and "unexpected pos" not in first_log
+    assert (tmp_path / "debris.txt").read_text() == ""
+    assert "second=0" in proc.stdout, (tmp_path / "second.log").read_text()[-2000:]

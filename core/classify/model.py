@@ -262,6 +262,10 @@ def _check_meta(meta: dict, config: ClassifierConfig, name: str) -> None:
     if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool)
                               and math.isfinite(t) and 0 < t <= 1000):
         raise CheckpointError(f"{name}: 'temperature' must be a positive number, not {t!r:.40}")
+    td = meta.get("training_data")
+    if td is not None and not _training_data_ok(td):
+        raise CheckpointError(f"{name}: 'training_data' must be an object with a text source, "
+                              f"real true or false, and whole, non-negative counts")
     ood = meta.get("ood")
     if ood is not None and not isinstance(ood, dict):
         raise CheckpointError(f"{name}: 'ood' must be an object")
@@ -269,6 +273,18 @@ def _check_meta(meta: dict, config: ClassifierConfig, name: str) -> None:
     if thr is not None and not (isinstance(thr, (int, float)) and not isinstance(thr, bool)
                                 and math.isfinite(thr) and thr > 0):
         raise CheckpointError(f"{name}: 'ood.threshold' must be a positive number, not {thr!r:.40}")
+
+
+def _training_data_ok(td) -> bool:
+    """What the pages and predict read from meta["training_data"], of the types they use."""
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    counts = td.get("counts") if isinstance(td, dict) else None
+    return isinstance(td, dict) and isinstance(td.get("source"), (str, type(None))) and \
+        isinstance(td.get("real"), (bool, type(None))) and \
+        (counts is None or (isinstance(counts, dict) and all(count(v) for v in counts.values()))) and \
+        all(count(v) for k, v in td.items() if k.startswith("n_"))
 
 
 def _check_ood(model: nn.Module, ood: dict[str, torch.Tensor], name: str) -> None:
@@ -288,10 +304,36 @@ def _check_ood(model: nn.Module, ood: dict[str, torch.Tensor], name: str) -> Non
         raise CheckpointError(f"{name}: OOD statistics 'outlier_means' do not fit the model")
 
 
+def _unusable_ood(ood: dict[str, torch.Tensor]) -> str | None:
+    """Why OOD statistics of the right shapes cannot score an image (None when they can): a
+    distance needs the class means (a class missing from training is +inf: at least one must
+    be finite) and the precision, every value a number; a scale must be positive, outlier
+    means finite and at least one."""
+    if not ood:
+        return None
+    missing = [k for k in ("means", "precision") if k not in ood]
+    if missing:
+        return f"they lack {' and '.join(missing)}"
+    if any(not v.is_floating_point() for v in ood.values()):
+        return "they are not floating-point numbers"
+    means = ood["means"]
+    if torch.isnan(means).any() or not torch.isfinite(means).all(1).any():
+        return "no class mean is a finite number"
+    if not torch.isfinite(ood["precision"]).all():
+        return "the precision holds values that are not finite"
+    if "scale" in ood and not (torch.isfinite(ood["scale"]).all() and (ood["scale"] > 0).all()):
+        return "the scale is not positive and finite"
+    if "outlier_means" in ood and (len(ood["outlier_means"]) == 0 or
+                                   not torch.isfinite(ood["outlier_means"]).all()):
+        return "the outlier means are empty or not finite"
+    return None
+
+
 def load_classifier(path: str | Path, device: str | torch.device = "cpu"
                     ) -> tuple[nn.Module, dict]:
     """(model in eval mode, meta) from a classifier snapshot. The OOD tensors, when saved, are in
-    meta["ood_tensors"] (name -> tensor). Raises CheckpointError for a wrong or broken file."""
+    meta["ood_tensors"] (name -> tensor); statistics that cannot score an image are left out,
+    and meta["ood_note"] says why. Raises CheckpointError for a wrong or broken file."""
     state, meta = load_model(path, kind="classifier")
     name = Path(path).name
     config, model = build_checked(ClassifierConfig, meta.get("model"), build_classifier, name,
@@ -301,6 +343,11 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"
     weights = {k: v for k, v in state.items() if not k.startswith(OOD_PREFIX)}
     load_into(model, weights, name)
     _check_ood(model.eval(), ood, name)
+    why = _unusable_ood(ood)
+    if why is not None:   # the model still predicts; only the OOD flag goes, and says why
+        ood = {}
+        meta = dict(meta, ood_note=f"the OOD statistics in {name} are unusable ({why}); no OOD "
+                                   f"flag is given")
     meta = dict(meta, ood_tensors=ood)
     return model.to(device).eval(), meta
 

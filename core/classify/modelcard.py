@@ -24,8 +24,8 @@ def read_card(path: str | Path) -> dict:
     strings; misses: a list of MISS_FIELDS objects, 0 <= found <= of, of > 0)."""
     try:
         card = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read the card {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"cannot read the card {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(card, dict) or set(card) - set(CARD_FIELDS):
         raise UserError(f"{path}: a card is a JSON object with the keys {', '.join(CARD_FIELDS)}")
     for key, value in card.items():

@@ -97,7 +97,7 @@ def _ood_result(feats: torch.Tensor, meta: dict) -> dict:
     thr = (meta.get("ood") or {}).get("threshold")
     if "means" not in ood_t or "precision" not in ood_t or thr is None:
         return {"score": None, "threshold": None, "ratio": None, "flag": None,
-                "note": "this checkpoint has no OOD statistics"}
+                "note": meta.get("ood_note") or "this checkpoint has no OOD statistics"}
     score, thr = float(ood_distance(feats, ood_t)[0]), float(thr)
     outlier = bool(ood_outlier(feats, ood_t)[0])
     return {"score": score, "threshold": thr, "ratio": score / thr if thr > 0 else None,

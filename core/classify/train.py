@@ -680,6 +680,8 @@ def _augment_from_arg(value: str | None):
         raise UserError(f"cannot read the augmentation config {value}: {exc.strerror}") from None
     except ValueError as exc:   # not UTF-8, not JSON, a field of the wrong type or range
         raise UserError(f"the augmentation config {value}: {exc}") from None
+    except RecursionError:
+        raise UserError(f"the augmentation config {value} is nested too deeply to be a config") from None
 
 
 def build_configs(preset: str | None = None, overrides: dict | None = None

@@ -45,16 +45,45 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
+def _check_overlap(infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse entries whose bytes overlap: a ZIP whose entries share one compressed block (the
+    "overlapping" zip bomb, D. Fifield 2019) unpacks each entry to the full block, so a few
+    hundred kB hold gigabytes while every entry's own ratio looks modest. An entry's local
+    header (30 bytes and its name) and its compressed data must end before the next begins."""
+    def name_bytes(info: zipfile.ZipInfo) -> int:   # as stored: UTF-8 when flagged, else cp437
+        try:
+            return len(info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"))
+        except UnicodeEncodeError:
+            return 0   # too short a span only lets an overlap by; the write limit still holds
+
+    spans = sorted((i.header_offset, i.header_offset + 30 + name_bytes(i) + i.compress_size,
+                    i.filename) for i in infos)
+    for (start, end, name), (nxt, _, other) in zip(spans, spans[1:]):
+        if end > nxt:
+            raise UserError(f"The ZIP file's entries overlap ({name!r} runs into {other!r}); "
+                            f"this looks like a zip bomb.")
+
+
 def _check_sizes(infos: list[zipfile.ZipInfo], max_files: int, max_total_bytes: int,
-                 max_ratio: float) -> None:
+                 max_ratio: float, archive_bytes: int | None = None) -> None:
+    """The claimed sizes within the limits: files, total bytes, each member's ratio and the
+    total's, against the archive's real size when known (the members' compressed sizes can
+    count one block many times)."""
+    _check_overlap(infos)
     files = [i for i in infos if not i.is_dir()]
     if len(files) > max_files:
         raise UserError(f"The ZIP file holds {len(files):,} files; the limit is {max_files:,}.")
+    # Folders count too: a 50 MB ZIP of empty folder entries makes a million folders.
+    if len(infos) - len(files) > max_files:
+        raise UserError(f"The ZIP file holds {len(infos) - len(files):,} folders; the limit is "
+                        f"{max_files:,}.")
     total = sum(i.file_size for i in files)
     if total > max_total_bytes:
         raise UserError(f"The ZIP file would unpack to {total / 2**20:,.0f} MiB; the limit is "
                         f"{max_total_bytes / 2**20:,.0f} MiB.")
     packed = sum(i.compress_size for i in files)
+    if archive_bytes is not None:
+        packed = min(packed, archive_bytes)
     for i in files:
         if i.file_size > _RATIO_MIN_BYTES and i.file_size > max_ratio * max(i.compress_size, 1):
             raise UserError(f"{i.filename!r} in the ZIP file expands {i.file_size / max(i.compress_size, 1):,.0f}"
@@ -89,9 +118,12 @@ def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = M
     try:
         with zf:
             infos = zf.infolist()
-            _check_sizes(infos, max_files, max_total_bytes, max_ratio)
+            archive_bytes = zf.fp.seek(0, 2)
+            _check_sizes(infos, max_files, max_total_bytes, max_ratio, archive_bytes)
             plan = [(i, _member_path(i)) for i in infos]
             written = 0
+            # What really unpacks, counted as it is written, whatever the headers claim.
+            limit = min(max_total_bytes, max(_RATIO_MIN_BYTES, max_ratio * archive_bytes))
             for info, rel in plan:
                 if rel is None:
                     continue
@@ -106,6 +138,9 @@ def extract_zip(src: str | Path | BinaryIO, dest: str | Path, max_files: int = M
                         if written > max_total_bytes:
                             raise UserError("The ZIP file unpacks to more than "
                                             f"{max_total_bytes / 2**20:,.0f} MiB; refusing it.")
+                        if written > limit:
+                            raise UserError(f"The ZIP file unpacks to more than {max_ratio:g} "
+                                            f"times its size; this looks like a zip bomb.")
                         fout.write(chunk)
             # An uploaded DICOM is kept only de-identified (core.data.deid): a clinician's film
             # carries its patient's name, ID and birth date.

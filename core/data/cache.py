@@ -67,7 +67,8 @@ def folder_key(root: Path, settings: dict) -> str:
                     stack.append(e.path)
                     continue
                 st = e.stat()
-                h.update(f"{e.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                # fsencode: a name that is not UTF-8 (a Latin-1 byte) hashes as its bytes
+                h.update(os.fsencode(e.path) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             except OSError:
                 continue
     return h.hexdigest()[:32]

@@ -19,6 +19,35 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".we
                   ".ppm", ".dcm", ".dicom"}
 
 
+def walk_files(root) -> list:
+    """Every file under `root` (Paths), as os.walk lists them top-down with sorted names, hidden
+    files and folders (.DS_Store, __MACOSX) and linked folders left out. With its own stack:
+    os.walk recurses, and a folder nested a thousand deep (a data set from elsewhere) raised
+    RecursionError."""
+    from pathlib import Path
+
+    out, stack = [], [str(root)]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:   # unreadable, or a path too long for the system: as os.walk, skipped
+            continue
+        subdirs = []
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not e.name.startswith((".", "__MACOSX")) and not e.is_symlink():
+                    subdirs.append(e.path)
+            elif not e.name.startswith("."):
+                out.append(Path(e.path))
+        stack.extend(reversed(subdirs))   # the first folder is walked next, as os.walk does
+    return out
+
+
 def _float(images: np.ndarray) -> torch.Tensor:
     """uint8 images as float in [-1, 1]. A cache entry's images are a read-only mapping;
     from_numpy warns about that, but only the new float tensor is ever written."""

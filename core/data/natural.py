@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import pickle
 import zlib
 from collections.abc import Callable
@@ -19,8 +18,8 @@ import torch.nn.functional as F
 
 from core.budget import check_fits
 from core.data.config import DataConfig
-from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel
-from core.errors import ImageReadError, UserError
+from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel, walk_files
+from core.errors import ImageReadError, UserError, shown
 from core.data.imageio import read_image, read_rgb, to_uint8
 
 
@@ -313,24 +312,19 @@ def load_folder(path: Path, config: DataConfig, progress: Progress | None = None
     """Every image under `path` (recursive, hidden files ignored) as one class named after the
     folder: gray with config.channels=1, RGB (gray files repeated) with 3. Unreadable files go to
     dataset.skipped with the reason; other file types are counted there once."""
-    name = name or f"folder:{path}"
+    name = shown(name or f"folder:{path}")
     if not path.is_dir():
         raise UserError(f"folder '{path}' not found" if not path.exists() else f"'{path}' is a file, not a folder")
     files, others = [], 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            p = Path(dirpath) / f
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(p)
-            else:
-                others += 1
+    for p in walk_files(path):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(p)
+        else:
+            others += 1
     reader = read_rgb if config.channels == 3 else read_image
 
     def one(p: Path):
-        rel = str(p.relative_to(path))
+        rel = shown(p.relative_to(path))
         try:
             img = reader(p, name=rel)  # (H, W) or (H, W, 3) float32 in [0, 1]
         except ImageReadError as exc:
@@ -347,6 +341,6 @@ def load_folder(path: Path, config: DataConfig, progress: Progress | None = None
     if not images:
         detail = f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise UserError(f"no readable images in folder '{path}'{detail}")
-    label = path.resolve().name or "images"
+    label = shown(path.resolve().name or "images")
     return ImageDataset(np.stack(images), np.zeros(len(images), np.int64), [label], metas,
                         skipped, name)

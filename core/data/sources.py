@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -22,9 +21,9 @@ from core.data import layouts
 from core.data import natural
 from core.budget import check_fits
 from core.data.config import MAX_PHANTOM_PER_CLASS, DataConfig
-from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel
-from core.errors import ImageReadError, UserError
-from core.data.imageio import read_image, to_uint8
+from core.data.dataset import IMAGE_SUFFIXES, ImageDataset, Progress, decode_parallel, walk_files
+from core.errors import ImageReadError, UserError, shown
+from core.data.imageio import MAX_SIDE, read_image, to_uint8
 from core.data.splits import PatientSplit
 
 # A metadata table beyond these is not a data set of this tool's scale (NIH ChestX-ray14 lists
@@ -122,18 +121,15 @@ def _build(images, labels, metas, skipped, config, name: str, where: str) -> Ima
     arr = images if isinstance(images, np.ndarray) else np.stack(images)  # (N, S, S) uint8
     if config.channels == 3:
         arr = np.repeat(arr[:, None], 3, axis=1)  # (N, 3, S, S): gray repeated for RGB models
-    return ImageDataset(arr, np.array([index[c] for c in labels]), classes, metas, skipped, name)
+    return ImageDataset(arr, np.array([index[c] for c in labels]), classes, metas, skipped,
+                        shown(name))
 
 
 # --- directory layouts -----------------------------------------------------------------------
 
 def _walk(root: Path) -> list[Path]:
     """Every file under root, sorted, skipping hidden files and folders (.DS_Store, __MACOSX)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith("."))
-    return out
+    return walk_files(root)
 
 
 def _filename_patient(stem: str) -> str | None:
@@ -163,17 +159,17 @@ def _scan_class_folders(root: Path, config: DataConfig):
                 label = "<mask>"
                 break
             if low not in CONTAINER_DIRS and low not in SPLIT_DIRS:
-                label = canonical_class(part) or part
+                label = canonical_class(part) or shown(part)   # a name, not a path from here on
                 break
         split = next((_norm(p) for p in rel.parts[:-1] if _norm(p) in SPLIT_DIRS), None)
         if label == "<mask>":
             masks += 1
         elif label is None:
-            skipped.append((str(rel), "not inside a class folder"))
+            skipped.append((shown(rel), "not inside a class folder"))
         elif label not in CLASSES and not config.keep_extra_classes:
             dropped[label] += 1
         else:
-            meta = {"file": str(rel), "patient": _filename_patient(path.stem),
+            meta = {"file": shown(rel), "patient": _filename_patient(path.stem),
                     "source": sources.get(path.stem, "folder")}
             if split:
                 meta["split"] = split
@@ -434,6 +430,73 @@ def download_medmnist(flag: str = "pneumoniamnist", root: str | Path = "~/.medmn
     return out
 
 
+MAX_NPZ_CLASSES = 1000   # "class-K" labels of other MedMNIST sets: at most 11 there
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple, np.dtype]]:
+    """{array name: (shape, dtype)} of an .npz, read from each .npy header without reading (or
+    inflating) the data."""
+    import zipfile
+
+    fmt = np.lib.format
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as f:
+                version = fmt.read_magic(f)
+                read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+                if read is None:
+                    raise ValueError(f"{info.filename}: .npy format version {version} is not supported")
+                shape, _, dtype = read(f)
+            out[info.filename.removesuffix(".npy")] = (shape, dtype)
+    return out
+
+
+def _npz_arrays(path: Path, kind: str, config: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (images, labels)} of a MedMNIST .npz that may come from anywhere: the images
+    uint8 (N, H, W) or (N, H, W, 3), the labels whole numbers (N,) or (N, K) for the same N,
+    their sizes checked against memory from the headers before any data is read, and the
+    labels' values those of `kind`. UserError naming the file and the array otherwise."""
+    try:
+        headers = _npz_headers(path)
+    except Exception as exc:   # not a ZIP, a damaged member, a bad header: all mean "refuse"
+        raise UserError(f"Cannot read {path} as a MedMNIST .npz: {str(exc)[:200] or type(exc).__name__}") from None
+    parts = [s for s in ("train", "val", "test") if f"{s}_images" in headers]
+    if not parts:
+        raise UserError(f"{path} is not a MedMNIST file: no train_images/val_images/test_images "
+                        f"arrays (found {', '.join(headers) or 'nothing'}).")
+    total = 0
+    for split in parts:
+        (xs, xt), y = headers[f"{split}_images"], headers.get(f"{split}_labels")
+        if xt != np.uint8 or len(xs) not in (3, 4) or (len(xs) == 4 and xs[3] != 3) or \
+                not all(1 <= n <= MAX_SIDE for n in xs[1:3]):
+            raise UserError(f"{path}: {split}_images must be uint8 images (N, H, W) or (N, H, W, 3) "
+                            f"of 1 to {MAX_SIDE:,} px a side, not {xt} {xs}")
+        if y is None:
+            raise UserError(f"{path}: {split}_images has no {split}_labels beside it")
+        ys, yt = y
+        if yt.kind not in "biu" or len(ys) not in (1, 2) or ys[0] != xs[0] or \
+                (len(ys) == 2 and not 1 <= ys[1] <= 64):
+            raise UserError(f"{path}: {split}_labels must be whole numbers (N,) or (N, K) for its "
+                            f"{xs[0]:,} images, not {yt} {ys}")
+        total += int(np.prod(xs)) + int(np.prod(ys)) * yt.itemsize
+    n = sum(headers[f"{s}_images"][0][0] for s in parts)
+    check_fits(f"{path.name} ({n:,} images)", total + n * config.size ** 2 * config.channels)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in parts}
+    except Exception as exc:
+        raise UserError(f"Cannot read {path} as a MedMNIST .npz: {str(exc)[:200] or type(exc).__name__}") from None
+    for split, (x, y) in data.items():
+        y = y.reshape(len(y), -1)
+        high = 1 if kind == "pneumoniamnist" or kind == "chestmnist" or y.shape[1] > 1 \
+            else MAX_NPZ_CLASSES - 1
+        if y.size and (int(y.min()) < 0 or int(y.max()) > high):
+            raise UserError(f"{path}: {split}_labels must lie between 0 and {high}, not "
+                            f"{int(y.min())}..{int(y.max())}")
+    return data
+
+
 def _load_npz(path: Path, config: DataConfig, progress: Progress | None) -> ImageDataset:
     """MedMNIST npz: {train,val,test}_images (N, H, W[, 3]) uint8 and _labels.
     pneumoniamnist: 0 -> NORMAL, 1 -> PNEUMONIA. chestmnist (14 NIH labels, multi-label): no
@@ -446,16 +509,8 @@ def _load_npz(path: Path, config: DataConfig, progress: Progress | None) -> Imag
         if flag in ("pneumoniamnist", "chestmnist"):
             hint = f" Download it first with core.data.sources.download_medmnist({flag!r})."
         raise UserError(f"MedMNIST file {path} not found.{hint}")
-    try:
-        npz = np.load(path, allow_pickle=False)
-        parts = [s for s in ("train", "val", "test") if f"{s}_images" in npz.files]
-        data = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in parts}
-    except Exception as exc:
-        raise UserError(f"Cannot read {path} as a MedMNIST .npz: {exc}") from exc
-    if not parts:
-        raise UserError(f"{path} is not a MedMNIST file: no train_images/val_images/test_images "
-                        f"arrays (found {', '.join(npz.files) or 'nothing'}).")
     kind = path.stem.split("_")[0].lower()
+    data = _npz_arrays(path, kind, config)
     images, labels, metas, skipped = [], [], [], []
     left_out = 0
     total = sum(len(x) for x, _ in data.values())

@@ -27,16 +27,17 @@ from torchvision.utils import make_grid, save_image
 from core.gan import live as live_params
 from core.runs import header as runheader
 from core.atomic import atomic_path
-from core.checkpoint import load_training_state, save_training_state
+from core.checkpoint import save_training_state
 from core.config import add_arguments as add_config_arguments
 from core.config import from_dict, given, override, refuse_beside, to_dict
 from core.runs.control import Control, stop_on_sigterm
 from core.data.config import DataConfig
 from core.device import available, describe, pick_device
 from core.errors import UserError, environment_reason
+from core.gan.resume import checked_state, control_after_failure
 from core.gan.runs import HELDOUT_MAX, PRESETS, saved_configs, training_images
 from core.gan.trainer import GanTrainer, TrainConfig, resolved
-from core.gan.models import CriticConfig, GeneratorConfig, save_generator
+from core.gan.models import CriticConfig, GeneratorConfig, check_networks, save_generator
 from core.runs.report import Reporter
 from core.runs.header import RunHeader
 from core.runs.store import RunStore
@@ -207,10 +208,10 @@ def _write_grid(store: RunStore, trainer: GanTrainer, fixed_z: Tensor, step: int
 
 def _prune(store: RunStore, keep: int, after_step: int | None = None) -> None:
     """Keep the newest `keep` step snapshots; on resume, drop those past the resumed step."""
-    snaps = sorted(store.checkpoints_dir.glob("step_*.safetensors"))
+    snaps = [p for _, p in store.snapshots()]   # only names that are steps
     if after_step is not None:
-        for p in snaps:
-            if int(p.stem.split("_")[1]) > after_step:
+        for step, p in store.snapshots():
+            if step > after_step:
                 p.unlink(missing_ok=True)
         for step, p in store.samples() + store.raw_samples():
             if step > after_step:
@@ -231,11 +232,14 @@ def _format_line(step: int, total: int, m: dict) -> str:
 
 def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
           critic_config: CriticConfig, train_config: TrainConfig, resume: bool = False,
-          progress: Callable[[int, int, dict], None] | None = None, download: bool = False) -> str:
+          progress: Callable[[int, int, dict], None] | None = None, download: bool = False,
+          keep_control: bool = False) -> str:
     """Train into `store`'s run directory; returns the final state (finished, stopped or failed).
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes the run
-    directory. `progress(step, total_steps, metrics)` is called at each log interval."""
+    directory. `progress(step, total_steps, metrics)` is called at each log interval.
+    `keep_control`: a resume after a non-finite failure re-applies control.json's values in
+    force at the failure (core.gan.resume.control_after_failure)."""
     ctx = _Dist.from_env(train_config.device)
     rank0 = ctx.rank == 0
     report = Reporter(store, rank0)
@@ -243,8 +247,9 @@ def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
         store.reserve_space()
     try:
         config = resolved(train_config)
+        check_networks(gen_config, critic_config)   # before any data is loaded or weight made
         return _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
-                      download)
+                      download, keep_control)
     except UserError as exc:
         report.status("failed", reason=str(exc))
         raise
@@ -358,21 +363,21 @@ class _Run:
                             f"{w.get('w_train', math.nan):+.4f}, on held-out images "
                             f"{w.get('w_heldout', math.nan):+.4f}")
 
-    def end(self, state: str, step: int, reason: str | None = None) -> str:
+    def end(self, state: str, step: int, reason: str | None = None, **payload) -> str:
         if state == "failed":
             print(reason, flush=True)   # every process: its own job.log says why
-        self.report.event(step, state, {"reason": reason} if state == "failed" else {})
+        self.report.event(step, state, {"reason": reason, **payload} if state == "failed" else {})
         self.report.status(state, reason=reason, step=step, **self.status)
         return state
 
     def fail_non_finite(self, step: int) -> str:
         return self.end("failed", step, f"non-finite loss or gradient at step {step}; the last "
                                         f"good checkpoint is kept. Try a lower learning rate or "
-                                        f"a different lambda.")
+                                        f"a different lambda.", live=self.trainer.live())
 
 
 def _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
-           download: bool = False) -> str:
+           download: bool = False, keep_control: bool = False) -> str:
     report = Reporter(store, rank0=ctx.rank == 0)
     device = _device(config, ctx)
     report.status("running", reason="loading data", step=0, total_steps=config.steps,
@@ -394,7 +399,8 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
 
     fixed_z = torch.randn(config.n_samples, gen_config.latent_dim,
                           generator=torch.Generator().manual_seed(config.seed))   # (n, latent) on CPU
-    start, fixed_z = _start(store, report, trainer, config, ctx, device, resume, fixed_z)
+    start, fixed_z, note = _start(store, report, trainer, config, ctx, device, resume, fixed_z,
+                                  keep_control)
     run_header = header((data_config, gen_config, critic_config, config), classes=classes,
                         world_size=ctx.world)
     if report.rank0:
@@ -411,7 +417,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
               "holdout": config.holdout}
     run = _Run(store, report, trainer, run_header, config, gen_config, fixed_z, check, device, status)
     # "live": the values in force, which every session's sliders show
-    report.status("running", reason=None, step=start, live=trainer.live(), **status)
+    report.status("running", reason=note, step=start, live=trainer.live(), **status)
     if not resume:
         run.sample(0)
     report.say(f"training {config.loss} on {describe(device)} ({trainer.path}, {ctx.world} "
@@ -422,16 +428,19 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
 
 
 def _start(store: RunStore, report: Reporter, trainer: GanTrainer, config: TrainConfig,
-           ctx: _Dist, device: torch.device, resume: bool, fixed_z: Tensor) -> tuple[int, Tensor]:
+           ctx: _Dist, device: torch.device, resume: bool, fixed_z: Tensor,
+           keep_control: bool = False) -> tuple[int, Tensor, str | None]:
     """The first step and the grid's latents: (0, fixed_z), or a resumed run's checkpointed
-    step and latents with its state and RNG restored (and the run directory cut back to it)."""
+    step and latents with its state and RNG restored (and the run directory cut back to it);
+    and a line on the live values a resume after a non-finite failure goes on with."""
     if not resume:
         seed_everything(config.seed + 1000 * ctx.rank)
-        return 0, fixed_z
-    state = load_training_state(store.checkpoints_dir / STATE_FILE)
+        return 0, fixed_z, None
+    state = checked_state(store.checkpoints_dir / STATE_FILE, trainer)
     trainer.load_state_dict(state)
-    start = int(state["step"])
+    start, note = int(state["step"]), None
     if report.rank0:
+        note = control_after_failure(store, start, trainer.live(), keep_control)
         store.truncate_after(start)
         _prune(store, config.keep_checkpoints, after_step=start)
         store.send_control(stop=False, paused=False)   # a stale stop/pause must not end it again
@@ -439,7 +448,10 @@ def _start(store: RunStore, report: Reporter, trainer: GanTrainer, config: Train
     else:    # only rank 0's RNG is saved; other ranks continue on a fresh, distinct stream
         seed_everything(config.seed + 1000 * ctx.rank + start)
     report.event(start, "resume", {"from_step": start})
-    return start, state["fixed_z"]
+    if note:
+        report.event(start, "control-reset", {"reason": note, "keep_control": keep_control})
+        report.say(f"step {start}: {note}")
+    return start, state["fixed_z"], note
 
 
 def _loop(run: _Run, control: _LiveControl, start: int, progress, world: int) -> str:
@@ -513,6 +525,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, help="width multiplier of both networks")
     parser.add_argument("--run-dir", required=True, help="the run directory to write (or resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--keep-control", action="store_true",
+                        help="with --resume after a non-finite failure: re-apply control.json's "
+                             "values in force when it failed (by default it resumes with those "
+                             "in force at the last good checkpoint)")
     parser.add_argument("--from-config", action="store_true",
                         help="start from the configs already in --run-dir's config.json (how the "
                              "dashboard queues a run)")
@@ -567,6 +583,8 @@ def main(args: argparse.Namespace) -> int:
     if args.resume and args.from_config:
         raise UserError("--resume and --from-config exclude each other: --resume continues a run, "
                         "--from-config starts one")
+    if args.keep_control and not args.resume:
+        raise UserError("--keep-control applies to --resume only")
     store = RunStore(args.run_dir, create=not args.resume)
     if args.resume:
         store.refuse_links()
@@ -598,6 +616,6 @@ def main(args: argparse.Namespace) -> int:
     stop_on_sigterm()
     # A spec from the run's config.json is read from disk only; one the user gave may download.
     state = train(store, data, gen, critic, train_cfg, resume=args.resume,
-                  download=bool(args.data) and not args.from_config)
+                  download=bool(args.data) and not args.from_config, keep_control=args.keep_control)
     print(f"{state}: {store.path}", flush=True)
     return 0 if state in ("finished", "stopped") else 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import build_checked, load_into, load_model, save_model
+from core.checkpoint import build_checked, checked_budget, load_into, load_model, save_model
 from core.config import ranged, to_dict
 from core.errors import CheckpointError, UserError
 
@@ -101,13 +101,14 @@ class Generator(nn.Module):
 
 @dataclass
 class CriticConfig:
-    size: int = 64
-    channels: int = 1
-    filters: tuple[int, ...] = (16, 32, 64, 128, 256)   # per stride-2 conv, the report's choice
-    width: float = 1.0
+    size: int = ranged(MIN_SIZE, MAX_SIZE, 64)
+    channels: int = ranged(1, 3, 1)
+    filters: tuple[int, ...] = ranged(1, 4096, (16, 32, 64, 128, 256))   # per stride-2 conv, the
+                                   # report's choice
+    width: float = ranged(0.01, 16.0, 1.0)
     norm: str = "none"             # none | layer | instance; never BatchNorm (it breaks the
-    dropout: float = 0.0           # per-sample gradient penalty by mixing samples)
-    leaky_slope: float = 0.2
+    dropout: float = ranged(0.0, 0.99, 0.0)   # per-sample gradient penalty by mixing samples)
+    leaky_slope: float = ranged(0.0, 1.0, 0.2)
 
 
 class Critic(nn.Module):
@@ -166,6 +167,16 @@ def save_generator(path: str | Path, generator: Generator, config: GeneratorConf
         state.update({RAW_PREFIX + k: v for k, v in raw.state_dict().items()})
     return save_model(path, state, {**(meta or {}), "kind": "generator", "generator": to_dict(config),
                                     "weights": "ema" if raw is not None else "raw"})
+
+
+def check_networks(gen_config: GeneratorConfig, critic_config: CriticConfig) -> None:
+    """UserError naming the field when a run's generator or critic config, from a form, a flag
+    or a file, is outside its fields' ranges or describes a network larger than
+    core.checkpoint.MAX_PARAMETERS: counted before anything is allocated, so a critic 10^9
+    wide is one line, not an allocation the machine refuses half way through building it."""
+    for cls, config, build, what in ((GeneratorConfig, gen_config, Generator, "generator"),
+                                     (CriticConfig, critic_config, Critic, "critic")):
+        checked_budget(cls, to_dict(config), build, "this run", what)
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu",

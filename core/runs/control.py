@@ -48,8 +48,8 @@ class Control:
                     setattr(self, key, value)
                 else:
                     self.apply(key, value)
-            except (TypeError, ValueError) as exc:
-                print(f"step {step}: control {key}={value!r} ignored: {exc}", flush=True)
+            except (TypeError, ValueError, OverflowError) as exc:   # int(Infinity) overflows
+                print(f"step {step}: control {key}={value!r:.80} ignored: {exc}", flush=True)
                 self.store.log_event(step, "control-rejected", {key: value, "reason": str(exc)})
 
     def apply(self, key: str, value) -> None:

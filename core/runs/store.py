@@ -81,7 +81,7 @@ def _read_object(path: Path) -> dict:
         if path.stat().st_size > 16 * 2**20:   # ours are a few kB; a huge one is not ours
             return {}
         data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError):   # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (OSError, ValueError, RecursionError):   # not UTF-8, not JSON, nested past the parser
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -398,12 +398,12 @@ class RunStore:
         says who asked, per key ("by": {key: who}), so the job can say who made each change."""
         control = self.control()
         if changes.pop("sample_now", False):
-            control["sample_now"] = int(control.get("sample_now", 0)) + 1
+            control["sample_now"] = _count(control.get("sample_now")) + 1
         changes = {k: v for k, v in changes.items() if v is not None}
         control.update(changes)
         who = control.get("by") if isinstance(control.get("by"), dict) else {}
         control["by"] = {**who, **{k: str(by) for k in changes}}
-        control["seq"] = int(control.get("seq", 0)) + 1 if isinstance(control.get("seq"), int) else 1
+        control["seq"] = _count(control.get("seq")) + 1
         save_json(self.path / "control.json", control)
         return control
 
@@ -434,13 +434,11 @@ class RunStore:
 
     def samples(self) -> list[tuple[int, Path]]:
         """(step, path) of the fixed-z sample grids, by step."""
-        out = []
-        for p in self.samples_dir.glob("step_*.png"):
-            try:
-                out.append((int(p.stem.split("_")[1]), p))
-            except (IndexError, ValueError):
-                continue
-        return sorted(out)
+        return _by_step(self.samples_dir.glob("step_*.png"))
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(step, path) of the step_XXXXXXX generator snapshots in checkpoints/, by step."""
+        return _by_step(self.checkpoints_dir.glob("step_*.safetensors"))
 
     def raw_sample_path(self, step: int) -> Path:
         """The grid of the raw generator at `step`, written beside sample_path's (which then
@@ -476,6 +474,25 @@ class RunStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _count(value) -> int:
+    """A counter read from control.json (which may come from anywhere): a whole number from 0
+    up, else 0."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+    return value if ok else 0
+
+
+def _by_step(paths) -> list[tuple[int, Path]]:
+    """(step, path) of files named step_<step>.*, by step; a file of another name (a run
+    directory from elsewhere may hold anything, "step_abc.png") is no step and is left out."""
+    out = []
+    for p in paths:
+        try:
+            out.append((int(p.stem.split("_")[1]), p))
+        except (IndexError, ValueError):
+            continue
+    return sorted(out)
 
 
 def _payload(text) -> dict:
