@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from core.gan import live as live_params
+from core.gan import live
 from core.runs import header as runheader
 from core.atomic import atomic_path
 from core.checkpoint import save_training_state
@@ -134,8 +134,8 @@ class _LiveControl(Control):
         elif key == "sample_now":
             if int(value) > self.sample_seen:
                 self.sample_requests, self.sample_seen = 1, int(value)
-        elif key in live_params.BY_NAME:   # the same ranges as the form and the flags
-            spec = live_params.BY_NAME[key]
+        elif key in live.BY_NAME:   # the same ranges as the form and the flags
+            spec = live.BY_NAME[key]
             if not spec.applies_to(self.trainer.loss):
                 raise ValueError(f"{spec.label} only applies to {', '.join(spec.losses)}, "
                                  f"this run is {self.trainer.loss}")
@@ -145,7 +145,7 @@ class _LiveControl(Control):
         """Poll, share and apply control; returns whether any process saw a non-finite value."""
         self.poll(step)
         self.stop = self.should_stop   # SIGTERM: stop with a checkpoint
-        names = live_params.NAMES
+        names = live.NAMES
         if self.ctx.world > 1:
             vec = torch.zeros(len(names) + 4, dtype=torch.float64)
             if self.rank0:
@@ -155,7 +155,7 @@ class _LiveControl(Control):
             vec[-3], vec[-1] = float(self.stop), float(bad)    # any process may stop or fail
             dist.all_reduce(vec, group=self.ctx.control_group)
             values = vec.tolist()
-            self.desired = {k: live_params.check(k, v) for k, v in zip(names, values)}
+            self.desired = {k: live.check(k, v) for k, v in zip(names, values)}
             self.paused, self.stop, self.sample_requests = bool(values[-4]), bool(values[-3]), int(values[-2])
             bad = values[-1] > 0
         current = self.trainer.live()
@@ -494,10 +494,10 @@ def _loop(run: _Run, control: _LiveControl, start: int, progress, world: int) ->
                 continue
             dt = (time.perf_counter() - t_interval) / max(steps_in_interval, 1)
             t_interval, steps_in_interval = time.perf_counter(), 0
-            live = trainer.live()
+            in_force = trainer.live()
             values.update({"time/step_s": dt,
-                           "throughput/img_s": config.batch_size * live["n_critic"] * world / dt,
-                           **live_params.metrics(live)})
+                           "throughput/img_s": config.batch_size * in_force["n_critic"] * world / dt,
+                           **live.metrics(in_force)})
             report.metrics(step, values)
             report.say(_format_line(step, config.steps, values))
             if progress is not None and report.rank0:

@@ -14,7 +14,7 @@ import torch
 
 from core.checkpoint import load_training_state
 from core.errors import CheckpointError
-from core.gan import live as live_params
+from core.gan import live
 from core.gan.trainer import GanTrainer, TrainConfig
 from core.runs.store import RunStore
 
@@ -64,17 +64,17 @@ def _check(state, trainer: GanTrainer) -> None:
     _module("critic", state["critic"], trainer.D)
     _optimizer("opt_gen", state["opt_gen"], trainer.opt_g)
     _optimizer("opt_critic", state["opt_critic"], trainer.opt_d)
-    live = state["live"]
-    if not isinstance(live, dict) or not set(live) <= set(live_params.NAMES):
-        raise ValueError(f"live must hold only {', '.join(live_params.NAMES)}")
+    values = state["live"]
+    if not isinstance(values, dict) or not set(values) <= set(live.NAMES):
+        raise ValueError(f"live must hold only {', '.join(live.NAMES)}")
     own = trainer.live()
-    for key, value in live.items():
+    for key, value in values.items():
         try:   # the ranges of the form and of control.json
-            live[key] = live_params.check(key, value)
+            values[key] = live.check(key, value)
         except ValueError as exc:
             raise ValueError(f"the live {exc}") from None
-        spec = live_params.BY_NAME[key]
-        if not spec.applies_to(trainer.loss) and live[key] != own[key]:
+        spec = live.BY_NAME[key]
+        if not spec.applies_to(trainer.loss) and values[key] != own[key]:
             raise ValueError(f"live {key} is {value!r:.40}, but {spec.label} does not apply to a "
                              f"{trainer.loss} run")
     _tensor("sums", state["sums"], tuple(trainer.sums.shape), torch.float32)
@@ -129,7 +129,7 @@ def _optimizer(name: str, saved, optimizer: torch.optim.Optimizer) -> None:
                          f"{len(fresh['param_groups'])}")
     shapes, offset = {}, 0
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    lr = live_params.BY_NAME["lr_critic"]   # both learning rates share one range
+    lr = live.BY_NAME["lr_critic"]   # both learning rates share one range
     for group, own in zip(saved["param_groups"], fresh["param_groups"]):
         if not isinstance(group, dict):
             raise ValueError(f"{name} has a parameter group that is not one")
@@ -216,8 +216,8 @@ def failure_in_force(store: RunStore, after_step: int) -> dict | None:
     events = store.events("failed")
     for step, payload in zip(events["step"], events["payload"]):
         if int(step) > after_step and str(payload.get("reason", "")).startswith(NON_FINITE):
-            live = payload.get("live")
-            return live if isinstance(live, dict) else {}
+            values = payload.get("live")
+            return values if isinstance(values, dict) else {}
     return None
 
 
@@ -234,11 +234,11 @@ def control_after_failure(store: RunStore, start: int, at_checkpoint: dict,
         return None
     control = store.control()
     suspect = {}
-    for key in live_params.NAMES:
+    for key in live.NAMES:
         if key not in control or key not in at_checkpoint:
             continue
         try:
-            value = live_params.check(key, control[key])
+            value = live.check(key, control[key])
         except ValueError:
             continue   # the job rejects it anyway, with a control-rejected event
         if value != at_checkpoint[key] and (not failed or failed.get(key) == control[key]):

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.func import grad as func_grad
 
-from core.gan import live as live_params
+from core.gan import live
 from core.gan import losses
 from core.checkpoint import load_into
 from core.config import checked, ranged, to_dict
@@ -82,8 +82,8 @@ def resolved(config: TrainConfig) -> TrainConfig:
     config = dataclasses.replace(config, betas=tuple(float(b) for b in config.betas))
     try:
         checked(TrainConfig, to_dict(config))   # types and the fields' ranges, as for a file
-        for key in live_params.NAMES:
-            live_params.check(key, getattr(config, key))
+        for key in live.NAMES:
+            live.check(key, getattr(config, key))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     checks = [(config.steps >= 1, "steps must be at least 1"),
