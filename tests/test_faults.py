@@ -61,7 +61,7 @@ def test_a_run_directory_with_broken_status_files_still_reads(tmp_path, content)
     for name in ("status.json", "control.json", "config.json"):
         path = store.path / name
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    assert store.status()["state"] == "queued" and store.control() == {} and store.config() == {}
+    assert store.status()["state"] == "queued" and store.control() == {} and store.header_json() == {}
     store.send_control(n_critic=3)   # the app can still steer it: the file is replaced whole
     assert json.loads((store.path / "control.json").read_text())["n_critic"] == 3
 

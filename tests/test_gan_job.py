@@ -112,7 +112,7 @@ def test_resuming_a_run_from_before_the_check_keeps_every_image(tmp_path, monkey
     header = store.header()
     del header.configs["train"]["holdout"]             # as written before the check existed
     # ... and in the layout of config.json then (core.runs.header reads it).
-    store.write_config({"kind": "gan", **header.configs, **header.info})
+    store.write_header_json({"kind": "gan", **header.configs, **header.info})
     seen = {}
 
     def fake_train(store, data, gen, critic, tc, resume, download=False, keep_control=False):
@@ -369,7 +369,7 @@ def test_a_run_from_before_the_average_resumes_without_one(tmp_path):
     header = store.header()
     for key in ("ema_decay", "ema_rampup", "diffaugment"):   # as written before they existed
         del header.configs["train"][key]
-    store.write_config({"kind": "gan", **header.configs, **header.info})
+    store.write_header_json({"kind": "gan", **header.configs, **header.info})
     *_, train = gan_runs.saved_configs(RunStore(tmp_path / "old").header())
     assert train.ema_decay == 0.0 and train.diffaugment == ""
 

@@ -175,7 +175,7 @@ def test_ablation_table_is_shown(trained_run):
 
 def test_failed_run_shows_reason_and_log():
     store = RunStore(runs_root() / "20260101-000000-classifier-report-cnn-dead", create=True)
-    store.write_config({"command": "train-classifier"})
+    store.write_header_json({"command": "train-classifier"})
     store.set_status("failed", reason="the validation split is empty")
     store.log_path.write_text("loading...\nTraceback: boom at the end\n")
     at = _app().run()
@@ -202,7 +202,7 @@ def test_a_failed_run_names_an_upload_as_the_user_knows_it():
     upload = runs_root() / "uploads" / "zip-0123abcd" / "my set"
     upload.mkdir(parents=True)
     store = RunStore(runs_root() / "20260101-000000-classifier-report-cnn-gone", create=True)
-    store.write_config({"command": "train-classifier"})
+    store.write_header_json({"command": "train-classifier"})
     store.set_status("failed", reason=f"No usable images found in {upload}; 2 files skipped")
     at = _app().run()
     assert not at.exception
@@ -213,7 +213,7 @@ def test_a_failed_run_names_an_upload_as_the_user_knows_it():
 
 def test_running_run_shows_progress_and_stops():
     store = RunStore(runs_root() / "20260101-000000-classifier-report-cnn-live", create=True)
-    store.write_config({"command": "train-classifier"})
+    store.write_header_json({"command": "train-classifier"})
     store.set_status("running", step=2, total_steps=5, phase="training")  # pid: this process
     for epoch in (1, 2):
         store.log_metrics(epoch, {"train/loss": 1.0 / epoch, "val/loss": 1.1 / epoch,
@@ -306,7 +306,7 @@ def test_a_gan_run_that_saw_held_out_patients_cannot_be_used():
     from core.gan.models import Generator, GeneratorConfig, save_generator
 
     store = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-leak", create=True)
-    store.write_config({"command": "train-gan"})
+    store.write_header_json({"command": "train-gan"})
     store.set_status("finished")
     cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
     data = {"source": "phantom", "phantom_per_class": 12, "classes": ["COVID-19"], "split": ""}
@@ -341,7 +341,7 @@ def test_a_gan_run_of_another_size_says_its_samples_are_resized():
     from core.gan.models import Generator, GeneratorConfig, save_generator
 
     store = RunStore(runs_root() / "20260101-000000-gan-wgan-gp-small", create=True)
-    store.write_config({"command": "train-gan"})
+    store.write_header_json({"command": "train-gan"})
     store.set_status("finished")
     cfg = GeneratorConfig(latent_dim=8, size=16, width=0.125)
     data = {"source": "phantom", "phantom_per_class": 12, "classes": ["COVID-19"], "split": "train",

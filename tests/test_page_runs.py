@@ -19,7 +19,7 @@ PAGE = str(REPO / "pages" / "runs.py")
 
 def _fake_run(name: str, state: str, w: float) -> RunStore:
     store = RunStore(runs_root() / name, create=True)
-    store.write_config({"kind": "gan", "data": {"source": "phantom", "size": 32},
+    store.write_header_json({"kind": "gan", "data": {"source": "phantom", "size": 32},
                         "critic": {"size": 32}, "train": {"loss": "wgan-gp", "steps": 3}})
     store.set_status(state, step=3, total_steps=3, command=["train-gan"])
     for step in (1, 2, 3):
@@ -95,7 +95,7 @@ def test_classifier_runs_from_the_command_line_and_once_logged_metrics():
     stores = []
     for name, acc in (("20260101-000003-classifier-a", 0.9), ("20260101-000004-classifier-b", 0.8)):
         store = RunStore(runs_root() / name, create=True)
-        store.write_config({"command": "train-classifier", "data": {"source": "phantom"}})
+        store.write_header_json({"command": "train-classifier", "data": {"source": "phantom"}})
         store.set_status("finished", step=2, total_steps=2)
         store.log_metrics(1, {"val/loss": 1.0})
         store.log_metrics(2, {"val/loss": 0.5, "test/accuracy": acc})
@@ -119,7 +119,7 @@ def test_classifier_runs_from_the_command_line_and_once_logged_metrics():
 
 def test_a_classifier_row_says_what_it_also_trained_on_and_its_test_accuracy():
     store = RunStore(runs_root() / "20260101-000003-classifier-report-cnn-cccc", create=True)
-    store.write_config({"command": "train-classifier", "data": {"source": "phantom", "size": 64},
+    store.write_header_json({"command": "train-classifier", "data": {"source": "phantom", "size": 64},
                         "augment": {"rotate_p": 0.5}, "model": {"arch": "report-cnn"},
                         "train": {"synthetic_runs": ["COVID-19=/runs/x"]}})
     store.set_status("finished", step=2, total_steps=2, command=["train-classifier"])
@@ -135,13 +135,13 @@ def test_the_table_is_short_and_the_expander_has_the_full_device_and_data():
     """At 1280 px the grid has 818 px: the device as "H100" or "CPU ×2", a folder by its name,
     the three classes as "all", progress in percent; the full device name is in the expander."""
     gpu = RunStore(runs_root() / "261122-2341-gan-wgan-gp-2", create=True)
-    gpu.write_config({"kind": "gan", "data": {"source": "/data/sets/cxr-real", "size": 128,
+    gpu.write_header_json({"kind": "gan", "data": {"source": "/data/sets/cxr-real", "size": 128,
                                               "classes": ["COVID-19", "NORMAL", "PNEUMONIA"]},
                       "train": {"loss": "wgan-gp"}})
     gpu.set_status("running", step=1234, total_steps=20000, command=["train-gan"],
                    device="NVIDIA H100 80GB HBM3 (cuda)", world_size=2)
     cpu = RunStore(runs_root() / "261122-2300-classifier-resnet-1", create=True)
-    cpu.write_config({"command": "train-classifier", "data": {"source": "phantom:300", "size": 64},
+    cpu.write_header_json({"command": "train-classifier", "data": {"source": "phantom:300", "size": 64},
                       "model": {"arch": "resnet"}})
     cpu.set_status("finished", step=2, total_steps=2, command=["train-classifier"],
                    device="CPU (2 threads)")
@@ -164,7 +164,7 @@ def test_default_comparison_keeps_to_the_newest_runs_kind():
     """A classifier run between GAN runs is not put into the GAN runs' W-estimate chart."""
     old = _fake_run("20260101-000001-gan-wgan-gp-old", "finished", 1.0)
     clf = RunStore(runs_root() / "20260101-000002-classifier-cnn", create=True)
-    clf.write_config({"command": "train-classifier"})
+    clf.write_header_json({"command": "train-classifier"})
     clf.set_status("finished", step=2, total_steps=2, command=["train-classifier"])
     clf.log_metrics(2, {"val/acc": 0.9})
     new = _fake_run("20260101-000003-gan-wgan-gp-new", "finished", 2.0)

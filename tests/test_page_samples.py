@@ -27,7 +27,7 @@ PAGE = str(REPO / "pages" / "samples.py")
 
 def _gan_run(name: str = "20260101-000000-gan-wgan-gp-aaaa") -> RunStore:
     store = RunStore(runs_root() / name, create=True)
-    store.write_config({"kind": "gan", "train": {"loss": "wgan-gp"}})
+    store.write_header_json({"kind": "gan", "train": {"loss": "wgan-gp"}})
     store.set_status("finished", step=20, total_steps=20, command=["train-gan"])
     for step, value in ((0, 30), (10, 120), (20, 200)):  # fixed-z grids, distinguishable
         Image.fromarray(np.full((40, 40), value, np.uint8)).save(store.sample_path(step))

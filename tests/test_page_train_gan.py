@@ -45,7 +45,7 @@ def _app() -> AppTest:
 def _fake_run(name: str, state: str, steps: int = 0, events: list[tuple[int, dict]] = ()) -> RunStore:
     """A run directory as a GAN job writes it; pid is this process, so 'running' counts as alive."""
     store = RunStore(runs_root() / name, create=True)
-    store.write_config({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 10.0, "n_critic": 5,
+    store.write_header_json({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 10.0, "n_critic": 5,
                                                  "lr_critic": 1e-4, "lr_gen": 1e-4}})
     store.set_status(state, step=steps, total_steps=100, device="CPU (test)", path="eager",
                      command=["train-gan", "--loss", "wgan-gp"], heldout_images=12)
@@ -336,11 +336,11 @@ def test_a_finished_run_is_shown_with_the_next_steps_and_the_form_closed():
     from core.gan.models import Generator, GeneratorConfig, save_generator
     data = {"source": "phantom", "phantom_per_class": 8, "classes": ["COVID-19"], "split": "train",
             "split_val_fraction": 0.15, "split_test_fraction": 0.15, "split_seed": 0}
-    store.write_config({**store.config(), "data": data})
+    store.write_header_json({**store.header_json(), "data": data})
     cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
     save_generator(store.checkpoints_dir / "latest.safetensors", Generator(cfg), cfg,
                    {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 3, "data": data})
-    RunStore(runs_root() / "20260101-000001-classifier-report-cnn-old", create=True).write_config(
+    RunStore(runs_root() / "20260101-000001-classifier-report-cnn-old", create=True).write_header_json(
         {"command": "train-classifier"})               # an earlier classifier: its form is closed
     at.button(key="gan_to_classifier").click().run()
     assert not at.exception
@@ -425,7 +425,7 @@ def test_values_in_force_of_an_old_or_odd_run_come_from_its_logs_config_or_defau
     store = RunStore(runs_root() / "20260101-000009-gan-wgan-gp-odd", create=True)
     # A run from before the job published its values, and from elsewhere: lambda 1e9 in its
     # config, n_critic logged under the old name, lr_gen not a number.
-    store.write_config({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 1e9, "n_critic": 5,
+    store.write_header_json({"kind": "gan", "train": {"loss": "wgan-gp", "gp_lambda": 1e9, "n_critic": 5,
                                                  "lr_gen": "fast"}})
     store.log_metrics(3, {"n_critic": 2.0})
     values = gan_view.current_values(store)

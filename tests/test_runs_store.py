@@ -13,7 +13,7 @@ from core.runs.store import RunStore, launch, list_runs, new_run_dir, prune_uplo
 
 def test_metrics_events_and_status_round_trip(tmp_path):
     job = RunStore(tmp_path / "run", create=True)
-    job.write_config({"loss": "wgan-gp"})
+    job.write_header_json({"loss": "wgan-gp"})
     job.set_status("running", step=0, total_steps=10)
     job.log_metrics(1, {"loss/critic": 1.5, "loss/gen": -0.25})
     job.log_metrics(2, {"loss/critic": 1.0})
@@ -24,7 +24,7 @@ def test_metrics_events_and_status_round_trip(tmp_path):
     assert wide.loc[1, "loss/gen"] == -0.25 and wide.loc[2, "loss/critic"] == 1.0
     assert app.metric_names() == ["loss/critic", "loss/gen"]
     assert app.events("control")["payload"].tolist() == [{"gp_lambda": 5.0}]
-    assert app.status()["state"] == "running" and app.config() == {"loss": "wgan-gp"}
+    assert app.status()["state"] == "running" and app.header_json() == {"loss": "wgan-gp"}
 
     job.truncate_after(1)
     assert app.metrics()["step"].max() == 1 and app.events().empty
@@ -99,7 +99,7 @@ def test_prune_uploads_keeps_recent_and_used_folders(tmp_path):
         (uploads / name / "COVID-19").mkdir(parents=True)
         (uploads / name / "COVID-19" / "a.png").write_bytes(b"png")
     run = RunStore(tmp_path / "run-1", create=True)
-    run.write_config({"data": {"source": str(uploads / "used-by-run")}})
+    run.write_header_json({"data": {"source": str(uploads / "used-by-run")}})
     run.set_status("finished")
     now = time.time()
     for path in list((uploads / "old").rglob("*")) + list((uploads / "used-by-run").rglob("*")) \

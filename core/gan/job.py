@@ -588,7 +588,7 @@ def main(args: argparse.Namespace) -> int:
     store = RunStore(args.run_dir, create=not args.resume)
     if args.resume:
         store.refuse_links()
-        saved = store.config()
+        saved = store.header_json()
         if (store.path / "config.json").is_file() and not saved:
             raise UserError(f"{store.path / 'config.json'} is not a readable JSON object; this "
                             f"run cannot be resumed")

@@ -180,9 +180,9 @@ class RunStore:
     # ---- config -------------------------------------------------------------------------
     def write_header(self, header: RunHeader) -> None:
         """config.json: the job's command and configs (core.runs.header's layout)."""
-        self.write_config(header.to_json())
+        self.write_header_json(header.to_json())
 
-    def write_config(self, config: dict) -> None:
+    def write_header_json(self, config: dict) -> None:
         """config.json as given: jobs write a header; tests write older runs' layouts."""
         save_json(self.path / "config.json", config)
 
@@ -190,11 +190,11 @@ class RunStore:
         """config.json read as a RunHeader, whatever layout the run wrote. Only a run without
         one (queued from the command line) is known by its launch, so only then is the status
         read too: pages call this on every refresh."""
-        raw = self.config()
+        raw = self.header_json()
         launched = None if raw else self._read_status().get("command")
         return runheader.read(raw, launched, self.name)
 
-    def config(self) -> dict:
+    def header_json(self) -> dict:
         """config.json as written ({} when missing or unreadable); read it through header()."""
         return _read_object(self.path / "config.json")
 
