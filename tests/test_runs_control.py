@@ -11,7 +11,7 @@ import pytest
 
 from core.runs import control as control_mod
 from core.runs.control import Control, stop_on_sigterm
-from core.runs.report import Reporter
+from core.runs.sink import RunSink
 from core.runs.store import RunStore
 
 
@@ -103,8 +103,8 @@ class _Bounded(Control):
         super().sync(step)
 
 
-class _ResumeOnHeartbeat(Reporter):
-    """A Reporter that, at the paused loop's `resume_after`-th heartbeat, has the user send
+class _ResumeOnHeartbeat(RunSink):
+    """A RunSink that, at the paused loop's `resume_after`-th heartbeat, has the user send
     `then` (so the wait ends without a second thread or a clock)."""
 
     def __init__(self, store, resume_after=2, then=None):

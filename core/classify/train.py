@@ -33,7 +33,7 @@ from core.config import from_dict, given, ranged, refuse_beside, save_json, to_d
 from core.runs.control import Control
 from core.data.config import DataConfig
 from core.errors import UserError, environment_reason
-from core.runs.report import Reporter
+from core.runs.sink import RunSink
 from core.runs.header import RunHeader
 from core.data.splits import PatientSplit
 
@@ -436,7 +436,7 @@ class _SourceAdversary(torch.nn.Module):
         return F.cross_entropy(guess, self.source[i])
 
 
-def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, report: Reporter,
+def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, report: RunSink,
          control: Control, progress, device) -> tuple[dict, int, str | None]:
     """The epochs: train, validate, checkpoint the best (lowest validation loss) and the latest,
     stop early or when asked. Returns (best, last epoch, why it stopped early or None)."""
@@ -583,7 +583,7 @@ def train_classifier(store, data_config, model_config: ClassifierConfig,
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
     t_start = time.time()
-    report, control = Reporter(store), Control(store)
+    report, control = RunSink(store), Control(store)
     store.write_header(header(data_config, model_config, tc, augment_config))
     store.reserve_space()
     report.status("running", step=0, total_steps=tc.epochs, device=describe(device),

@@ -38,7 +38,7 @@ from core.gan.resume import checked_state, control_after_failure
 from core.gan.runs import HELDOUT_MAX, PRESETS, saved_configs, training_images
 from core.gan.trainer import GanTrainer, TrainConfig, resolved
 from core.gan.models import CriticConfig, GeneratorConfig, check_networks, save_generator
-from core.runs.report import Reporter
+from core.runs.sink import RunSink
 from core.runs.header import RunHeader
 from core.runs.store import RunStore
 
@@ -242,7 +242,7 @@ def train(store: RunStore, data_config: DataConfig, gen_config: GeneratorConfig,
     force at the failure (core.gan.resume.control_after_failure)."""
     ctx = _Dist.from_env(train_config.device)
     rank0 = ctx.rank == 0
-    report = Reporter(store, rank0)
+    report = RunSink(store, rank0)
     if rank0:
         store.reserve_space()
     try:
@@ -324,7 +324,7 @@ class _Run:
     """What one GAN process writes besides its reports: checkpoints (generator snapshots and the
     resumable training state) and, on rank 0, the fixed-z grid with its held-out check."""
 
-    def __init__(self, store: RunStore, report: Reporter, trainer: GanTrainer, header: RunHeader,
+    def __init__(self, store: RunStore, report: RunSink, trainer: GanTrainer, header: RunHeader,
                  config: TrainConfig, gen_config: GeneratorConfig, fixed_z: Tensor,
                  check: _HeldOutCheck | None, device: torch.device, status: dict):
         self.store, self.report, self.trainer, self.header = store, report, trainer, header
@@ -378,7 +378,7 @@ class _Run:
 
 def _train(store, data_config, gen_config, critic_config, config, resume, progress, ctx,
            download: bool = False, keep_control: bool = False) -> str:
-    report = Reporter(store, rank0=ctx.rank == 0)
+    report = RunSink(store, rank0=ctx.rank == 0)
     device = _device(config, ctx)
     report.status("running", reason="loading data", step=0, total_steps=config.steps,
                   device=describe(device), loss=config.loss, world_size=ctx.world)
@@ -427,7 +427,7 @@ def _train(store, data_config, gen_config, critic_config, config, resume, progre
     return _loop(run, _LiveControl(store, trainer, ctx), start, progress, ctx.world)
 
 
-def _start(store: RunStore, report: Reporter, trainer: GanTrainer, config: TrainConfig,
+def _start(store: RunStore, report: RunSink, trainer: GanTrainer, config: TrainConfig,
            ctx: _Dist, device: torch.device, resume: bool, fixed_z: Tensor,
            keep_control: bool = False) -> tuple[int, Tensor, str | None]:
     """The first step and the grid's latents: (0, fixed_z), or a resumed run's checkpointed

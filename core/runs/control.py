@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import time
 
-from core.runs.report import Reporter
+from core.runs.sink import RunSink
 from core.runs.store import RunStore
 
 PAUSE_POLL_S = 0.2   # how often a paused job looks at control.json (and beats its heart)
@@ -63,7 +63,7 @@ class Control:
     def should_stop(self) -> bool:
         return self.stop or _SIGNALLED["stop"]
 
-    def wait_while_paused(self, step: int, report: Reporter, **status) -> bool:
+    def wait_while_paused(self, step: int, report: RunSink, **status) -> bool:
         """While the user holds the job paused: say so, keep the heartbeat, poll; then say it
         runs again. Returns whether it was paused (a loop may restart its timers)."""
         if not self.paused or self.should_stop:

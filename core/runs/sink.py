@@ -7,7 +7,9 @@ from __future__ import annotations
 from core.runs.store import RunStore
 
 
-class Reporter:
+class RunSink:
+    """Where a training loop reports what happened; only rank 0 writes."""
+
     def __init__(self, store: RunStore, rank0: bool = True):
         self.store, self.rank0 = store, rank0
 

@@ -1,11 +1,11 @@
-"""core.runs.report: rank 0's Reporter writes status, heartbeat, metrics, events and the job's
+"""core.runs.sink: rank 0's RunSink writes status, heartbeat, metrics, events and the job's
 log line; any other rank's writes nothing at all, so every process of a torchrun job may call it."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.runs.report import Reporter
+from core.runs.sink import RunSink
 from core.runs.store import RunStore
 
 
@@ -16,7 +16,7 @@ def store(tmp_path):
     s.close()
 
 
-def _report_everything(report: Reporter) -> None:
+def _report_everything(report: RunSink) -> None:
     report.status("running", step=1, total_steps=10)
     report.heartbeat(2, force=True)
     report.metrics(2, {"loss/critic": -1.5, "loss/gen": 0.25})
@@ -29,7 +29,7 @@ def _files(store: RunStore) -> list[str]:
 
 
 def test_rank_0_writes_status_metrics_events_and_the_log_line(store, capsys):
-    _report_everything(Reporter(store))
+    _report_everything(RunSink(store))
     status = store.status()
     assert status["state"] == "running" and status["step"] == 2 and status["total_steps"] == 10
     metrics = store.metrics()
@@ -43,7 +43,7 @@ def test_rank_0_writes_status_metrics_events_and_the_log_line(store, capsys):
 
 def test_another_rank_writes_nothing(store, capsys):
     before = _files(store)
-    _report_everything(Reporter(store, rank0=False))
+    _report_everything(RunSink(store, rank0=False))
     assert _files(store) == before   # no status.json, no metrics database
     assert store.metrics().empty and store.events().empty
     assert not (store.path / "status.json").exists()
