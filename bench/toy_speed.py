@@ -1,13 +1,12 @@
 """Playground speed: critic steps per second (2D, 3x128 MLPs, batch 256) per loss and thread
 count for the compiled and the eager critic update against the autograd reference, side by
-side; the matmul floor of a WGAN-GP step; redraw frames per second (the Vega-Lite charts of
-one refresh); a WGAN-GP run on the 8 Gaussians that counts covered modes; and WGAN-GP's toy lambda
+side; the matmul floor of a WGAN-GP step; redraw frames per second (the plotly figures of one
+refresh); a WGAN-GP run on the 8 Gaussians that counts covered modes; and WGAN-GP's toy lambda
 0.1 against the image value 10. Usage: python bench/toy_speed.py [--seconds 3]"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -96,17 +95,6 @@ def critic_speeds(loss: str, threads: int, seconds: float, rounds: int) -> dict:
     return out
 
 
-def _marshal(spec: dict) -> bytes:
-    """What st.vega_lite_chart sends for `spec`: its datasets as Arrow, the rest as JSON."""
-    from streamlit.elements.vega_charts import VegaLiteChartProto, _marshall_chart_data
-
-    proto = VegaLiteChartProto()
-    spec = dict(spec)
-    _marshall_chart_data(proto, spec, None)
-    proto.spec = json.dumps(spec)
-    return proto.SerializeToString()
-
-
 def matmul_floor(seconds: float) -> float:
     """Seconds for the matmuls of one WGAN-GP critic step alone (3x128, batch 256): generator
     forward 2 at B rows; critic forward 2, input-gradient chain 2 and weight gradients 2 at
@@ -163,23 +151,22 @@ def main() -> int:
     for t in trainers:
         compiled(t)
         t.run(20)  # some history for the curves
-    print(f"\nredraw, two trainers side by side (4 Vega-Lite charts: {toy_plots.GRID_RES}^2 "
-          f"critic cells, {toy_plots.N_POINTS}+{toy_plots.N_POINTS} points, "
+    print(f"\nredraw, two trainers side by side (4 figures: heatmap+contours, 512+512 points, "
           f"{toy_plots.N_ARROWS} arrows, curves), 1 thread:   per wall-s  per CPU-s")
 
     def report(label, fn):
         n, wall, cpu = timed(fn, args.seconds)
         print(f"  {label:<52} {n / wall:8.1f} {n / cpu:10.1f}", flush=True)
 
-    report("build the charts (frames/s)", lambda: toy_plots.refresh_specs(trainers))
-    report("build + marshal, as st.vega_lite_chart (frames/s)",
-           lambda: [_marshal(s) for s in toy_plots.refresh_specs(trainers)])
+    report("build figures (frames/s)", lambda: toy_plots.refresh_figures(trainers))
+    report("build + JSON, as st.plotly_chart sends (frames/s)",
+           lambda: [f.to_json() for f in toy_plots.refresh_figures(trainers)])
 
-    def refresh():  # training as the page's thread does it (10 iterations each), then redraw
+    def refresh():  # what one live refresh does: 10 iterations each, then redraw
         for t in trainers:
             t.run(10)
-        [_marshal(s) for s in toy_plots.refresh_specs(trainers)]
-    report("10 iterations x 2 + redraw (/s)", refresh)
+        [f.to_json() for f in toy_plots.refresh_figures(trainers)]
+    report("live refresh: 10 iterations x 2 + redraw (/s)", refresh)
     # What the playground runs by default: threads=0, auto (core.toy.trainer.ToyTrainer.threads_now).
     chosen = []
     for t in trainers:

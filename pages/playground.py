@@ -13,23 +13,19 @@ import streamlit as st
 
 from core.errors import UserError
 from core.gan.losses import LOSSES
-from core.toy.runner import ToyRunner
-from core.toy.trainer import DATASETS, ToyConfig, ToyTrainer, modes_covered
-from ui import state, toy_plots
+from core.toy.trainer import DATASETS, ToyConfig, ToyTrainer, modes_covered, run_together
+from ui import state
+from ui.toy_plots import N_POINTS, refresh_figures, shared_bounds
 
 LOSS_NAMES = {"gan": "GAN", "wgan": "WGAN (clip)", "wgan-gp": "WGAN-GP"}
-# Training runs in a thread of its own (core.toy.runner.ToyRunner) and a refresh only copies the
-# trainers' state and draws it, as Vega-Lite charts the browser updates in place
-# (ui/toy_plots.py). Before, each refresh trained for up to 0.25 s and then sent four Plotly
-# figures, which the browser laid out and drew again as SVG: 0.85 visible refreshes per second
-# in Chromium, in jumps (docs/performance.md has both, measured side by side). The period is
-# the first of REFRESH_S that is at least 1.25x one refresh's server time (a running mean): with
-# training in its own thread a refresh no longer holds up clicks, and twice (as before) capped
-# a loaded machine at 1.5 refreshes a second. Steps twice apart, because a new period needs a
-# full rerun of the page, and a continuous one changed at almost every refresh under load.
-REFRESH_S = (0.25, 0.5, 1.0)   # the periods while playing
-TRAIN_SHARE = 0.6        # most of the wall time the training thread takes
-SPEED_OPTIONS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]  # iterations per second, at most
+# The live panel's period follows its measured cost. With a fixed 0.4 s period and 20 iterations
+# per refresh, one refresh took 0.8-1.5 s on the loaded 2-core machine, so the timer kept a run
+# always pending, the browser (0.6-1.5 CPU-s to draw one refresh of 4 figures) was busy 80-95%
+# of the time, and a click on Pause reached the page 2-10 s late. Now training stops at a time
+# budget and the period is twice the server's time per refresh (budget + building and sending
+# the figures, a running mean), which leaves about half of it to the browser and to clicks.
+TRAIN_BUDGET_S = 0.25    # most wall time one refresh spends training, both trainers together
+REFRESH_S = (0.5, 2.0)   # the period's bounds while playing
 # Both trainers start at lr 1e-3, 5-20x the papers' values, so the toy learns in seconds;
 # switching the loss type restores that paper's optimizer settings.
 START_LR = 1e-3
@@ -79,10 +75,8 @@ def _init_state() -> None:
     # Streamlit's fast reruns start a new script thread before the old one reaches a yield
     # point, so two threads can hold the trainers at once: every access goes through this lock.
     ss.toy_lock = threading.RLock()
-    # Trains while playing, in its own thread, under the same lock; one per browser session.
-    ss.toy_runner = ToyRunner(ss.toy_lock, share=TRAIN_SHARE)
     ss.toy_playing, ss.toy_notes, ss.toy_error = False, [], None
-    ss.toy_draw_s = 0.1  # running mean of one refresh's wall time (copy, build, send)
+    ss.toy_draw_s = 0.1  # running mean of one redraw's wall time (build + send the figures)
 
 
 def _seed_widgets() -> None:
@@ -96,7 +90,7 @@ def _seed_widgets() -> None:
     for slot in SLOTS:
         for field in PER_SLOT:
             state.keep(_key(field, slot), getattr(ss.toy_trainers[slot].config, field))
-    for key, value in (("toy_compare", True), ("toy_speed", 100), ("toy_heatmap", True),
+    for key, value in (("toy_compare", True), ("toy_speed", 20), ("toy_heatmap", True),
                        ("toy_arrows", True)):
         state.keep(key, value)
 
@@ -123,9 +117,8 @@ def _apply(slots: tuple[str, ...], field: str) -> None:
 
 
 def refresh_period(draw_s: float) -> float:
-    """Seconds between live refreshes: the first of REFRESH_S at least 1.25x one refresh's
-    server time (the last if none is)."""
-    return next((p for p in REFRESH_S if p >= 1.25 * draw_s), REFRESH_S[-1])
+    """Seconds between live refreshes: twice one refresh's server time, within REFRESH_S."""
+    return min(max(2.0 * (TRAIN_BUDGET_S + draw_s), REFRESH_S[0]), REFRESH_S[1])
 
 
 def _active_slots() -> tuple[str, ...]:
@@ -147,7 +140,6 @@ def _step(kind: str) -> None:
 def _reset() -> None:
     ss = st.session_state
     trainers, lock = list(ss.toy_trainers.values()), ss.toy_lock
-    ss.toy_runner.pause()
     with lock:
         for t in trainers:
             t.reset()
@@ -158,8 +150,6 @@ def _set_playing(playing: bool) -> None:
     # Set, not toggled: while the live panel reruns, Streamlit has applied one button click
     # twice (seen in a real browser: Pause, then Play again within the same click).
     st.session_state.toy_playing = playing
-    if not playing:
-        st.session_state.toy_runner.pause()  # now, not at the live panel's next refresh
 
 
 def _options(options: list, value) -> list:
@@ -186,11 +176,10 @@ def sidebar_controls() -> None:
                         args=(SLOTS, "seed"), help="A new seed starts over.")
         st.subheader("Display")
         st.toggle("Compare two loss types", key="toy_compare")
-        st.select_slider("Iterations per second (at most)",
-                         _options(SPEED_OPTIONS, ss.toy_speed), key="toy_speed",
-                         help="Each iteration: n_critic critic steps + 1 generator step. "
-                              "Training takes at most "
-                              f"{TRAIN_SHARE:.0%} of the time, so a busy machine does fewer.")
+        st.slider("Iterations per refresh (at most)", 1, 200, key="toy_speed",
+                  help="Each iteration: n_critic critic steps + 1 generator step. A refresh "
+                       f"stops training after {TRAIN_BUDGET_S:g} s, so on a slow machine it "
+                       "does fewer, and Pause still answers at once.")
         st.toggle("Critic heatmap", key="toy_heatmap")
         st.toggle("Gradient arrows", key="toy_arrows")
 
@@ -226,105 +215,79 @@ def slot_controls(slot: str) -> None:
                          help="Critic weights clamped to [-c, c] after each step; 0 = off.")
 
 
-def panel_state(t: ToyTrainer, heatmap: bool, arrows: bool, bounds=None) -> dict:
-    """What trainer `t`'s panel shows, copied (under the trainers' lock, in the page's thread or
-    the training thread: no Streamlit here)."""
+def trainer_view(slot: str, n_metric_cols: int, bounds=None) -> Callable[[], None]:
+    """Everything slot's panel shows, computed now; the returned function only emits it.
+    Both panels are computed before either emits, so a refresh replaces the old panels within
+    milliseconds: drawing slot b's figures while slot a's new elements were already out left
+    the browser showing a half-new layout, slot b's charts missing, for the whole build."""
+    ss = st.session_state
+    t = ss.toy_trainers[slot]
     c = t.config
+    code = STEP_CODE.get(t.step_code, "eager critic step (could not compile)")
+    header = f"**{LOSS_NAMES[c.loss]}** · step {t.gen_steps} · critic steps {t.critic_steps}"
+    tooltip = None if t.step_code in STEP_CODE else t.step_code
     last = t.history[-1] if t.history else {}
-    state = {"header": f"**{LOSS_NAMES[c.loss]}** · step {t.gen_steps} · critic steps "
-                       f"{t.critic_steps}",
-             "code": STEP_CODE.get(t.step_code, "eager critic step (could not compile)"),
-             "tooltip": None if t.step_code in STEP_CODE else t.step_code,
-             "diverged": bool(last) and not all(np.isfinite(v) for v in last.values()),
-             "metrics": [], "view": None}
-    if state["diverged"]:
-        return state
-    state["view"] = view = toy_plots.snapshot(t, heatmap, arrows, bounds)
+    if last and not all(np.isfinite(v) for v in last.values()):
+        def diverged() -> None:
+            st.markdown(header)
+            st.caption(code, help=tooltip)
+            st.warning("Training diverged (NaN or inf). Lower the learning rates, then Reset.")
+        return diverged
+    metrics = []
     if last:
         # Significant digits, not three decimals: a clipped WGAN critic starts with scores of
         # order 1e-4, and "0.000" for hundreds of steps looked stuck.
-        state["metrics"] = [
-            ("W estimate", f"{last.get('wgan/w_estimate', float('nan')):.3g}"),
-            ("‖∇D‖ mean", f"{last.get('wgan/grad_norm_mean', float('nan')):.2f}"),
-            ("critic loss", f"{last.get('loss/critic', float('nan')):.3f}")]
+        metrics = [("W estimate", f"{last.get('wgan/w_estimate', float('nan')):.3g}"),
+                   ("‖∇D‖ mean", f"{last.get('wgan/grad_norm_mean', float('nan')):.2f}"),
+                   ("critic loss", f"{last.get('loss/critic', float('nan')):.3f}")]
         if c.dataset == "8gaussians":
-            state["metrics"].append(("modes covered", f"{modes_covered(view.fake)}/8"))
-    return state
-
-
-def copy_panels(trainers: list[ToyTrainer], heatmap: bool, arrows: bool) -> list[dict]:
-    """panel_state of each trainer; side by side, the panels share their axes (one scale)."""
-    bounds = toy_plots.shared_bounds(trainers)
-    return [panel_state(t, heatmap, arrows, bounds) for t in trainers]
-
-
-def panel(state: dict, key: str, n_metric_cols: int) -> Callable[[], None]:
-    """Builds one panel's charts from its copied state; the returned function emits it. Both
-    panels are built before either emits, so a refresh replaces the old panels within
-    milliseconds: drawing slot b's charts while slot a's new elements were already out left
-    the browser showing a half-new layout, slot b's charts missing."""
-    view = state["view"]
-    specs = [] if view is None else [
-        toy_plots.landscape_spec(view) if view.dim == 2 else toy_plots.histogram_spec(view),
-        toy_plots.curves_spec(view)]
+            metrics.append(("modes covered", f"{modes_covered(t.sample(N_POINTS))}/8"))
+    main, curves = refresh_figures([t], ss.toy_heatmap, ss.toy_arrows, bounds=bounds)
 
     def emit() -> None:
-        st.markdown(state["header"])
-        st.caption(state["code"], help=state["tooltip"])
-        if state["diverged"]:
-            st.warning("Training diverged (NaN or inf). Lower the learning rates, then Reset.")
-            return
-        if state["metrics"]:
+        st.markdown(header)
+        st.caption(code, help=tooltip)
+        if metrics:
             cols = st.columns(n_metric_cols)
-            for i, (label, value) in enumerate(state["metrics"]):
+            for i, (label, value) in enumerate(metrics):
                 cols[i % n_metric_cols].metric(label, value)
-        # Same spec every refresh (the numbers are in its datasets): the browser swaps the
-        # data in place instead of mounting the chart again.
-        for spec, part in zip(specs, ("main", "curves")):
-            st.vega_lite_chart(spec, key=f"toy_chart_{key}_{part}", width="stretch")
+        st.plotly_chart(main, key=f"toy_fig_{slot}_main", config={"displayModeBar": False})
+        st.plotly_chart(curves, key=f"toy_fig_{slot}_curves",
+                        config={"displayModeBar": False})
     return emit
 
 
 def live_panel() -> None:
-    """Draws the trainers' latest state; the training thread trains meanwhile."""
+    """Trains up to `speed` iterations per refresh while playing, then redraws every view."""
     ss = st.session_state
     slots = _active_slots()
-    trainers, lock, runner = [ss.toy_trainers[s] for s in slots], ss.toy_lock, ss.toy_runner
-    speed, playing, period = ss.toy_speed, ss.toy_playing, ss.toy_period
-    heatmap, arrows = ss.toy_heatmap, ss.toy_arrows
-    if runner.error:  # training stopped by itself: say why, and show Play again
-        ss.toy_error, runner.error, ss.toy_playing = runner.error, None, False
-        st.rerun()
-    # What a copy shows: a copy made for other trainers or settings is not drawn.
-    key = (tuple(id(t) for t in trainers), heatmap, arrows)
-    if playing:  # (re)starts the thread, with this run's slots, speed and settings
-        runner.play(trainers, speed, lambda ts: copy_panels(ts, heatmap, arrows), key)
-    else:
-        runner.pause()
-    runner.touch()
+    trainers, lock, speed, playing, period = ([ss.toy_trainers[s] for s in slots], ss.toy_lock,
+                                              ss.toy_speed, ss.toy_playing, ss.toy_period)
     # Side by side, four metrics in a row are cut short ("-0.…", "modes cover…"): two rows.
     n_metric_cols = 2 if len(slots) > 1 else 4
-    latest = runner.latest if playing else None
-    start = time.perf_counter()
     try:
-        if latest is not None and latest[0] == key:
-            states = latest[1]  # no lock: the training thread made it after its last chunk
-        else:
-            # No session-state access (a yield point) while the lock is held.
-            with lock:
-                start = time.perf_counter()  # the wait for the lock is not this page's cost
-                states = copy_panels(trainers, heatmap, arrows)
-        emits = [panel(state, slot, n_metric_cols) for state, slot in zip(states, slots)]
-        for col, emit in zip(st.columns(len(slots)), emits):
-            with col:
-                emit()
+        # No session-state access (a yield point) between the trainers' runs, and the lock
+        # keeps an overlapping rerun from touching them until this refresh has drawn. Training
+        # stops at TRAIN_BUDGET_S: a click (Pause) reruns the page at the next yield point, so
+        # this bounds how long it waits, and the lock how long the new run waits for it.
+        with lock:
+            if playing:
+                run_together(trainers, speed, TRAIN_BUDGET_S)
+            start = time.perf_counter()
+            # Side by side, the two panels share their axes: one scale for both losses.
+            bounds = shared_bounds([ss.toy_trainers[slot] for slot in slots])
+            views = [trainer_view(slot, n_metric_cols, bounds) for slot in slots]
+            for col, emit in zip(st.columns(len(slots)), views):
+                with col:
+                    emit()
+            draw_s = time.perf_counter() - start
     except UserError as exc:
         st.error(str(exc))
         return
-    ss.toy_draw_s = 0.8 * ss.toy_draw_s + 0.2 * (time.perf_counter() - start)
-    # The period is registered by the full page run; a cost that moved to another step of
-    # REFRESH_S (another job started, the heatmap turned off) reruns the page to register it.
-    if playing and period and refresh_period(ss.toy_draw_s) != period:
+    ss.toy_draw_s = 0.8 * ss.toy_draw_s + 0.2 * draw_s
+    # The period is registered by the full page run; a cost that drifted 1.5x from it (another
+    # job started, the heatmap turned off) reruns the page to register the new one.
+    if playing and period and not 1 / 1.5 < refresh_period(ss.toy_draw_s) / period < 1.5:
         st.rerun()
 
 
