@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -484,3 +486,29 @@ def test_the_weight_average_and_the_raw_generator_side_by_side():
     at.run()
     html = " ".join(e.proto.body for e in at.get("html"))
     assert "Fixed-z samples (weight average), step 3" in html and "Raw generator, step 3" in html
+
+
+@pytest.mark.parametrize("state", ["running", "finished"])
+def test_leaving_train_gan_and_coming_back_shows_the_run(state):
+    """In-app navigation away and back: Streamlit drops a widget's key when a run does not draw
+    it, and the steering sliders then read a key that was gone (a KeyError box, no charts)."""
+    store = _fake_run(f"20260101-000000-gan-wgan-gp-nav-{state}", state, steps=3)
+    store.set_status(state, live={"gp_lambda": 10.0, "n_critic": 5, "lr_critic": 1e-4,
+                                  "lr_gen": 1e-4, "clip": 0.0})
+    at = _in_app().run()
+    assert not at.exception and at.select_slider(key=steer_key(store, "gp_lambda")).value == 10.0
+    at.switch_page(str(REPO / "pages" / "home.py")).run()
+    assert not at.exception
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception[0].value
+    assert any(store.name in m.value for m in at.markdown)
+    assert at.select_slider(key=steer_key(store, "gp_lambda")).value == 10.0
+
+
+def test_a_resume_after_a_blow_up_says_which_values_it_took():
+    store = _fake_run("20260101-000000-gan-wgan-gp-reset", "running", steps=3)
+    reason = ("resumed after a non-finite loss with the values in force at step 3 (lambda 10); "
+              "--keep-control keeps the later ones")
+    store.set_status("running", reason=reason, step=3)
+    at = _app().run()
+    assert not at.exception and any(reason in i.value for i in at.info)

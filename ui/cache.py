@@ -8,6 +8,7 @@ the load runs outside it, filling the slot once under a lock."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +123,10 @@ def run_images(run_path: str, config_mtime_ns: int) -> tuple[np.ndarray, np.ndar
     return load(run_path)
 
 
+GRID_MAX_PX = 4096 * 4096       # an enlarged grid's pixels, at most
+FIGURE_MAX_BYTES = 8 * 2**20    # a grid PNG embedded in a page, at most
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def sample_grid(path: str, mtime_ns: int, min_px: int = 480) -> np.ndarray:
     """A sample-grid PNG as a uint8 array, enlarged by a whole factor (nearest neighbour, so
@@ -129,6 +134,9 @@ def sample_grid(path: str, mtime_ns: int, min_px: int = 480) -> np.ndarray:
     with Image.open(path) as im:
         im = im.convert("L") if im.mode not in ("L", "RGB") else im.copy()
     factor = max(1, -(-min_px // max(im.width, 1)))
+    # A grid from elsewhere may be 1 x 5,000,000 pixels: enlarged 480 times it would not fit in
+    # memory. Ours are at most a few megapixels; the enlargement stays under GRID_MAX_PX.
+    factor = max(1, min(factor, math.isqrt(GRID_MAX_PX // max(im.width * im.height, 1))))
     if factor > 1:
         im = im.resize((im.width * factor, im.height * factor), Image.NEAREST)
     return np.asarray(im)
@@ -143,6 +151,11 @@ def sample_figure(path: str, mtime_ns: int, caption: str) -> str:
     import base64
     import html
 
+    size = Path(path).stat().st_size
+    if size > FIGURE_MAX_BYTES:   # not one of ours: a page must not carry it to every browser
+        return (f'<figure style="margin:0"><figcaption style="font-size:0.875rem;opacity:0.6">'
+                f'{html.escape(caption)}: the file is {size / 2**20:.0f} MB, too large to show '
+                f'here (a sample grid is at most a few MB)</figcaption></figure>')
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return (f'<figure style="margin:0"><img src="data:image/png;base64,{data}" '
             f'alt="{html.escape(caption)}" style="width:100%;image-rendering:pixelated"/>'

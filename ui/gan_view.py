@@ -247,6 +247,8 @@ def render(run_path: str) -> None:
         notice.error(f"The run failed: {public(status.get('reason') or 'no reason given')}")
         with notice.expander("End of the job's log", expanded=True):
             st.code(store.tail_log(3000) or "(empty log)", language=None)
+    elif state == "running" and status.get("reason"):   # e.g. a resume after a blow-up said
+        notice.info(public(str(status["reason"])), icon=":material/info:")   # which values it took
     elif state == "queued" and not waiting and status.get("age_s", 0) > 30:
         notice.warning("The job has not reported for 30 s; the end of its log:")
         notice.code(store.tail_log(2000) or "(empty log)", language=None)
