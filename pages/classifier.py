@@ -10,13 +10,9 @@ from core.runs import store as runstore
 from core.data.augment import AugmentConfig
 from core.checkpoint import read_meta
 from core.classify.model import ARCH_NAMES, ARCHS, BEST
-from core.classify.train import (
-    PRESETS,
-    ClassifierTrainConfig,
-    build_configs,
-    header,
-    synthetic_fraction,
-)
+from core.classify.config import ClassifierTrainConfig
+from core.classify.synthetic import synthetic_fraction
+from core.classify.train import PRESETS, build_configs, header
 from core.config import field_range, to_dict
 from core.data.config import DataConfig
 from core.errors import UserError

@@ -76,7 +76,8 @@ def test_ece_by_hand():
 
 def test_evaluate_by_source_and_cli(tmp_path, capsys):
     from core.classify.model import ClassifierConfig, load_classifier
-    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.classify.config import ClassifierTrainConfig
+    from core.classify.train import train_classifier
     from core.data.config import DataConfig
     from core.data.dataset import ImageDataset
     from core.classify.evaluate import evaluate, split_indices
@@ -154,7 +155,8 @@ def _toy(n_per_class=12, sources=("src0", "src1"), child_source=None, seed=0):
 
 def test_evaluate_reports_adults_and_shortcut(tmp_path):
     from core.classify.model import ClassifierConfig, load_classifier
-    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.classify.config import ClassifierTrainConfig
+    from core.classify.train import train_classifier
     from core.data.config import DataConfig
     from core.classify.evaluate import evaluate, format_table
     from core.runs.store import RunStore

@@ -22,7 +22,8 @@ from core.classify.predict import fit_ood, ood_distance, overlay_png, predict_fi
 def phantom_model(tmp_path_factory):
     """A tiny report CNN trained for a few epochs on 32 px phantoms (with OOD statistics)."""
     from core.classify.model import load_classifier
-    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.classify.config import ClassifierTrainConfig
+    from core.classify.train import train_classifier
     from core.data.config import DataConfig
     from core.runs.store import RunStore
 

@@ -12,12 +12,9 @@ import pytest
 
 from core import __main__ as cli
 from core.classify.model import ClassifierConfig, load_classifier
-from core.classify.train import (
-    ClassifierTrainConfig,
-    _parse_synthetic,
-    group_balanced_weights,
-    train_classifier,
-)
+from core.classify.config import ClassifierTrainConfig
+from core.classify.synthetic import parse_synthetic
+from core.classify.train import group_balanced_weights, train_classifier
 from core.data.config import DataConfig
 from core.data.dataset import ImageDataset
 from core.errors import UserError
@@ -93,7 +90,7 @@ def test_split_is_by_patient_and_extras_only_train(tmp_path, monkeypatch):
                  for i in range(per_class)]
         return [ImageDataset(imgs, np.zeros(per_class, int), classes, metas)]
 
-    monkeypatch.setattr(ct, "_synthetic_items", fake_synth)
+    monkeypatch.setattr(ct, "synthetic_items", fake_synth)
     monkeypatch.setattr(ct, "synthetic_fraction", lambda *args: None)  # "x" is no real run
     from core.data.augment import AugmentConfig
     store = RunStore(tmp_path / "run", create=True)
@@ -178,7 +175,7 @@ def test_group_weights_train_and_need_the_column(tmp_path):
 def test_source_adversary_trains_and_reverses_the_gradient(tmp_path):
     import torch
 
-    from core.classify.train import _GradientReversal
+    from core.classify.adversary import _GradientReversal
 
     x = torch.ones(3, requires_grad=True)
     _GradientReversal.apply(x, 0.5).sum().backward()
@@ -198,8 +195,8 @@ def test_source_adversary_trains_and_reverses_the_gradient(tmp_path):
 
 
 def test_parse_synthetic():
-    assert _parse_synthetic("COVID-19=runs/a") == ("COVID-19", "runs/a")
-    assert _parse_synthetic("runs/a") == (None, "runs/a")
+    assert parse_synthetic("COVID-19=runs/a") == ("COVID-19", "runs/a")
+    assert parse_synthetic("runs/a") == (None, "runs/a")
 
 
 def test_cli_phantom(tmp_path, capsys):
@@ -272,7 +269,7 @@ def test_cxr_preset_runs_on_tiny_data_and_flags_phantoms(tmp_path):
 def test_intensity_jitter_keeps_range_and_leaves_geometry_only_runs_unchanged():
     import torch
 
-    from core.classify.train import jitter
+    from core.classify.jitter import jitter
 
     x = torch.rand(6, 1, 16, 16) * 2 - 1
     plain = ClassifierTrainConfig()
@@ -287,7 +284,7 @@ def test_intensity_jitter_keeps_range_and_leaves_geometry_only_runs_unchanged():
 def test_random_blur_blurs_about_half_and_keeps_the_mean():
     import torch
 
-    from core.classify.train import _random_blur
+    from core.classify.jitter import _random_blur
 
     x = torch.rand(64, 1, 16, 16)
     y = _random_blur(x, 1.5, torch.Generator().manual_seed(0))

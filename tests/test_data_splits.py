@@ -105,7 +105,7 @@ def test_holdout_patients_takes_every_source():
 
 
 def test_one_patient_split_read_from_every_config_that_names_it():
-    from core.classify.train import ClassifierTrainConfig
+    from core.classify.config import ClassifierTrainConfig
     from core.data.config import DataConfig
     from core.data.splits import PatientSplit
 

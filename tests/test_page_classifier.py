@@ -44,7 +44,8 @@ def _app() -> AppTest:
 def trained_run(tmp_path_factory) -> Path:
     """A finished train-classifier run on a few phantoms (a tiny CNN, two epochs, ~3 s)."""
     from core.classify.model import ClassifierConfig
-    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.classify.config import ClassifierTrainConfig
+    from core.classify.train import train_classifier
 
     path = tmp_path_factory.mktemp("clf") / "20260101-000000-classifier-report-cnn-abcd"
     store = RunStore(path, create=True)

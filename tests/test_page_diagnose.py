@@ -33,7 +33,8 @@ RUN_NAME = "20260101-000000-classifier-report-cnn-diag"
 def trained_run(tmp_path_factory) -> Path:
     """A finished tiny classifier run on phantoms (with temperature and OOD statistics)."""
     from core.classify.model import ClassifierConfig
-    from core.classify.train import ClassifierTrainConfig, train_classifier
+    from core.classify.config import ClassifierTrainConfig
+    from core.classify.train import train_classifier
     from core.data.config import DataConfig
 
     path = tmp_path_factory.mktemp("clf") / RUN_NAME

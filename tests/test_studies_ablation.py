@@ -13,7 +13,9 @@ import torch
 from core import __main__ as cli
 from core.studies.ablation import markdown, parse_runs, run_ablation, summarise
 from core.classify.model import ClassifierConfig
-from core.classify.train import ClassifierTrainConfig, synthetic_fraction, train_classifier
+from core.classify.config import ClassifierTrainConfig
+from core.classify.synthetic import synthetic_fraction
+from core.classify.train import train_classifier
 from core.config import to_dict
 from core.data.config import DataConfig
 from core.errors import UserError

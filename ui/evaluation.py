@@ -135,7 +135,7 @@ def _start_form(data_cfg) -> None:
     """Start an ablation on the Data page's data: real only, + Augmentor copies, + samples of
     chosen GAN runs, at several shares of the training patients; queued like any job."""
     from core.studies.ablation import ARMS
-    from core.classify.train import ClassifierTrainConfig
+    from core.classify.config import ClassifierTrainConfig
 
     with st.expander("Run an ablation", icon=":material/science:"):
         st.caption(f"On {state.data_label(data_cfg)} at {data_cfg.size} px. Each arm trains the "

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -21,6 +20,9 @@ import torch.nn.functional as F
 
 from core.runs import header as runheader
 from core.budget import mapped, resident_limit
+from core.classify.adversary import SourceAdversary
+from core.classify.config import BALANCE, ClassifierTrainConfig
+from core.classify.jitter import jitter
 from core.classify.model import (
     BEST,
     ClassifierConfig,
@@ -28,16 +30,15 @@ from core.classify.model import (
     ood_features,
     save_classifier,
 )
+from core.classify.synthetic import synthetic_fraction, synthetic_items
 from core.config import add_arguments as add_config_arguments
-from core.config import from_dict, given, ranged, refuse_beside, save_json, to_dict
+from core.config import from_dict, given, refuse_beside, save_json, to_dict
 from core.runs.control import Control
 from core.data.config import DataConfig
 from core.errors import UserError, environment_reason
 from core.runs.sink import RunSink
 from core.runs.header import RunHeader
 from core.data.splits import PatientSplit
-
-BALANCE = ("weights", "augment", "none")
 
 # Named starting points; explicit flags override them (as train-gan's presets). cxr: the
 # real-X-ray recipe, measured on cxr-real-v2 within 20 minutes of 2-core CPU training
@@ -49,88 +50,6 @@ PRESETS: dict[str, dict] = {
         "train": {"epochs": 15, "patience": 15},
     },
 }
-
-
-@dataclass
-class ClassifierTrainConfig:
-    epochs: int = ranged(1, 100_000, 20)
-    batch_size: int = ranged(1, 65_536, 32)
-    lr: float = ranged(1e-6, 1.0, 1e-3)   # Adam, as in the report
-    weight_decay: float = 0.0
-    patience: int = 6                # early stopping: epochs without a lower validation loss
-    # The patient split (core.data.splits.PatientSplit, whose defaults these are); keep it fixed
-    # across compared runs. The test patients are held out for `evaluate`, never trained on.
-    val_fraction: float = PatientSplit.val_fraction
-    test_fraction: float = PatientSplit.test_fraction
-    split_seed: int = PatientSplit.seed
-    train_fraction: float = PatientSplit.train_fraction   # this share of the training patients
-    seed: int = 0                    # initialisation, shuffling, augmentation, GAN sampling
-    balance: str = "weights"         # weights: inverse-frequency loss weights; augment: Augmentor
-                                     # copies up to the largest class; none
-    augment_per_class: int = 0       # with an augment config: grow each class to this many
-                                     # training images (0: to the largest class)
-    group_weights: str = ""          # a metadata column (e.g. source): loss weights give every
-                                     # (value, class) cell the same total weight (see
-                                     # group_balanced_weights); overrides `balance`'s weights
-    synthetic_runs: tuple[str, ...] = ()  # GAN runs, "CLASS=RUN_DIR" or "RUN_DIR"
-    synthetic_per_class: int = 0     # generated images added per named class
-    lr_schedule: str = "cosine"      # constant | cosine (decay to 0 over `epochs`)
-    jitter_shift: float = 0.05       # on-the-fly random translation, fraction of the image size
-    jitter_rotate: float = 5.0       # on-the-fly random rotation, degrees
-    jitter_scale: float = 0.05       # on-the-fly random zoom, +- fraction
-    jitter_gamma: float = 0.0        # on-the-fly random gamma exp(+-g) and contrast 1 +- g/2:
-                                     # each source has its own exposure and processing, and a
-                                     # model should not tell the class by it
-    jitter_blur: float = 0.0         # on-the-fly Gaussian blur, sigma uniform in [0, this] px, on
-                                     # half the images: sources differ in sharpness (the NIH
-                                     # images exist only at 64 px), and blur should not be a class
-    source_adversary: float = ranged(0.0, 100.0, 0.0)   # weight of a class-conditional source
-                                     # adversary (_SourceAdversary; 0: none)
-    device: str = "auto"
-    threads: int = 0                 # torch CPU threads (0: torch's default)
-
-
-def jitter(x: torch.Tensor, tc: ClassifierTrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random small affine jitter of a training batch (N, C, S, S), one draw per image, edges
-    replicated: translation up to jitter_shift * S, rotation up to jitter_rotate degrees, zoom
-    up to 1 +- jitter_scale; with jitter_gamma, a random gamma and contrast first. No flips (a
-    mirrored chest puts the heart on the wrong side)."""
-    if not (tc.jitter_shift or tc.jitter_rotate or tc.jitter_scale or tc.jitter_gamma
-            or tc.jitter_blur):
-        return x
-    n = len(x)
-    u = torch.rand(n, 4, generator=generator).to(x.device) * 2 - 1          # (N, 4) in [-1, 1]
-    if tc.jitter_gamma:  # drawn after the geometric draws, so runs without it are unchanged
-        v = torch.rand(n, 2, generator=generator).to(x.device) * 2 - 1      # (N, 2)
-        gamma = torch.exp(v[:, 0] * tc.jitter_gamma).view(n, 1, 1, 1)
-        contrast = (1 + v[:, 1] * tc.jitter_gamma / 2).view(n, 1, 1, 1)
-        x01 = ((x + 1) / 2).clamp(0, 1) ** gamma                               # (N, C, S, S)
-        mean = x01.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x01 - mean) * contrast + mean).clamp(0, 1) * 2 - 1
-    if tc.jitter_blur:
-        x = _random_blur(x, tc.jitter_blur, generator)
-    angle = u[:, 0] * math.radians(tc.jitter_rotate)
-    scale = 1 + u[:, 1] * tc.jitter_scale
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * tc.jitter_shift], 1),
-                         torch.stack([sin, cos, u[:, 3] * 2 * tc.jitter_shift], 1)], 1)  # (N, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _random_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Half of the images (N, C, S, S) blurred by a Gaussian of sigma uniform in (0, max_sigma]
-    px (a 7x7 kernel per image, edges replicated); the others unchanged."""
-    n, c = x.shape[:2]
-    draw = torch.rand(n, 2, generator=generator).to(x.device)
-    sigma = (draw[:, 0] * max_sigma).clamp_min(1e-3) * (draw[:, 1] < 0.5)              # (N,)
-    r = torch.arange(-3, 4, device=x.device, dtype=x.dtype)
-    k1 = torch.exp(-r[None] ** 2 / (2 * sigma[:, None].clamp_min(1e-3) ** 2))          # (N, 7)
-    k1 = k1 / k1.sum(1, keepdim=True)
-    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]           # (N*C, 1, 7, 7)
-    out = F.conv2d(F.pad(x.reshape(1, n * c, *x.shape[2:]), (3, 3, 3, 3), mode="replicate"),
-                   k2, groups=n * c)
-    return out.reshape(x.shape)
 
 
 def group_balanced_weights(labels: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -178,101 +97,6 @@ class _Images:
         if self.rows is not None:
             return _Images(self.images, self.rows[rows], self.device)
         return _Images(self.images[rows.to(self.images.device)], None, self.device)
-
-
-def _parse_synthetic(spec: str) -> tuple[str | None, str]:
-    if "=" in spec:
-        cls, run = spec.split("=", 1)
-        return cls.strip(), run.strip()
-    return None, spec.strip()
-
-
-def _loaded_as(data: dict) -> tuple[str, dict]:
-    """(source family, the settings that decide which images it loads) of a data config dict.
-    Every phantom spec is one family ("phantom" and "phantom:N" draw from the same generator),
-    told apart by count and seed; a folder is its resolved path."""
-    defaults = to_dict(DataConfig())
-    source = str(data.get("source") or "")
-    extra = bool(data.get("keep_extra_classes", defaults["keep_extra_classes"]))
-    if source.startswith("phantom"):
-        count = source.split(":", 1)[1] if ":" in source else \
-            data.get("phantom_per_class", defaults["phantom_per_class"])
-        return "phantom", {"images per class": str(count), "seed": data.get("seed", 0),
-                           "keep_extra_classes": extra}
-    path = Path(source).expanduser()
-    # The split is drawn over what the filter kept, so a filtered copy is another source.
-    return (str(path.resolve()) if path.exists() else source), {
-        "keep_extra_classes": extra, "where": sorted(data.get("where") or [])}
-
-
-def synthetic_fraction(spec: str, data_config, tc: ClassifierTrainConfig) -> float | None:
-    """The share of this classifier's training patients that GAN run `spec` ("[CLASS=]RUN")
-    was trained on, read from its checkpoint's data config: 1.0 for all of them, None when it
-    was trained on another source (its samples cannot carry these patients).
-
-    Raises UserError when the run saw patients outside the classifier's training split (all of
-    the source, a differently loaded copy, another split, or more training patients than
-    train_fraction keeps): its samples would be copies of validation or test patients and
-    inflate every score."""
-    from core.checkpoint import read_meta
-    from core.gan.runs import run_checkpoint
-
-    _, run = _parse_synthetic(spec)
-    gan = read_meta(run_checkpoint(run)).get("data") or {}
-    if not isinstance(gan, dict):
-        raise UserError(f"GAN run {run}: its checkpoint's data config is not a JSON object")
-    (theirs, their_settings), (ours, our_settings) = _loaded_as(gan), _loaded_as(to_dict(data_config))
-    if theirs != ours:
-        return None
-    fix = "train it with --data-split train (the default fractions and seed"
-    if tc.train_fraction < 1:
-        fix += f", and --data-split-train-fraction {tc.train_fraction:g}"
-    fix += ")"
-    # The split is drawn over the whole loaded source, so it matches only if the GAN loaded the
-    # same images.
-    differ = [f"{k} {v} (here {our_settings[k]})" for k, v in their_settings.items()
-              if v != our_settings[k]]
-    if differ:
-        raise UserError(f"GAN run {run} loaded {gan.get('source')} differently "
-                        f"({', '.join(differ)}), so its patients cannot be matched to this "
-                        f"classifier's split: {fix}, with the same data settings")
-    if gan.get("split") != "train":
-        raise UserError(f"GAN run {run} was trained on all of {gan.get('source')}, including this "
-                        f"classifier's validation and test patients; its samples would leak them: {fix}")
-    theirs, ours = PatientSplit.of_data(gan), PatientSplit.of_classifier(tc)
-    if replace(theirs, train_fraction=1.0) != replace(ours, train_fraction=1.0):
-        raise UserError(f"GAN run {run} was trained on another patient split (val, test, seed = "
-                        f"{theirs.val_fraction, theirs.test_fraction, theirs.seed}, here "
-                        f"{ours.val_fraction, ours.test_fraction, ours.seed}): {fix}")
-    if theirs.train_fraction > ours.train_fraction:
-        raise UserError(f"GAN run {run} saw {theirs.train_fraction:g} of the training patients, "
-                        f"more than the {ours.train_fraction:g} this classifier trains on: {fix}")
-    return float(theirs.train_fraction)
-
-
-def _synthetic_items(specs, per_class: int, size: int, classes: list[str], seed: int, progress):
-    """An ImageDataset of `per_class` generated images per GAN run, metas marked synthetic."""
-    from core.data.dataset import ImageDataset
-    from core.gan.runs import sample_run
-
-    parts = []
-    for j, spec in enumerate(specs):
-        cls, run = _parse_synthetic(spec)
-        images, meta, run_cls = sample_run(run, per_class, seed=seed + 1000 * j, size=size)
-        cls = cls or run_cls
-        if cls is None:
-            raise UserError(f"GAN run {run} does not say which class it was trained on; give it "
-                            f"as CLASS={run}")
-        if cls not in classes:
-            raise UserError(f"synthetic class {cls!r} is not one of {', '.join(classes)}")
-        name = Path(run).name
-        metas = [{"synthetic": True, "source": f"synthetic:{name}", "gan_run": str(run),
-                  "gan_loss": meta.get("loss"), "patient": f"synthetic:{name}:{i}",
-                  "file": f"{name}#{i}"} for i in range(len(images))]
-        parts.append(ImageDataset(images, np.full(len(images), classes.index(cls)), classes, metas))
-        if progress:
-            progress(0.0, f"generated {len(images)} {cls} images from {name}")
-    return parts
 
 
 PHANTOM_OUTLIERS = 20        # phantoms per class a real-X-ray model's OOD check learns to flag
@@ -348,7 +172,7 @@ def _training_set(dataset, tc: ClassifierTrainConfig, augment_config, device,
             else:
                 train_ds = dataset.subset(train_idx)
             if synthetic:
-                for part in _synthetic_items(tc.synthetic_runs, tc.synthetic_per_class,
+                for part in synthetic_items(tc.synthetic_runs, tc.synthetic_per_class,
                                              dataset.size, classes, tc.seed, progress):
                     train_ds = train_ds.concat(part)
             x_train = _Images(torch.from_numpy(train_ds.images).to(device), None, device)
@@ -401,41 +225,6 @@ def _item_weights(tc: ClassifierTrainConfig, ts: _TrainingSet, device) -> torch.
     return torch.tensor(weight, dtype=torch.float32, device=device)
 
 
-class _GradientReversal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight):
-        ctx.weight = weight
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.weight * grad, None
-
-
-class _SourceAdversary(torch.nn.Module):
-    """Guesses each training image's source (metadata "source") from its penultimate features
-    and its true class, through a gradient reversal: the better it guesses, the more the
-    features are pushed to hide the source within a class (a class-conditional form of Ganin &
-    Lempitsky's domain-adversarial training). An attempt at the source shortcut the shortcut
-    probe measures; docs/results.md has what it did."""
-
-    def __init__(self, n_features: int, n_classes: int, sources: list[str], weight: float, device):
-        super().__init__()
-        names = sorted(set(sources))
-        if len(names) < 2:
-            raise UserError("source_adversary needs training images from two sources or more "
-                            "(metadata column 'source')")
-        self.source = torch.tensor([names.index(s) for s in sources], device=device)
-        self.n_classes, self.weight = n_classes, weight
-        self.net = torch.nn.Sequential(torch.nn.Linear(n_features + n_classes, 64),
-                                       torch.nn.ReLU(), torch.nn.Linear(64, len(names))).to(device)
-
-    def loss(self, features: torch.Tensor, y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        onehot = F.one_hot(y, self.n_classes).float()
-        guess = self.net(torch.cat([_GradientReversal.apply(features, self.weight), onehot], 1))
-        return F.cross_entropy(guess, self.source[i])
-
-
 def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, report: RunSink,
          control: Control, progress, device) -> tuple[dict, int, str | None]:
     """The epochs: train, validate, checkpoint the best (lowest validation loss) and the latest,
@@ -446,7 +235,7 @@ def _fit(model, ts: _TrainingSet, tc: ClassifierTrainConfig, meta: dict, store, 
     params = list(model.parameters())
     adversary = None
     if tc.source_adversary > 0:
-        adversary = _SourceAdversary(model.num_features, len(ts.counts),
+        adversary = SourceAdversary(model.num_features, len(ts.counts),
                                      [str(m.get("source", "")) for m in ts.metas],
                                      tc.source_adversary, device)
         params += list(adversary.parameters())

@@ -13,11 +13,9 @@ import pandas as pd
 
 from core.runs import header as runheader
 from core.classify.model import ClassifierConfig
-from core.classify.train import (
-    ClassifierTrainConfig,
-    synthetic_fraction,
-    train_classifier,
-)
+from core.classify.config import ClassifierTrainConfig
+from core.classify.synthetic import synthetic_fraction
+from core.classify.train import train_classifier
 from core.config import add_arguments as add_config_arguments
 from core.config import given, ranged, refuse_beside, save_json, to_dict
 from core.errors import UserError
