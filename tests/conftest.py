@@ -112,6 +112,16 @@ def page_texts(at) -> list[str]:
     return out
 
 
+def saved_generator(run: Path, meta: dict, size: int = 32, width: float = 0.125) -> Path:
+    """A GAN run directory holding only an untrained tiny generator's snapshot (seed 0)."""
+    from core.gan.models import Generator, GeneratorConfig, save_generator
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(latent_dim=8, size=size, width=width)
+    save_generator(run / "checkpoints" / "latest.safetensors", Generator(cfg), cfg, meta)
+    return run
+
+
 def huge_png_header(width: int, height: int) -> bytes:
     """A PNG whose IHDR (valid CRC) claims width x height; the pixel data is a stub: a
     decompression bomb's header, for the bad-input tests."""

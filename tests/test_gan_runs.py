@@ -11,7 +11,8 @@ import torch
 from core.config import checked
 from core.data.config import DataConfig
 from core.errors import CheckpointError
-from core.gan.models import CriticConfig, Generator, GeneratorConfig, save_generator
+from conftest import saved_generator
+from core.gan.models import CriticConfig, GeneratorConfig
 from core.gan.runs import (PRESETS, resize_u8, run_checkpoint, run_class, sample_run, to_u8)
 from core.gan.trainer import TrainConfig
 
@@ -76,12 +77,8 @@ def test_resize_u8():
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(latent_dim=8, size=16, width=0.0625)
-    run = tmp_path / "gan-run"
-    save_generator(run / "checkpoints" / "latest.safetensors", Generator(cfg), cfg,
-                   {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 2})
-    return run
+    return saved_generator(tmp_path / "gan-run", {"classes": ["COVID-19"], "loss": "wgan-gp",
+                                                  "step": 2}, size=16, width=0.0625)
 
 
 def test_sample_run_on_a_tiny_saved_generator(tiny_run):

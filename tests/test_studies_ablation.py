@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-import torch
 
+from conftest import saved_generator
 from core import __main__ as cli
 from core.studies.ablation import markdown, parse_runs, run_ablation, summarise
 from core.classify.model import ClassifierConfig
@@ -25,12 +25,8 @@ from core.runs.store import RunStore
 
 @pytest.fixture
 def wgan_gp_run(tmp_path):
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
-    run = tmp_path / "covid-wgan-gp"
-    save_generator(run / "checkpoints" / "latest.safetensors", Generator(cfg), cfg,
-                   {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 1})
-    return run
+    return saved_generator(tmp_path / "covid-wgan-gp",
+                           {"classes": ["COVID-19"], "loss": "wgan-gp", "step": 1})
 
 
 def _run_on(tmp_path, name, **data):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import saved_generator
 from core import __main__ as cli
 from core.classify.model import ClassifierConfig, build_classifier, save_classifier
 from core.studies.gan_metrics import (
@@ -20,7 +21,6 @@ from core.studies.gan_metrics import (
     two_sample_test,
 )
 from core.gan.runs import run_class, sample_run
-from core.gan.models import Generator, GeneratorConfig, save_generator
 
 
 def gaussian(n, d=6, shift=0.0, seed=0):
@@ -66,13 +66,8 @@ def test_feature_metrics_fields():
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(latent_dim=8, size=32, width=0.125)
-    run = tmp_path / "gan"
-    save_generator(run / "checkpoints" / "latest.safetensors", Generator(cfg), cfg,
-                   {"data": {"source": "phantom:8", "classes": ["COVID-19"]}, "loss": "wgan-gp",
-                    "step": 3})
-    return run
+    return saved_generator(tmp_path / "gan", {"data": {"source": "phantom:8", "classes": ["COVID-19"]},
+                                              "loss": "wgan-gp", "step": 3})
 
 
 def test_sample_run(tiny_run):
