@@ -374,8 +374,10 @@ def test_dashboard_end_to_end(server, tmp_path):
         _shot(page, "train_gan", out_dirs)
 
         # A reload keeps the run this browser's: Stop asks no confirmation.
-        page.reload()
-        _idle(page, 60)
+        # A busy server (three sessions refresh the live panel twice a second, and a job trains)
+        # can take more than the default 30 s to answer a new page: wait for the app, not "load".
+        page.reload(wait_until="commit", timeout=120_000)
+        _idle(page, 120)
         _wait(lambda: main.get_by_role("button", name="Stop").count() > 0, 60, "the controls")
         assert page.locator('[data-testid="stPopover"]').count() == 0, "own run asked as another's"
 
@@ -385,8 +387,8 @@ def test_dashboard_end_to_end(server, tmp_path):
         for _ in range(2):
             other = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
             other.set_default_timeout(30_000)
-            other.goto(base + "/train_gan")
-            _idle(other, 60)
+            other.goto(base + "/train_gan", wait_until="commit", timeout=120_000)
+            _idle(other, 120)
             _pick(other, "Run", ours)
             _idle(other, 30)
             watchers.append(other)
@@ -505,7 +507,7 @@ def test_dashboard_end_to_end(server, tmp_path):
         _wait(lambda: page.evaluate(_CRITIC_PATH) not in (None, shape), 30,
               "the critic-loss chart to show the other run")
         # B views the copy too; deleted (here, by hand), both sessions say so by themselves.
-        other.reload()
+        other.reload(wait_until="commit", timeout=120_000)
         _idle(other, 60)
         _pick(other, "Run", twin.name)
         _idle(other, 30)
