@@ -4,6 +4,7 @@ holder waiting until the first lets go (or dies)."""
 from __future__ import annotations
 
 import fcntl
+import os
 
 import pytest
 
@@ -66,3 +67,48 @@ def test_the_lock_is_released_when_the_block_fails(tmp_path):
         with file_lock(lock):
             raise RuntimeError("boom")
     assert _try_lock(lock)
+
+
+def test_a_writers_own_error_on_a_full_disk_becomes_the_disk_full_error(tmp_path, monkeypatch):
+    """torch.save reports a full disk as "unexpected pos"; atomic_path asks the disk (full_disk)
+    and raises the plain ENOSPC, removing the half-written file. The real 3 MB disk is in
+    tests/test_hostile_inputs.py (marked slow)."""
+    import errno
+
+    from core import atomic
+    from core.errors import environment_reason
+
+    target = tmp_path / "latest_state.pt"
+    monkeypatch.setattr(atomic, "full_disk", lambda folder: OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError) as caught:
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 887488")
+    assert caught.value.errno == errno.ENOSPC and str(target) in str(caught.value)
+    assert "full" in environment_reason(caught.value) and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(atomic, "full_disk", lambda folder: None)   # room on the disk: a bug
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        with atomic.atomic_path(target) as tmp:
+            raise RuntimeError("unexpected pos")
+
+
+def test_full_disk_asks_the_disk(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from core import atomic
+
+    assert atomic.full_disk(tmp_path) is None and list(tmp_path.iterdir()) == []
+    real_open = builtins.open
+
+    def refusing(code):
+        def fake(path, *args, **kwargs):
+            if ".probe." in str(path):
+                raise OSError(code, os.strerror(code))
+            return real_open(path, *args, **kwargs)
+        return fake
+
+    monkeypatch.setattr(builtins, "open", refusing(errno.ENOSPC))
+    assert atomic.full_disk(tmp_path).errno == errno.ENOSPC
+    monkeypatch.setattr(builtins, "open", refusing(errno.EACCES))
+    assert atomic.full_disk(tmp_path) is None     # no permission is not a full disk

@@ -383,15 +383,15 @@ def test_dashboard_end_to_end(server, tmp_path):
 
         # Three sessions on one run: A (who started it) and B watch, C steers. Only C's two moves
         # reach the run, the values in force stay C's in every session, and the charts say who.
-        watchers = []
-        for _ in range(2):
-            other = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        watchers = [browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+                    for _ in range(2)]
+        for other in watchers:   # both load at once: on a busy machine each takes a while
             other.set_default_timeout(30_000)
             other.goto(base + "/train_gan", wait_until="commit", timeout=120_000)
+        for other in watchers:
             _idle(other, 120)
             _pick(other, "Run", ours)
             _idle(other, 30)
-            watchers.append(other)
         b, c = watchers
         # Another's run: Pause and Stop behind a confirmation (Resume too, disabled while running).
         _wait(lambda: c.locator('[data-testid="stPopover"]').count() == 3, 60, "C's guarded controls")

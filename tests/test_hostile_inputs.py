@@ -815,6 +815,8 @@ def test_a_resume_after_a_non_finite_failure_goes_on_with_the_checkpoints_values
     assert main(["train-gan", "--run-dir", str(tmp_path / "fresh"), "--keep-control"]) == 2
 
 
+@pytest.mark.slow   # two training processes on a real 3 MB disk: 80 s on a loaded CI machine;
+# the path it checks runs in the default suite in tests/test_atomic.py
 def test_a_disk_that_fills_during_torch_save_says_so(tmp_path):
     """A real full disk (a 3 MB tmpfs in a private mount namespace): torch.save reports it as
     its own "unexpected pos" error; the status must name the full disk, no half-written file
