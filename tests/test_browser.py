@@ -383,15 +383,24 @@ def test_dashboard_end_to_end(server, tmp_path):
 
         # Three sessions on one run: A (who started it) and B watch, C steers. Only C's two moves
         # reach the run, the values in force stay C's in every session, and the charts say who.
+        def slider_value(p, label):
+            thumb = p.locator('[data-testid="stSlider"]', has_text=label).locator(
+                '[data-testid="stSliderThumbValue"]')
+            return thumb.first.inner_text().strip() if thumb.count() else None
+
         watchers = [browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
                     for _ in range(2)]
         for other in watchers:   # both load at once: on a busy machine each takes a while
             other.set_default_timeout(30_000)
             other.goto(base + "/train_gan", wait_until="commit", timeout=120_000)
+        # The newest active run is the one a fresh Train GAN page shows. Waiting for its sliders,
+        # not for an idle page: three sessions refreshing twice a second on a loaded machine can
+        # keep Streamlit's running indicator on for longer than any quiet window.
         for other in watchers:
-            _idle(other, 120)
-            _pick(other, "Run", ours)
-            _idle(other, 30)
+            _wait(lambda: other.locator('[data-testid="stSelectbox"]', has_text=ours).count() > 0,
+                  120, "the run in the watching session")
+            _wait(lambda: slider_value(other, "lambda") and slider_value(other, "n_critic"), 120,
+                  "the steering sliders in the watching session")
         b, c = watchers
         # Another's run: Pause and Stop behind a confirmation (Resume too, disabled while running).
         _wait(lambda: c.locator('[data-testid="stPopover"]').count() == 3, 60, "C's guarded controls")
@@ -399,14 +408,8 @@ def test_dashboard_end_to_end(server, tmp_path):
         before = json.loads(control_file.read_text()).get("seq", 0) if control_file.exists() else 0
         shown = {}
 
-        def slider_value(p, label):
-            thumb = p.locator('[data-testid="stSlider"]', has_text=label).locator(
-                '[data-testid="stSliderThumbValue"]')
-            return thumb.first.inner_text().strip() if thumb.count() else None
-
         for label, key in (("lambda", "ArrowLeft"), ("n_critic", "ArrowRight")):
-            _idle(c, 30)
-            shown[label] = slider_value(c, label)
+            shown[label] = _wait(lambda: slider_value(c, label), 60, f"C's {label} slider")
             thumb = c.locator('[data-testid="stSlider"]', has_text=label).get_by_role("slider")
             thumb.focus()
             thumb.press(key)
