@@ -397,8 +397,10 @@ def test_dashboard_end_to_end(server, tmp_path):
         # not for an idle page: three sessions refreshing twice a second on a loaded machine can
         # keep Streamlit's running indicator on for longer than any quiet window.
         for other in watchers:
-            _wait(lambda: other.locator('[data-testid="stSelectbox"]', has_text=ours).count() > 0,
-                  120, "the run in the watching session")
+            _wait(lambda: other.evaluate(
+                "n => [...document.querySelectorAll('[data-testid=\"stMarkdownContainer\"]')]"
+                ".some(e => e.getBoundingClientRect().height > 0 && e.innerText.includes(n))", ours),
+                120, "the run's live panel in the watching session")
             _wait(lambda: slider_value(other, "lambda") and slider_value(other, "n_critic"), 120,
                   "the steering sliders in the watching session")
         b, c = watchers
